@@ -1,0 +1,182 @@
+"""Errors: what the user got wrong, told plainly, and what specc got wrong, kept apart.
+
+User mistakes are `SpecError` (in the spec), `DataError` (in the data it names)
+and `UsageError` (on the command line). Each renders as
+
+    FILE:LINE:COL: error: MESSAGE
+        LINE | source line
+             | ^~~~~
+    hint: ...
+
+and never as a traceback. Anything else that escapes is a bug in specc and is
+reported as `InternalError` with its traceback. Exit codes are in `EXIT_CODES`.
+"""
+
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass, field
+from typing import Iterable
+
+from .nodes import Span
+
+#: Process exit codes, documented in the README.
+EXIT_OK = 0
+EXIT_SPEC = 1  # a mistake in the .model file
+EXIT_USAGE = 2  # a mistake on the command line
+EXIT_DATA = 3  # data missing or malformed, device unavailable, training failed
+EXIT_INTERNAL = 70  # a bug in specc (EX_SOFTWARE)
+EXIT_INTERRUPTED = 130
+
+EXIT_CODES = {
+    EXIT_OK: "success",
+    EXIT_SPEC: "the spec has an error (syntax, names, arguments, shapes)",
+    EXIT_USAGE: "the command line is wrong (unknown option, missing file)",
+    EXIT_DATA: "data or runtime error (dataset missing, bad data, device unavailable, loss became NaN)",
+    EXIT_INTERNAL: "internal error: a bug in specc, please report it with the traceback",
+    EXIT_INTERRUPTED: "interrupted (Ctrl-C)",
+}
+
+
+def suggest(word: str, choices: Iterable[str], n: int = 1) -> list[str]:
+    """Close matches for a misspelled `word`, best first."""
+    choices = list(dict.fromkeys(choices))
+    found = difflib.get_close_matches(word, choices, n=n, cutoff=0.6)
+    if not found:
+        lowered = {c.lower().replace("_", ""): c for c in choices}
+        key = word.lower().replace("_", "")
+        found = [lowered[m] for m in difflib.get_close_matches(key, list(lowered), n=n, cutoff=0.75)]
+    return found
+
+
+def did_you_mean(word: str, choices: Iterable[str]) -> str | None:
+    found = suggest(word, choices)
+    return f"did you mean `{found[0]}`?" if found else None
+
+
+@dataclass
+class Diagnostic:
+    """One located message. `to_dict()` is the structured form (`--format json`)."""
+
+    message: str
+    file: str = "<string>"
+    span: Span | None = None
+    hint: str | None = None
+    notes: list[str] = field(default_factory=list)
+    source: str | None = field(default=None, repr=False)
+    severity: str = "error"
+
+    def to_dict(self) -> dict:
+        return {
+            "file": self.file,
+            "line": self.span.line if self.span else None,
+            "col": self.span.col if self.span else None,
+            "end_line": self.span.end_line if self.span else None,
+            "end_col": self.span.end_col if self.span else None,
+            "severity": self.severity,
+            "message": self.message,
+            "hint": self.hint,
+            "notes": list(self.notes),
+        }
+
+    def render(self) -> str:
+        if self.span is None:
+            out = [f"{self.file}: {self.severity}: {self.message}"]
+        else:
+            out = [f"{self.file}:{self.span.line}:{self.span.col}: {self.severity}: {self.message}"]
+            out += _excerpt(self.source, self.span)
+        out += [f"note: {n}" for n in self.notes]
+        if self.hint:
+            out.append(f"hint: {self.hint}")
+        return "\n".join(out)
+
+
+def _excerpt(source: str | None, span: Span) -> list[str]:
+    if not source:
+        return []
+    lines = source.splitlines()
+    if not 1 <= span.line <= len(lines):
+        return []
+    text = lines[span.line - 1].expandtabs(1)
+    width = (span.end_col - span.col) if span.end_line == span.line else len(text) - span.col + 1
+    width = max(1, min(width, len(text) - span.col + 1))
+    gutter = str(span.line)
+    pad = " " * len(gutter)
+    return [
+        f" {gutter} | {text}",
+        f" {pad} | {' ' * (span.col - 1)}^{'~' * (width - 1)}",
+    ]
+
+
+class UserError(Exception):
+    """A mistake the user can fix. Subclasses choose the exit code."""
+
+    exit_code = EXIT_SPEC
+
+    def __init__(self, diagnostics: Diagnostic | list[Diagnostic]):
+        self.diagnostics = diagnostics if isinstance(diagnostics, list) else [diagnostics]
+        super().__init__(self.render())
+
+    @property
+    def first(self) -> Diagnostic:
+        return self.diagnostics[0]
+
+    @property
+    def message(self) -> str:
+        return self.first.message
+
+    @property
+    def line(self) -> int | None:
+        return self.first.span.line if self.first.span else None
+
+    @property
+    def col(self) -> int | None:
+        return self.first.span.col if self.first.span else None
+
+    @property
+    def hint(self) -> str | None:
+        return self.first.hint
+
+    def render(self) -> str:
+        return "\n".join(d.render() for d in self.diagnostics)
+
+    def to_dicts(self) -> list[dict]:
+        return [d.to_dict() for d in self.diagnostics]
+
+
+class SpecError(UserError):
+    """A mistake in a .model file: syntax, unknown names, bad arguments, shapes."""
+
+    exit_code = EXIT_SPEC
+
+
+class DataError(UserError):
+    """Data that is missing or does not fit the model; also an unavailable device or a failed run."""
+
+    exit_code = EXIT_DATA
+
+
+class UsageError(UserError):
+    """A mistake on the command line."""
+
+    exit_code = EXIT_USAGE
+
+
+class InternalError(Exception):
+    """A bug in specc. Never raised for something the user wrote."""
+
+    exit_code = EXIT_INTERNAL
+
+
+class Source:
+    """One spec file's text and name, to locate diagnostics in."""
+
+    def __init__(self, text: str, file: str = "<string>"):
+        self.text = text
+        self.file = file
+
+    def diag(self, message: str, span: Span | None, hint: str | None = None, notes: list[str] | None = None) -> Diagnostic:
+        return Diagnostic(message=message, file=self.file, span=span, hint=hint, notes=list(notes or []), source=self.text)
+
+    def error(self, message: str, span: Span | None, hint: str | None = None, notes: list[str] | None = None) -> SpecError:
+        return SpecError(self.diag(message, span, hint, notes))

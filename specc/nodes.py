@@ -1,0 +1,222 @@
+"""The specc AST: Pydantic nodes lowered from the Lark parse tree.
+
+Every node carries its source `span`; spans are kept beside the tree and never
+take part in equality, so two specs that differ only in layout compare equal.
+Class names are the DSL keywords: `input` -> `Input`, `repeat` -> `Repeat`, ...
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal, Union
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class Span(BaseModel):
+    """A range of source text, 1-based lines and columns (end exclusive)."""
+
+    model_config = ConfigDict(frozen=True)
+    line: int
+    col: int
+    end_line: int
+    end_col: int
+
+    def __str__(self) -> str:
+        return f"{self.line}:{self.col}"
+
+
+class Node(BaseModel):
+    model_config = ConfigDict(frozen=True)
+    span: Span | None = Field(default=None, exclude=True, repr=False, compare=False)
+
+    def __eq__(self, other: object) -> bool:  # spans never count
+        return type(self) is type(other) and self.model_dump() == other.model_dump()  # type: ignore[union-attr]
+
+    def __hash__(self) -> int:
+        return hash(repr(self.model_dump()))
+
+
+# --- expressions -----------------------------------------------------------
+
+
+class Number(Node):
+    tag: Literal["number"] = "number"
+    value: int | float
+
+
+class Str(Node):
+    tag: Literal["str"] = "str"
+    value: str
+
+
+class Name(Node):
+    """A bare identifier: a block parameter, `true`/`false`/`none`, or a symbol such as `relu`."""
+
+    tag: Literal["name"] = "name"
+    id: str
+
+
+class Kwarg(Node):
+    name: str
+    value: Expr
+    name_span: Span | None = Field(default=None, exclude=True, repr=False, compare=False)
+
+
+class Call(Node):
+    """`func(args, key=value)`: a layer, block, or configured Keras object."""
+
+    tag: Literal["call"] = "call"
+    func: str
+    args: list[Expr] = []
+    kwargs: list[Kwarg] = []
+    name_span: Span | None = Field(default=None, exclude=True, repr=False, compare=False)
+
+
+class Tuple(Node):
+    tag: Literal["tuple"] = "tuple"
+    items: list[Expr]
+
+
+class List(Node):
+    tag: Literal["list"] = "list"
+    items: list[Expr]
+
+
+class BinOp(Node):
+    tag: Literal["binop"] = "binop"
+    op: Literal["+", "-", "*", "/", "//", "%"]
+    left: Expr
+    right: Expr
+
+
+class Neg(Node):
+    tag: Literal["neg"] = "neg"
+    operand: Expr
+
+
+Expr = Annotated[
+    Union[Number, Str, Name, Call, Tuple, List, BinOp, Neg], Field(discriminator="tag")
+]
+
+
+# --- model statements ------------------------------------------------------
+
+
+class Input(Node):
+    """`input NAME: (d1, d2, ...) [dtype]`"""
+
+    tag: Literal["input"] = "input"
+    name: str
+    shape: list[int | None]
+    dtype: str | None = None
+
+
+class Output(Node):
+    """`output a, b`: the model's outputs, in order."""
+
+    tag: Literal["output"] = "output"
+    names: list[str]
+
+
+class Ref(Node):
+    """A tensor named earlier (or, if no tensor has that name, a layer without arguments)."""
+
+    tag: Literal["ref"] = "ref"
+    name: str
+
+
+class Refs(Node):
+    """`[a, b]`: several named tensors feeding one (merge) layer."""
+
+    tag: Literal["refs"] = "refs"
+    names: list[str]
+
+
+Step = Annotated[Union[Call, Ref, Refs], Field(discriminator="tag")]
+
+
+class Chain(Node):
+    """`[target =] step -> step -> ...`; a single layer call is a chain of one."""
+
+    tag: Literal["chain"] = "chain"
+    target: str | None = None
+    steps: list[Step]
+
+
+class Repeat(Node):
+    """`repeat N { ... }`"""
+
+    tag: Literal["repeat"] = "repeat"
+    count: Expr
+    body: list[Stmt]
+
+
+class Branch(Node):
+    """`branch { ... }`; an empty branch is the identity."""
+
+    tag: Literal["branch"] = "branch"
+    body: list[Stmt]
+
+
+class Parallel(Node):
+    """`parallel MERGE { branch {...} branch {...} }`"""
+
+    tag: Literal["parallel"] = "parallel"
+    merge: Call
+    branches: list[Branch]
+
+
+Stmt = Annotated[Union[Input, Output, Chain, Repeat, Parallel], Field(discriminator="tag")]
+
+
+# --- top level -------------------------------------------------------------
+
+
+class Param(Node):
+    name: str
+    default: Expr | None = None
+
+
+class Block(Node):
+    """`block NAME(params) { ... }`: a reusable piece of network."""
+
+    tag: Literal["block"] = "block"
+    name: str
+    params: list[Param] = []
+    body: list[Stmt]
+
+
+class Model(Node):
+    tag: Literal["model"] = "model"
+    name: str | None = None
+    body: list[Stmt]
+
+
+class Setting(Node):
+    """`key: value`"""
+
+    tag: Literal["setting"] = "setting"
+    key: str
+    value: Expr
+    key_span: Span | None = Field(default=None, exclude=True, repr=False, compare=False)
+
+
+class Section(Node):
+    """`NAME { key: value ... }`: `data`, `train`."""
+
+    tag: Literal["section"] = "section"
+    name: str
+    settings: list[Setting]
+
+
+class Spec(Node):
+    """A whole `.model` file."""
+
+    models: list[Model] = []
+    blocks: list[Block] = []
+    sections: list[Section] = []
+    settings: list[Setting] = []
+
+
+for _cls in (Kwarg, Call, Tuple, List, BinOp, Neg, Repeat, Branch, Parallel, Block, Model):
+    _cls.model_rebuild()

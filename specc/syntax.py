@@ -1,0 +1,390 @@
+"""Stage 1: parse `.model` text with the Lark grammar and lower the tree to the AST.
+
+`parse_text` / `parse_file` are the entry points. Lark's errors are turned into
+plain-language `SpecError`s here: terminal names such as `RPAR` never reach the user.
+"""
+
+from __future__ import annotations
+
+import functools
+from importlib import resources
+from pathlib import Path
+
+from lark import Lark, Token, Transformer, v_args
+from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken, VisitError
+
+from . import nodes as n
+from .errors import Source, SpecError
+
+_OPEN = {"LPAR", "LSQB"}
+_CLOSE = {"RPAR", "RSQB"}
+
+
+def grammar_text() -> str:
+    """The grammar: inside the wheel as `specc/specc.lark`, in a checkout as `grammar/specc.lark`."""
+    packaged = resources.files("specc").joinpath("specc.lark")
+    if packaged.is_file():
+        return packaged.read_text(encoding="utf-8")
+    return (Path(__file__).resolve().parent.parent / "grammar" / "specc.lark").read_text(encoding="utf-8")
+
+
+class _BracketNewlines:
+    """Post-lexer: newlines inside ( ) and [ ] do not end a statement."""
+
+    always_accept = ("_NL",)
+
+    def process(self, stream):
+        depth = 0
+        for tok in stream:
+            if tok.type in _OPEN:
+                depth += 1
+            elif tok.type in _CLOSE:
+                depth = max(0, depth - 1)
+            elif tok.type == "_NL" and depth:
+                continue
+            yield tok
+
+
+@functools.lru_cache(maxsize=1)
+def _parser() -> Lark:
+    return Lark(
+        grammar_text(),
+        parser="lalr",
+        propagate_positions=True,
+        maybe_placeholders=True,
+        postlex=_BracketNewlines(),
+    )
+
+
+# --- plain-language parse errors -------------------------------------------
+
+_TERMINAL_WORDS = {
+    "NAME": "a name",
+    "INT": "a whole number",
+    "FLOAT": "a number",
+    "STRING": "a string",
+    "_NL": "a new line",
+    "$END": "the end of the file",
+}
+
+
+def _describe_terminal(name: str) -> str:
+    if name in _TERMINAL_WORDS:
+        return _TERMINAL_WORDS[name]
+    for term in _parser().terminals:
+        if term.name == name and term.pattern.type == "str":
+            return f"`{term.pattern.value}`"
+    return name.lower()
+
+
+def _describe_token(tok: Token) -> str:
+    if tok.type == "$END":
+        return "end of file"
+    if tok.type == "_NL":
+        return "end of line" if "\n" in tok.value or not tok.value.strip() else f"`{tok.value.strip()}`"
+    if tok.type == "NAME":
+        return f"name `{tok.value}`"
+    if tok.type in ("INT", "FLOAT"):
+        return f"number `{tok.value}`"
+    if tok.type == "STRING":
+        return f"string {tok.value}"
+    return f"`{tok.value}`"
+
+
+def _expected_list(expected: set[str]) -> str:
+    words = sorted({_describe_terminal(e) for e in expected})
+    if len(words) > 6:
+        words = words[:6] + ["..."]
+    if len(words) == 1:
+        return words[0]
+    return "one of " + ", ".join(words)
+
+
+def _token_span(tok: Token) -> n.Span:
+    line, col = tok.line or 1, tok.column or 1
+    if tok.type == "_NL":  # point just past the end of the line, where the missing thing goes
+        return n.Span(line=line, col=col, end_line=line, end_col=col + 1)
+    end_line = tok.end_line or line
+    end_col = tok.end_column or col + max(1, len(tok.value))
+    return n.Span(line=line, col=col, end_line=end_line, end_col=end_col)
+
+
+def _unclosed_brace(text: str) -> tuple[int, int] | None:
+    """Position of the last `{` never closed, ignoring strings and comments."""
+    stack: list[tuple[int, int]] = []
+    line, col, i = 1, 0, 0
+    quote = None
+    while i < len(text):
+        ch = text[i]
+        col += 1
+        if quote:
+            if ch == "\\":
+                i += 1
+                col += 1
+            elif ch == quote or ch == "\n":
+                quote = None
+        elif ch in "\"'":
+            quote = ch
+        elif ch == "#":
+            while i + 1 < len(text) and text[i + 1] != "\n":
+                i += 1
+        elif ch == "{":
+            stack.append((line, col))
+        elif ch == "}" and stack:
+            stack.pop()
+        if ch == "\n":
+            line, col = line + 1, 0
+        i += 1
+    return stack[-1] if stack else None
+
+
+def _syntax_error(src: Source, err: UnexpectedInput) -> SpecError:
+    if isinstance(err, UnexpectedCharacters):
+        ch = src.text[err.pos_in_stream] if err.pos_in_stream < len(src.text) else "?"
+        span = n.Span(line=err.line, col=err.column, end_line=err.line, end_col=err.column + 1)
+        hint = None
+        if ch in "\"'":
+            hint = "strings must be closed on the same line they start"
+        elif ch == "!":
+            hint = "specc has no `!` operator"
+        return src.error(f"unexpected character `{ch}`", span, hint)
+    if isinstance(err, UnexpectedEOF):
+        tok = Token("$END", "", 0, 1, 1)
+        expected = set(err.expected)
+    else:
+        assert isinstance(err, UnexpectedToken)
+        tok, expected = err.token, set(err.expected)
+    if tok.type == "$END":
+        lines = src.text.rstrip("\n").splitlines() or [""]
+        last = len(lines)
+        span = n.Span(line=last, col=len(lines[-1]) + 1, end_line=last, end_col=len(lines[-1]) + 2)
+        opened = _unclosed_brace(src.text)
+        if opened:
+            return src.error(
+                "unexpected end of file: a `{` is never closed",
+                n.Span(line=opened[0], col=opened[1], end_line=opened[0], end_col=opened[1] + 1),
+                hint="add the missing `}`",
+            )
+        return src.error(f"unexpected end of file; expected {_expected_list(expected)}", span)
+    span = _token_span(tok)
+    message = f"unexpected {_describe_token(tok)}; expected {_expected_list(expected)}"
+    hint = None
+    if tok.type == "EQUAL" and "COLON" in expected:
+        message = "settings are written `key: value`, not `key = value`"
+        hint = "replace `=` with `:`"
+    elif tok.type == "COLON" and "EQUAL" in expected:
+        message = "arguments are written `name=value`, not `name: value`"
+        hint = "replace `:` with `=`"
+    elif tok.type == "_NL" and ("RPAR" in expected or "RSQB" in expected):
+        message = "unexpected end of line: a bracket is never closed"
+        hint = "add the missing `)` or `]`"
+    elif tok.type == "_NL" and expected <= {"COLON", "LBRACE"}:
+        hint = "a setting needs a value (`key: value`); a section needs braces (`name { ... }`)"
+    elif tok.type == "RBRACE" and "_NL" in expected:
+        message = "`}` must start its own line"
+        hint = "put a line break before `}`"
+    elif tok.type == "LBRACE" and "LPAR" in expected:
+        hint = "a block's parameters go in parentheses: `block NAME(param, ...) { ... }`"
+    elif tok.type == "NAME" and "_NL" in expected:
+        message = f"unexpected {_describe_token(tok)}: one statement per line"
+        hint = "start a new line, or separate statements with `;`"
+    return src.error(message, span, hint)
+
+
+# --- lowering: parse tree -> AST -------------------------------------------
+
+
+def _span(meta) -> n.Span | None:
+    if getattr(meta, "empty", True):
+        return None
+    return n.Span(line=meta.line, col=meta.column, end_line=meta.end_line, end_col=meta.end_column)
+
+
+def _tspan(tok: Token) -> n.Span:
+    return n.Span(line=tok.line, col=tok.column, end_line=tok.end_line, end_col=tok.end_column)
+
+
+def _number(text: str) -> int | float:
+    text = text.replace("_", "")
+    return float(text) if any(c in text for c in ".eE") else int(text)
+
+
+class _Lower(Transformer):
+    """Lowers the Lark tree to `specc.nodes`. It only lowers: no checking beyond shape syntax."""
+
+    def __init__(self, src: Source):
+        super().__init__()
+        self.src = src
+
+    # expressions
+    @v_args(meta=True)
+    def int(self, meta, items):
+        return n.Number(value=_number(items[0]), span=_span(meta))
+
+    float = int
+
+    @v_args(meta=True)
+    def string(self, meta, items):
+        import ast as _pyast  # only for string-literal escapes; never evaluates code
+
+        return n.Str(value=_pyast.literal_eval(items[0]), span=_span(meta))
+
+    @v_args(meta=True)
+    def name(self, meta, items):
+        return n.Name(id=str(items[0]), span=_span(meta))
+
+    @v_args(meta=True)
+    def kwarg(self, meta, items):
+        return n.Kwarg(name=str(items[0]), value=items[1], span=_span(meta), name_span=_tspan(items[0]))
+
+    @v_args(meta=True)
+    def call(self, meta, items):
+        func, *rest = items
+        args = [a for a in rest if a is not None and not isinstance(a, n.Kwarg)]
+        kwargs = [a for a in rest if isinstance(a, n.Kwarg)]
+        return n.Call(func=str(func), args=args, kwargs=kwargs, span=_span(meta), name_span=_tspan(func))
+
+    @v_args(meta=True)
+    def tuple(self, meta, items):
+        return n.Tuple(items=[i for i in items if i is not None], span=_span(meta))
+
+    @v_args(meta=True)
+    def list(self, meta, items):
+        return n.List(items=[i for i in items if i is not None], span=_span(meta))
+
+    def _binop(op):  # noqa: N805 - a factory used in the class body
+        @v_args(meta=True)
+        def method(self, meta, items):
+            return n.BinOp(op=op, left=items[0], right=items[1], span=_span(meta))
+
+        return method
+
+    add, sub, mul = _binop("+"), _binop("-"), _binop("*")
+    div, floordiv, mod = _binop("/"), _binop("//"), _binop("%")
+    del _binop
+
+    @v_args(meta=True)
+    def neg(self, meta, items):
+        operand = items[0]
+        if isinstance(operand, n.Number):  # fold `-1` into a literal
+            return n.Number(value=-operand.value, span=_span(meta))
+        return n.Neg(operand=operand, span=_span(meta))
+
+    # model statements
+    def int_dim(self, items):
+        return int(str(items[0]).replace("_", ""))
+
+    def name_dim(self, items):
+        tok = items[0]
+        if str(tok).lower() == "none":
+            return None
+        raise self.src.error(
+            f"a shape dimension must be a whole number or `none`, not `{tok}`",
+            _tspan(tok),
+            hint="write `none` for a dimension that varies (such as sequence length)",
+        )
+
+    def shape(self, items):
+        return [d for d in items] if items != [None] else []
+
+    @v_args(meta=True)
+    def input(self, meta, items):
+        name, shape, dtype = items
+        return n.Input(name=str(name), shape=shape, dtype=str(dtype) if dtype else None, span=_span(meta))
+
+    @v_args(meta=True)
+    def output(self, meta, items):
+        return n.Output(names=[str(t) for t in items], span=_span(meta))
+
+    @v_args(meta=True)
+    def ref(self, meta, items):
+        return n.Ref(name=str(items[0]), span=_span(meta))
+
+    @v_args(meta=True)
+    def refs(self, meta, items):
+        return n.Refs(names=[str(t) for t in items if t is not None], span=_span(meta))
+
+    @v_args(meta=True)
+    def chain(self, meta, items):
+        return n.Chain(steps=items, span=_span(meta))
+
+    @v_args(meta=True)
+    def assign(self, meta, items):
+        name, chain = items
+        return n.Chain(target=str(name), steps=chain.steps, span=_span(meta))
+
+    @v_args(meta=True)
+    def body(self, meta, items):
+        return [i for i in items if i is not None]
+
+    @v_args(meta=True)
+    def repeat(self, meta, items):
+        return n.Repeat(count=items[0], body=items[1], span=_span(meta))
+
+    @v_args(meta=True)
+    def branch(self, meta, items):
+        return n.Branch(body=items[0], span=_span(meta))
+
+    @v_args(meta=True)
+    def parallel(self, meta, items):
+        merge, *branches = items
+        if isinstance(merge, n.Ref):
+            merge = n.Call(func=merge.name, span=merge.span, name_span=merge.span)
+        return n.Parallel(merge=merge, branches=branches, span=_span(meta))
+
+    # top level
+    @v_args(meta=True)
+    def param(self, meta, items):
+        return n.Param(name=str(items[0]), default=items[1], span=_span(meta))
+
+    def params(self, items):
+        return [p for p in items if p is not None]
+
+    @v_args(meta=True)
+    def block(self, meta, items):
+        name, params, body = items
+        return n.Block(name=str(name), params=params or [], body=body, span=_span(meta))
+
+    @v_args(meta=True)
+    def model(self, meta, items):
+        name, body = items
+        return n.Model(name=str(name) if name else None, body=body, span=_span(meta))
+
+    @v_args(meta=True)
+    def setting(self, meta, items):
+        key, value = items
+        return n.Setting(key=str(key), value=value, span=_span(meta), key_span=_tspan(key))
+
+    @v_args(meta=True)
+    def section(self, meta, items):
+        name, *settings = items
+        return n.Section(name=str(name), settings=settings, span=_span(meta))
+
+    @v_args(meta=True)
+    def start(self, meta, items):
+        spec = {"models": [], "blocks": [], "sections": [], "settings": []}
+        for item in items:
+            spec[{"model": "models", "block": "blocks", "section": "sections", "setting": "settings"}[item.tag]].append(item)
+        return n.Spec(**spec, span=_span(meta))
+
+
+def parse_text(text: str, file: str = "<string>") -> n.Spec:
+    """Parse spec text into the AST. Raises `SpecError` with a located, plain message."""
+    src = Source(text, file)
+    if not text.endswith("\n"):
+        text += "\n"
+    try:
+        tree = _parser().parse(text)
+    except UnexpectedInput as err:
+        raise _syntax_error(src, err) from None
+    try:
+        return _Lower(src).transform(tree)
+    except VisitError as err:
+        if isinstance(err.orig_exc, SpecError):
+            raise err.orig_exc from None
+        raise
+
+
+def parse_file(path: str | Path) -> n.Spec:
+    path = Path(path)
+    return parse_text(path.read_text(encoding="utf-8"), str(path))
