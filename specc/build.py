@@ -1,0 +1,163 @@
+"""Stage 3: build the plan into a `keras.Model` on symbolic tensors.
+
+Building is shape inference: every layer is called on symbolic Keras tensors,
+so a shape error surfaces before any training and is blamed on the spec line
+of the layer that raised it. Keras computes every shape; specc has no shape rules.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from .errors import Source, SpecError
+from .keras_env import import_keras
+from .plan import LayerNode, Obj, Plan
+
+
+def make_object(value: Any) -> Any:
+    """Turn plan values into Keras objects: `Obj` -> `keras.<module>.<cls>(**kwargs)`, recursively."""
+    if isinstance(value, Obj):
+        keras = import_keras()
+        mod = keras
+        for part in value.module.split(".")[1:]:
+            mod = getattr(mod, part)
+        return getattr(mod, value.cls)(**{k: make_object(v) for k, v in value.kwargs.items()})
+    if isinstance(value, list):
+        return [make_object(v) for v in value]
+    if isinstance(value, tuple):
+        return tuple(make_object(v) for v in value)
+    return value
+
+
+def make_layer(node: LayerNode):
+    keras = import_keras()
+    cls = getattr(keras.layers, node.cls)
+    return cls(name=node.name, **{k: make_object(v) for k, v in node.kwargs.items()})
+
+
+_NOISE = [
+    re.compile(r"\s*Arguments received by \S+\.call\(\).*", re.S),
+    re.compile(r"^Exception encountered when calling \S+\.call\(\)\.\s*", re.S),
+]
+
+
+def _keras_message(err: BaseException) -> str:
+    text = str(err).strip()
+    for pat in _NOISE:
+        text = pat.sub("", text).strip()
+    text = re.sub(r"\s*\n\s*", " ", text)
+    return text[:600] if text else type(err).__name__
+
+
+def _blame(node: LayerNode, message: str):
+    """The span of the argument the Keras message names, else the layer call's."""
+    for arg, span in node.origin.args.items():
+        if re.search(rf"`{arg}`|\b{arg}=|argument {arg}\b|'{arg}'", message):
+            return span
+    return node.origin.span
+
+
+def _shape(t) -> str:
+    return str(tuple(t.shape))
+
+
+@dataclass
+class Built:
+    model: Any  # keras.Model
+    layers: dict[str, Any]  # plan node name -> keras layer
+    tensors: dict[str, Any]  # plan node name -> symbolic output
+
+
+def build_model(plan: Plan) -> Any:
+    """The `keras.Model` the plan describes (fresh weights). Raises `SpecError` blamed on spec lines."""
+    return build(plan).model
+
+
+def build(plan: Plan) -> Built:
+    keras = import_keras()
+    src = Source(plan.source, plan.file)
+    tensors: dict[str, Any] = {}
+    layers: dict[str, Any] = {}
+    for inp in plan.inputs:
+        try:
+            tensors[inp.name] = keras.Input(shape=inp.shape, dtype=inp.dtype, name=inp.name)
+        except Exception as err:  # noqa: BLE001 - Keras says what is wrong with the shape
+            raise src.error(f"bad input `{inp.name}`: {_keras_message(err)}", inp.origin.span) from None
+    for node in plan.layers:
+        try:
+            layer = make_layer(node)
+        except Exception as err:  # noqa: BLE001 - constructor validation is Keras's own
+            message = _keras_message(err)
+            raise SpecError(src.diag(f"invalid arguments for `{node.cls}`: {message}", _blame(node, message),
+                                     hint=_hint_for(node, message), notes=node.origin.notes)) from None
+        args = [tensors[i] for i in node.inputs]
+        try:
+            out = layer(args if len(args) > 1 else args[0])
+        except Exception as err:  # noqa: BLE001 - the shape rules are Keras's own
+            shapes = ", ".join(_shape(a) for a in args)
+            message = _keras_message(err)
+            raise SpecError(src.diag(
+                f"layer `{node.name}` ({node.cls}) cannot take input of shape {shapes}: {message}",
+                node.origin.span, hint=_hint_for(node, message, args), notes=node.origin.notes)) from None
+        if isinstance(out, (list, tuple)):
+            raise SpecError(src.diag(f"layer `{node.name}` returns several tensors; specc chains single tensors",
+                                     node.origin.span, notes=node.origin.notes))
+        layers[node.name] = layer
+        tensors[node.name] = out
+    ins = [tensors[i.name] for i in plan.inputs]
+    outs = [tensors[o] for o in plan.outputs]
+    model = keras.Model(inputs=ins[0] if len(ins) == 1 else ins, outputs=outs[0] if len(outs) == 1 else outs,
+                        name=plan.name)
+    return Built(model=model, layers=layers, tensors=tensors)
+
+
+def _hint_for(node: LayerNode, message: str, args=None) -> str | None:
+    m = re.search(r"expected ndim=(\d+), found ndim=(\d+)", message)
+    if m and args:
+        want, got = int(m.group(1)), int(m.group(2))
+        if want > got:
+            return (f"`{node.cls}` expects {want - 1}-D examples but gets {got - 1}-D ones; "
+                    "reshape first (e.g. `reshape((28, 28, 1))`) or fix the input shape")
+        return f"`{node.cls}` expects {want - 1}-D examples but gets {got - 1}-D ones; add `flatten` or a pooling layer before it"
+    if "incompatible shapes" in message.lower() or "must have the same shape" in message.lower():
+        return "the merged tensors must have matching shapes; adjust the filters/units of one branch"
+    m = re.search(r"one of \{([^}]*)\}", message)
+    if m:
+        return f"allowed values: {m.group(1)}"
+    return None
+
+
+@dataclass
+class LayerRow:
+    name: str
+    cls: str
+    shape: str
+    params: int
+    line: int | None
+
+
+def summarize(plan: Plan) -> tuple[list[LayerRow], int, Any]:
+    """Each layer with its output shape and parameter count, and the model's total."""
+    built = build(plan)
+    rows = [LayerRow(i.name, "Input", _shape(built.tensors[i.name]), 0, i.origin.span.line if i.origin.span else None)
+            for i in plan.inputs]
+    for node in plan.layers:
+        rows.append(LayerRow(node.name, node.cls, _shape(built.tensors[node.name]), built.layers[node.name].count_params(),
+                             node.origin.span.line if node.origin.span else None))
+    return rows, built.model.count_params(), built.model
+
+
+def format_summary(plan: Plan, rows: list[LayerRow], total: int) -> str:
+    head = ("layer", "type", "output shape", "params", "line")
+    table = [head] + [(r.name, r.cls, r.shape, f"{r.params:,}", str(r.line or "")) for r in rows]
+    widths = [max(len(row[i]) for row in table) for i in range(len(head))]
+    lines = [f"model {plan.name}"]
+    for k, row in enumerate(table):
+        cells = [row[i].ljust(widths[i]) if i != 3 else row[i].rjust(widths[i]) for i in range(len(head))]
+        lines.append("  " + "  ".join(cells).rstrip())
+        if k == 0:
+            lines.append("  " + "  ".join("-" * w for w in widths))
+    lines.append(f"total params: {total:,}")
+    return "\n".join(lines)

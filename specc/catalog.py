@@ -1,0 +1,192 @@
+"""Keras's own catalogues, indexed by the names a spec uses.
+
+Every public Keras layer is usable by its snake_case name (`Conv2D` -> `conv2d`,
+`MultiHeadAttention` -> `multi_head_attention`) and by its lower-cased class name
+(`maxpool2d`, `adamw`); a few short aliases people expect are added. Nothing here
+wraps or re-describes a layer: names map to the Keras classes themselves.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+from dataclasses import dataclass, field
+from typing import Any
+
+from .keras_env import import_keras
+
+# Layers a spec may not use: they run arbitrary code, load files, or are not layers one stacks.
+DENIED_LAYERS = {
+    "Lambda": "it runs arbitrary Python code, which a spec may never do",
+    "TFSMLayer": "it loads a TensorFlow SavedModel from disk",
+    "JaxLayer": "it wraps arbitrary JAX code",
+    "FlaxLayer": "it wraps arbitrary Flax code",
+    "TorchModuleWrapper": "it wraps arbitrary PyTorch code",
+    "Layer": "it is the abstract base class",
+    "Wrapper": "it is an abstract base class",
+    "InputLayer": "declare inputs with `input NAME: (shape)`",
+    "Input": "declare inputs with `input NAME: (shape)`",
+    "InputSpec": "it is not a layer",
+}
+
+LAYER_ALIASES = {
+    "batchnorm": "BatchNormalization",
+    "layernorm": "LayerNormalization",
+    "groupnorm": "GroupNormalization",
+    "rmsnorm": "RMSNormalization",
+    "leaky_relu": "LeakyReLU",
+    "mha": "MultiHeadAttention",
+    "gap1d": "GlobalAveragePooling1D",
+    "gap2d": "GlobalAveragePooling2D",
+}
+
+OBJECT_ALIASES = {
+    "loss": {"mse": "MeanSquaredError", "mae": "MeanAbsoluteError", "mape": "MeanAbsolutePercentageError",
+             "msle": "MeanSquaredLogarithmicError", "crossentropy": "CategoricalCrossentropy"},
+    "metric": {"mse": "MeanSquaredError", "mae": "MeanAbsoluteError", "rmse": "RootMeanSquaredError",
+               "mape": "MeanAbsolutePercentageError"},
+    "schedule": {"cosine": "CosineDecay", "exponential": "ExponentialDecay", "piecewise": "PiecewiseConstantDecay",
+                 "cosine_restarts": "CosineDecayRestarts", "polynomial": "PolynomialDecay"},
+    "optimizer": {},
+    "initializer": {},
+    "regularizer": {},
+    "constraint": {},
+}
+
+# Names Keras's compile() understands for metrics besides its catalogue.
+METRIC_STRINGS = {"accuracy", "acc", "crossentropy", "ce"}
+
+
+def snake_case(name: str) -> str:
+    from keras.src.utils.naming import to_snake_case  # Keras's own rule, not ours
+
+    return to_snake_case(name)
+
+
+@dataclass
+class Catalog:
+    """Spec names -> Keras objects for one kind (layer, loss, optimizer, ...)."""
+
+    kind: str
+    module_path: str
+    classes: dict[str, str] = field(default_factory=dict)  # spec name -> class name in module
+    functions: dict[str, str] = field(default_factory=dict)  # spec name -> function name in module
+    canonical: list[str] = field(default_factory=list)  # names shown in suggestions
+
+    def module(self):
+        keras = import_keras()
+        mod = keras
+        for part in self.module_path.split(".")[1:]:
+            mod = getattr(mod, part)
+        return mod
+
+    def class_name(self, name: str) -> str | None:
+        return self.classes.get(name)
+
+    def get_class(self, class_name: str):
+        return getattr(self.module(), class_name)
+
+    def knows(self, name: str) -> bool:
+        return name in self.classes or name in self.functions
+
+    def choices(self) -> list[str]:
+        return self.canonical
+
+
+def _index(kind: str, module_path: str, base: type | None, denied=(), aliases=None) -> Catalog:
+    cat = Catalog(kind, module_path)
+    mod = cat.module()
+    for attr in sorted(dir(mod)):
+        if attr.startswith("_") or attr in denied or attr in ("get", "serialize", "deserialize"):
+            continue
+        obj = getattr(mod, attr)
+        if inspect.isclass(obj):
+            if base is not None and not issubclass(obj, base):
+                continue
+            if inspect.isabstract(obj):
+                continue
+            snake = snake_case(attr)
+            for name in (snake, attr.lower()):
+                cat.classes.setdefault(name, attr)
+            # `re_lu`, `adam_w`, `rm_sprop` are Keras's mechanical split of acronyms: show `relu`, `adamw`.
+            odd_split = any(len(part) <= 2 and not part[-1:].isdigit() for part in snake.split("_")) and "_" in snake
+            cat.canonical.append(attr.lower() if odd_split else snake)
+        elif callable(obj) and attr.islower():
+            cat.functions.setdefault(attr, attr)
+            if attr not in cat.classes:
+                cat.canonical.append(attr)
+    for alias, target in (aliases or {}).items():
+        cat.classes.setdefault(alias, target)
+        cat.canonical.append(alias)
+    cat.canonical = list(dict.fromkeys(cat.canonical))
+    return cat
+
+
+@functools.lru_cache(maxsize=None)
+def catalog(kind: str) -> Catalog:
+    keras = import_keras()
+    if kind == "layer":
+        cat = _index("layer", "keras.layers", keras.layers.Layer, DENIED_LAYERS, LAYER_ALIASES)
+        cat.functions.clear()  # keras.layers.add() etc. are functional forms of the classes
+        cat.canonical = [c for c in cat.canonical if c in cat.classes]
+        return cat
+    if kind == "activation":
+        cat = _index("activation", "keras.activations", None)
+        return cat
+    spec = {
+        "loss": ("keras.losses", keras.losses.Loss),
+        "metric": ("keras.metrics", keras.metrics.Metric),
+        "optimizer": ("keras.optimizers", keras.optimizers.Optimizer),
+        "schedule": ("keras.optimizers.schedules", keras.optimizers.schedules.LearningRateSchedule),
+        "initializer": ("keras.initializers", keras.initializers.Initializer),
+        "regularizer": ("keras.regularizers", keras.regularizers.Regularizer),
+        "constraint": ("keras.constraints", keras.constraints.Constraint),
+    }[kind]
+    denied = {"LossScaleOptimizer", "MultiOptimizer", "OptimizerMap", "Loss", "Metric", "MeanMetricWrapper",
+              "Optimizer", "LearningRateSchedule", "Initializer", "Regularizer", "Constraint", "legacy", "schedules"}
+    return _index(kind, spec[0], spec[1], denied, OBJECT_ALIASES[kind])
+
+
+def kind_of_argument(arg: str) -> str | None:
+    """Which catalogue resolves a layer or optimizer argument, by its name (Keras's own naming)."""
+    if arg == "activation" or arg.endswith("_activation"):
+        return "activation"
+    if arg.endswith("initializer"):
+        return "initializer"
+    if arg.endswith("regularizer"):
+        return "regularizer"
+    if arg.endswith("constraint"):
+        return "constraint"
+    if arg in ("layer", "backward_layer"):
+        return "layer"
+    if arg == "learning_rate":
+        return "schedule"
+    return None
+
+
+@dataclass(frozen=True)
+class Signature:
+    """A Keras constructor's parameters, read with `inspect.signature`."""
+
+    positional: tuple[str, ...]  # may be given by position, in order
+    names: tuple[str, ...]  # every accepted keyword
+    required: tuple[str, ...]
+    defaults: tuple[tuple[str, Any], ...]
+    open_kwargs: bool  # accepts **kwargs
+
+
+@functools.lru_cache(maxsize=None)
+def signature_of(cls) -> Signature:
+    keras = import_keras()
+    sig = inspect.signature(cls.__init__)
+    params = [p for p in list(sig.parameters.values())[1:]]
+    positional = tuple(p.name for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD))
+    names = [p.name for p in params if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
+    required = tuple(p.name for p in params if p.default is p.empty and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD))
+    defaults = tuple((p.name, p.default) for p in params if p.default is not p.empty)
+    open_kwargs = any(p.kind == p.VAR_KEYWORD for p in params)
+    if open_kwargs and isinstance(cls, type) and issubclass(cls, keras.layers.Layer):
+        base = inspect.signature(keras.layers.Layer.__init__)
+        names += [p for p in base.parameters if p not in ("self", "kwargs") and p not in names]
+        names += [p for p in ("input_dim", "input_length", "seed") if p not in names]
+    return Signature(positional, tuple(names), required, defaults, open_kwargs)

@@ -1,0 +1,585 @@
+"""Stage 2: check a parsed spec and resolve it against Keras's catalogues into a `Plan`.
+
+Blocks and `repeat` are expanded, named tensors wired, layer names looked up in
+`keras.layers`, arguments matched to the Keras constructor signatures, and the
+`train`, `data` and `device` settings validated. Shapes are inferred later, by
+building on symbolic tensors (`specc.build.infer_shapes`).
+"""
+
+from __future__ import annotations
+
+import math
+import operator
+from typing import Any
+
+from . import nodes as n
+from .catalog import DENIED_LAYERS, METRIC_STRINGS, catalog, kind_of_argument, signature_of
+from .errors import Diagnostic, Source, SpecError, did_you_mean, suggest
+from .plan import DataPlan, InputNode, LayerNode, Obj, Origin, Plan, TrainPlan
+
+SECTIONS = ("data", "train")
+TOP_SETTINGS = ("device",)
+DEVICES = ("auto", "cpu", "gpu", "tpu")
+DATASETS = ("mnist", "fashion_mnist", "cifar10")
+DTYPES = ("float32", "float16", "bfloat16", "float64", "int32", "int64", "uint8", "bool")
+_CONSTANTS = {"true": True, "false": False, "none": None, "True": True, "False": False, "None": None}
+_OPS = {"+": operator.add, "-": operator.sub, "*": operator.mul, "/": operator.truediv,
+        "//": operator.floordiv, "%": operator.mod}
+
+
+class _Abort(Exception):
+    """Stops checking the current unit after its error was recorded."""
+
+
+class Checker:
+    def __init__(self, spec: n.Spec, src: Source):
+        self.spec = spec
+        self.src = src
+        self.errors: list[Diagnostic] = []
+        self.blocks: dict[str, n.Block] = {}
+        self.notes: list[str] = []  # "in block `x` used at line N", innermost last
+        self.stack: list[str] = []  # block names being expanded
+
+    # -- reporting ---------------------------------------------------------
+
+    def fail(self, message: str, span: n.Span | None, hint: str | None = None) -> _Abort:
+        self.errors.append(self.src.diag(message, span, hint, list(reversed(self.notes))))
+        return _Abort()
+
+    def origin(self, span: n.Span | None) -> Origin:
+        return Origin(span=span, notes=list(reversed(self.notes)))
+
+    # -- expressions -------------------------------------------------------
+
+    def value(self, e: n.Expr, env: dict[str, Any], kind: str | None = None, what: str = "value") -> Any:
+        """Evaluate an expression; names and calls are resolved in the catalogue `kind` if given."""
+        if isinstance(e, n.Number):
+            return e.value
+        if isinstance(e, n.Str):
+            return self.named(e.value, e.span, kind, what) if kind else e.value
+        if isinstance(e, n.Name):
+            if e.id in env:
+                return env[e.id]
+            if e.id in _CONSTANTS:
+                return _CONSTANTS[e.id]
+            return self.named(e.id, e.span, kind, what) if kind else e.id
+        if isinstance(e, n.Tuple):
+            return tuple(self.value(i, env) for i in e.items)
+        if isinstance(e, n.List):
+            return [self.value(i, env, kind, what) for i in e.items]
+        if isinstance(e, n.Neg):
+            v = self.value(e.operand, env)
+            if not isinstance(v, (int, float)) or isinstance(v, bool):
+                raise self.fail(f"cannot negate {_show(v)}", e.span)
+            return -v
+        if isinstance(e, n.BinOp):
+            a, b = self.value(e.left, env), self.value(e.right, env)
+            if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in (a, b)):
+                raise self.fail(f"`{e.op}` needs two numbers, got {_show(a)} and {_show(b)}", e.span)
+            if e.op in ("/", "//", "%") and b == 0:
+                raise self.fail("division by zero", e.right.span)
+            return _OPS[e.op](a, b)
+        if isinstance(e, n.Call):
+            if kind is None:
+                raise self.fail(
+                    f"`{e.func}(...)` cannot be used as {what}",
+                    e.name_span,
+                    "calls configure Keras objects where an argument takes one: `activation`, "
+                    "`*_initializer`, `*_regularizer`, `*_constraint`, `learning_rate`, `layer`",
+                )
+            return self.obj(e, env, kind)
+        raise AssertionError(f"unknown expression {e!r}")
+
+    def named(self, name: str, span: n.Span | None, kind: str, what: str) -> Any:
+        """A bare name or string used where a catalogue object goes: check Keras knows it."""
+        if kind == "schedule":  # learning_rate=cosine_decay without arguments makes no schedule
+            raise self.fail(f"{what} must be a number or a schedule call such as `cosine_decay(0.1, decay_steps=1000)`", span)
+        if kind == "metric" and name in METRIC_STRINGS:
+            return name
+        cat = catalog(kind)
+        if kind == "layer":
+            return self.obj(n.Call(func=name, span=span, name_span=span), {}, kind)
+        if not cat.knows(name):
+            raise self.fail(f"unknown {kind} `{name}`", span, did_you_mean(name, cat.choices()) or _listing(kind, cat.choices()))
+        return name
+
+    def obj(self, call: n.Call, env: dict[str, Any], kind: str) -> Obj:
+        cat = catalog(kind)
+        if kind == "layer" and call.func in self.blocks:
+            raise self.fail(f"block `{call.func}` cannot be used as a layer argument", call.name_span,
+                            "wrappers such as `bidirectional(...)` take a single Keras layer")
+        cls_name = cat.class_name(call.func)
+        if cls_name is None:
+            if kind == "layer" and _denied(call.func):
+                raise self.fail(*_denied(call.func), call.name_span)  # type: ignore[misc]
+            if cat.knows(call.func):
+                raise self.fail(f"{kind} `{call.func}` takes no arguments", call.span)
+            raise self.fail(f"unknown {kind} `{call.func}`", call.name_span,
+                            did_you_mean(call.func, cat.choices()) or _listing(kind, cat.choices()))
+        cls = cat.get_class(cls_name)
+        kwargs = self.arguments(call, cls, env, f"{kind} `{call.func}`")
+        return Obj(kind=kind, module=cat.module_path, cls=cls_name, kwargs=kwargs)
+
+    def arguments(self, call: n.Call, cls, env: dict[str, Any], what: str) -> dict[str, Any]:
+        """Match a call's arguments to the Keras constructor signature; all become keywords."""
+        sig = signature_of(cls)
+        if len(call.args) > len(sig.positional):
+            extra = call.args[len(sig.positional)]
+            takes = ", ".join(f"`{p}`" for p in sig.positional) or "none"
+            raise self.fail(f"too many positional arguments for {what}: it takes {len(sig.positional)} ({takes})",
+                            extra.span, "pass the rest by name, e.g. `name=value`")
+        given: dict[str, tuple[n.Expr, n.Span | None]] = {}
+        for pname, arg in zip(sig.positional, call.args):
+            given[pname] = (arg, arg.span)
+        for kw in call.kwargs:
+            if kw.name in given:
+                raise self.fail(f"argument `{kw.name}` given twice to {what}", kw.name_span)
+            if kw.name not in sig.names:
+                hint = did_you_mean(kw.name, sig.names) or f"{what} takes: {', '.join(sig.names)}"
+                raise self.fail(f"unknown argument `{kw.name}` for {what}", kw.name_span, hint)
+            given[kw.name] = (kw.value, kw.span)
+        missing = [p for p in sig.required if p not in given]
+        if missing:
+            raise self.fail(f"{what} needs argument `{missing[0]}`", call.span,
+                            f"write `{call.func}({', '.join(missing)}...)`; its arguments are: {', '.join(sig.names)}")
+        out: dict[str, Any] = {}
+        for pname, (expr, _span) in given.items():
+            out[pname] = self.value(expr, env, kind_of_argument(pname), f"`{pname}`")
+        return out
+
+    # -- the model ---------------------------------------------------------
+
+    def check_model(self) -> tuple[str, list[InputNode], list[LayerNode], list[str]]:
+        models = self.spec.models
+        if not models:
+            raise self.fail("no `model` section: a spec needs one", None,
+                            "add `model NAME { input x: (shape); layer(...) }`")
+        for extra in models[1:]:
+            self.fail("only one `model` per file", extra.span)
+        model = models[0]
+        self.inputs: list[InputNode] = []
+        self.layers: list[LayerNode] = []
+        self.tensors: dict[str, str] = {}  # spec name -> plan node name
+        self.used_names: dict[str, int] = {}
+        self.outputs: list[str] = []
+        current = self.body(model.body, None, {}, in_block=False)
+        if not self.inputs:
+            raise self.fail("the model has no `input`", model.span, "declare one first: `input x: (28, 28, 1)`")
+        if not self.outputs:
+            if current is None:
+                raise self.fail("the model has no layers", model.span)
+            self.outputs = [current]
+        return model.name or "model", self.inputs, self.layers, self.outputs
+
+    def body(self, stmts: list[n.Stmt], current: str | None, env: dict[str, Any], in_block: bool) -> str | None:
+        for stmt in stmts:
+            current = self.stmt(stmt, current, env, in_block)
+        return current
+
+    def stmt(self, s: n.Stmt, current: str | None, env: dict[str, Any], in_block: bool) -> str | None:
+        if isinstance(s, n.Input):
+            if in_block:
+                raise self.fail("inputs are declared in the model, not inside a block or branch", s.span)
+            self.declare(s.name, s.span)
+            dtype = s.dtype or "float32"
+            if dtype not in DTYPES:
+                raise self.fail(f"unknown dtype `{dtype}`", s.span, did_you_mean(dtype, DTYPES) or f"dtypes: {', '.join(DTYPES)}")
+            node = InputNode(name=s.name, shape=tuple(s.shape), dtype=dtype, origin=self.origin(s.span))
+            self.inputs.append(node)
+            self.tensors[s.name] = s.name
+            return s.name
+        if isinstance(s, n.Output):
+            if in_block:
+                raise self.fail("`output` belongs to the model, not to a block or branch", s.span)
+            for name in s.names:
+                if name not in self.tensors:
+                    raise self.fail(f"unknown tensor `{name}` in `output`", s.span,
+                                    did_you_mean(name, self.tensors) or "name a tensor first: `x = dense(10)`")
+                self.outputs.append(self.tensors[name])
+            return current
+        if isinstance(s, n.Chain):
+            result = self.chain(s, current, env)
+            if s.target:
+                self.declare(s.target, s.span)
+                self.tensors[s.target] = result
+            return result
+        if isinstance(s, n.Repeat):
+            count = self.value(s.count, env)
+            if not isinstance(count, int) or isinstance(count, bool) or count < 0:
+                raise self.fail(f"`repeat` needs a whole number of times, got {_show(count)}", s.count.span)
+            for _ in range(count):
+                current = self.body(s.body, current, env, in_block)
+            return current
+        if isinstance(s, n.Parallel):
+            if current is None:
+                raise self.no_input(s.span)
+            if len(s.branches) < 2:
+                raise self.fail("`parallel` needs at least two branches", s.span,
+                                "an empty `branch {}` passes its input through unchanged (a residual connection)")
+            outs = [self.body(b.body, current, env, in_block=True) or current for b in s.branches]
+            return self.layer(s.merge, outs, env)
+        raise AssertionError(f"unknown statement {s!r}")
+
+    def declare(self, name: str, span: n.Span | None) -> None:
+        if name in self.tensors:
+            raise self.fail(f"tensor `{name}` is already defined", span, "choose another name")
+        if name in self.blocks or catalog("layer").class_name(name):
+            raise self.fail(f"tensor name `{name}` is also the name of a layer or block", span, "choose another name")
+
+    def no_input(self, span):
+        return self.fail("this layer has no input", span, "declare an input first: `input x: (shape)`")
+
+    def chain(self, c: n.Chain, current: str | None, env: dict[str, Any]) -> str:
+        steps = list(c.steps)
+        first = steps[0]
+        sources: list[str] | None = None
+        if isinstance(first, n.Refs):
+            sources = []
+            for name in first.names:
+                if name not in self.tensors:
+                    raise self.fail(f"unknown tensor `{name}`", first.span, did_you_mean(name, self.tensors))
+                sources.append(self.tensors[name])
+            steps.pop(0)
+            if not steps:
+                raise self.fail("a list of tensors must flow into a layer: `[a, b] -> concatenate`", first.span)
+        elif isinstance(first, n.Ref) and first.name in self.tensors:
+            sources = [self.tensors[first.name]]
+            steps.pop(0)
+            if not steps:  # `y = x` just names x again
+                return sources[0]
+        if sources is None:
+            if current is None:
+                raise self.no_input(first.span)
+            sources = [current]
+        for step in steps:
+            if isinstance(step, n.Refs):
+                raise self.fail("a list of tensors can only start a chain", step.span)
+            call = step if isinstance(step, n.Call) else n.Call(func=step.name, span=step.span, name_span=step.span)
+            if isinstance(step, n.Ref) and step.name in self.tensors:
+                raise self.fail(f"tensor `{step.name}` can only start a chain", step.span,
+                                f"write `{step.name} -> layer(...)`")
+            current = self.layer(call, sources, env)
+            sources = [current]
+        return sources[0]
+
+    def layer(self, call: n.Call, sources: list[str], env: dict[str, Any]) -> str:
+        if call.func in self.blocks:
+            return self.expand(self.blocks[call.func], call, sources, env)
+        cat = catalog("layer")
+        cls_name = cat.class_name(call.func)
+        kwargs: dict[str, Any]
+        if cls_name is None and catalog("activation").knows(call.func) and not call.args and not call.kwargs:
+            cls_name, kwargs = "Activation", {"activation": call.func}
+        elif cls_name is None:
+            if _denied(call.func):
+                raise self.fail(*_denied(call.func), call.name_span)  # type: ignore[misc]
+            names = cat.choices() + list(self.blocks) + list(self.tensors)
+            hint = did_you_mean(call.func, names) or "see the Keras layer list: any `keras.layers` class by its snake_case name"
+            raise self.fail(f"unknown layer `{call.func}`", call.name_span, hint)
+        else:
+            kwargs = self.arguments(call, cat.get_class(cls_name), env, f"layer `{call.func}`")
+        name = kwargs.pop("name", None)
+        if name is not None:
+            if not isinstance(name, str) or name in self.used_names:
+                raise self.fail(f"layer name {_show(name)} is not a new name", call.span)
+            self.used_names[name] = 1
+        else:
+            name = self.fresh(call.func if cat.class_name(call.func) else "activation")
+        if len(sources) > 1 and not _is_merge(cls_name):
+            raise self.fail(f"layer `{call.func}` takes one input, but {len(sources)} tensors flow into it", call.name_span,
+                            "merge them first: `[a, b] -> concatenate` (or add, multiply, average, ...)")
+        origin = self.origin(call.span)
+        if cls_name != "Activation" or call.args or call.kwargs:
+            sig = signature_of(cat.get_class(cls_name))
+            spans = {p: a.span for p, a in zip(sig.positional, call.args) if a.span}
+            spans.update({k.name: k.span for k in call.kwargs if k.span})
+            origin = origin.model_copy(update={"args": spans})
+        self.layers.append(LayerNode(name=name, cls=cls_name, kwargs=kwargs, inputs=sources, origin=origin))
+        return name
+
+    def fresh(self, base: str) -> str:
+        k = self.used_names.get(base, 0)
+        while True:
+            name = base if k == 0 else f"{base}_{k}"
+            k += 1
+            if name not in self.used_names and name not in self.tensors:
+                self.used_names[base] = k
+                self.used_names[name] = max(self.used_names.get(name, 0), 1)
+                return name
+
+    def expand(self, block: n.Block, call: n.Call, sources: list[str], env: dict[str, Any]) -> str:
+        if block.name in self.stack:
+            raise self.fail(f"block `{block.name}` uses itself", call.name_span, "blocks cannot be recursive; use `repeat`")
+        if len(sources) != 1:
+            raise self.fail(f"block `{block.name}` takes one input, but {len(sources)} tensors flow into it", call.name_span)
+        params = [p.name for p in block.params]
+        if len(call.args) > len(params):
+            raise self.fail(f"too many arguments for block `{block.name}`: it takes {len(params)} ({', '.join(params) or 'none'})",
+                            call.args[len(params)].span)
+        local: dict[str, Any] = {}
+        for p, arg in zip(block.params, call.args):
+            local[p.name] = self.value(arg, env)
+        for kw in call.kwargs:
+            if kw.name not in params:
+                raise self.fail(f"unknown argument `{kw.name}` for block `{block.name}`", kw.name_span,
+                                did_you_mean(kw.name, params) or f"it takes: {', '.join(params) or 'no arguments'}")
+            if kw.name in local:
+                raise self.fail(f"argument `{kw.name}` given twice to block `{block.name}`", kw.name_span)
+            local[kw.name] = self.value(kw.value, env)
+        for p in block.params:
+            if p.name not in local:
+                if p.default is None:
+                    raise self.fail(f"block `{block.name}` needs argument `{p.name}`", call.span,
+                                    f"write `{block.name}({', '.join(params)})`")
+                local[p.name] = self.value(p.default, local)
+        self.stack.append(block.name)
+        self.notes.append(f"in block `{block.name}`, used at line {call.span.line if call.span else '?'}")
+        saved = dict(self.tensors)
+        try:
+            out = self.body(block.body, sources[0], local, in_block=True)
+        finally:
+            self.notes.pop()
+            self.stack.pop()
+            self.tensors = saved  # names given inside a block stay inside it
+        return out or sources[0]
+
+    # -- settings ----------------------------------------------------------
+
+    def check_blocks(self) -> None:
+        layer_cat = catalog("layer")
+        for b in self.spec.blocks:
+            if b.name in self.blocks:
+                self.fail(f"block `{b.name}` is defined twice", b.span)
+                continue
+            if layer_cat.class_name(b.name):
+                self.fail(f"block `{b.name}` has the name of a Keras layer", b.span, "choose another name")
+                continue
+            seen = set()
+            for p in b.params:
+                if p.name in seen:
+                    self.fail(f"parameter `{p.name}` appears twice", p.span)
+                seen.add(p.name)
+            self.blocks[b.name] = b
+
+    def sections(self) -> dict[str, n.Section]:
+        found: dict[str, n.Section] = {}
+        for sec in self.spec.sections:
+            if sec.name not in SECTIONS:
+                self.fail(f"unknown section `{sec.name}`", sec.span,
+                          did_you_mean(sec.name, SECTIONS) or f"sections are: {', '.join(SECTIONS)}")
+            elif sec.name in found:
+                self.fail(f"section `{sec.name}` appears twice", sec.span, "merge the two")
+            else:
+                found[sec.name] = sec
+        return found
+
+    def settings(self, settings: list[n.Setting], allowed: tuple[str, ...], where: str) -> dict[str, n.Setting]:
+        out: dict[str, n.Setting] = {}
+        for s in settings:
+            if s.key not in allowed:
+                self.fail(f"unknown setting `{s.key}` in {where}", s.key_span,
+                          did_you_mean(s.key, allowed) or f"{where} settings: {', '.join(allowed)}")
+            elif s.key in out:
+                self.fail(f"setting `{s.key}` appears twice", s.key_span)
+            else:
+                out[s.key] = s
+        return out
+
+    def guarded(self, fn, *args):
+        try:
+            return fn(*args)
+        except _Abort:
+            return None
+
+    def check_train(self, sec: n.Section) -> TrainPlan:
+        fields = tuple(k for k in TrainPlan.model_fields if k != "origins")
+        given = self.settings(sec.settings, fields, "`train`")
+        plan: dict[str, Any] = {}
+        origins = {k: Origin(span=s.span) for k, s in given.items()}
+        for key, s in given.items():
+            v = self.guarded(self.train_value, key, s)
+            if v is not None or key == "seed":
+                plan[key] = v
+        if "loss" not in given:
+            self.fail("`train` needs a `loss`", sec.span,
+                      "for integer class labels: `loss: sparse_categorical_crossentropy`; for regression: `loss: mse`")
+        return TrainPlan(**plan, origins=origins)
+
+    def train_value(self, key: str, s: n.Setting) -> Any:
+        e = s.value
+        if key == "loss":
+            return self.value(e, {}, "loss", "the loss")
+        if key == "optimizer":
+            return self.value(e, {}, "optimizer", "the optimizer")
+        if key == "metrics":
+            items = e.items if isinstance(e, n.List) else [e]
+            return [self.value(i, {}, "metric", "a metric") for i in items]
+        if key == "early_stopping":
+            if isinstance(e, n.Call) and e.func == "early_stopping":
+                cls = __import__("keras").callbacks.EarlyStopping
+                return Obj(kind="callback", module="keras.callbacks", cls="EarlyStopping",
+                           kwargs=self.arguments(e, cls, {}, "`early_stopping`"))
+            v = self.value(e, {})
+            if isinstance(v, int) and not isinstance(v, bool) and v >= 0:
+                return Obj(kind="callback", module="keras.callbacks", cls="EarlyStopping", kwargs={"patience": v})
+            raise self.fail("`early_stopping` takes a patience in epochs or `early_stopping(monitor=val_loss, patience=3)`", e.span)
+        v = self.value(e, {})
+        if key in ("epochs", "batch_size"):
+            return self.whole(v, e, key, minimum=1)
+        if key == "seed":
+            return None if v is None else self.whole(v, e, key, minimum=0)
+        if key == "validation_split":
+            if not isinstance(v, (int, float)) or isinstance(v, bool) or not 0 <= v < 1:
+                raise self.fail(f"`validation_split` is a fraction in [0, 1), got {_show(v)}", e.span, "e.g. `validation_split: 0.1`")
+            return float(v)
+        if key == "shuffle":
+            if not isinstance(v, bool):
+                raise self.fail(f"`shuffle` is `true` or `false`, got {_show(v)}", e.span)
+            return v
+        raise AssertionError(key)
+
+    def whole(self, v: Any, e: n.Expr, key: str, minimum: int) -> int:
+        if isinstance(v, float) and v.is_integer():
+            v = int(v)
+        if not isinstance(v, int) or isinstance(v, bool) or v < minimum:
+            raise self.fail(f"`{key}` must be a whole number >= {minimum}, got {_show(v)}", e.span)
+        return v
+
+    def check_data(self, sec: n.Section) -> DataPlan:
+        fields = tuple(k for k in DataPlan.model_fields if k != "origins")
+        given = self.settings(sec.settings, fields, "`data`")
+        plan: dict[str, Any] = {}
+        for key, s in given.items():
+            v = self.guarded(self.data_value, key, s)
+            if v is not None:
+                plan[key] = v
+        sources = [k for k in ("dataset", "file", "x") if k in given]
+        if not sources:
+            self.fail("`data` needs a source: `dataset: mnist`, `file: \"data.csv\"`, or inline `x: [...]` and `y: [...]`", sec.span)
+        elif len(sources) > 1:
+            self.fail(f"`data` has more than one source ({', '.join(sources)}); keep one", given[sources[1]].key_span)
+        if "x" in given and isinstance(given["x"].value, n.List) and "y" not in given:
+            self.fail("inline `x` needs inline `y` (the targets)", given["x"].key_span)
+        if "file" in given and str(plan.get("file", "")).endswith(".csv"):
+            for k in ("features", "target"):
+                if k not in given:
+                    self.fail(f"a csv file needs `{k}`", given["file"].span,
+                              "name the columns: `features: [a, b]` and `target: c`")
+        return DataPlan(**plan, origins={k: Origin(span=s.span) for k, s in given.items()})
+
+    def data_value(self, key: str, s: n.Setting) -> Any:
+        e = s.value
+        v = self.value(e, {})
+        if key == "dataset":
+            if not isinstance(v, str) or v not in DATASETS:
+                raise self.fail(f"unknown dataset {_show(v)}", e.span,
+                                did_you_mean(str(v), DATASETS) or f"built-in datasets: {', '.join(DATASETS)}; or use `file:`")
+            return v
+        if key in ("file", "test_file"):
+            if not isinstance(e, n.Str):
+                raise self.fail(f"`{key}` is a path in quotes, e.g. `{key}: \"data/train.npz\"`", e.span)
+            if not v.endswith((".npz", ".csv")):
+                raise self.fail(f"unsupported data file {v!r}", e.span, "specc reads `.npz` and `.csv` files")
+            return v
+        if key == "features":
+            if not isinstance(v, list) or not v or not all(isinstance(i, str) for i in v):
+                raise self.fail("`features` is a list of column names, e.g. `features: [area, rooms]`", e.span)
+            return v
+        if key == "target":
+            if not isinstance(v, str):
+                raise self.fail("`target` is a column name, e.g. `target: price`", e.span)
+            return v
+        if key in ("x", "y", "x_test", "y_test"):
+            if isinstance(v, list):
+                if not _numeric(v):
+                    raise self.fail(f"inline `{key}` must contain only numbers", e.span)
+                return v
+            if isinstance(v, str):
+                return v  # the name of an array inside an .npz file
+            raise self.fail(f"`{key}` is an inline list of numbers or the name of an array in the .npz file", e.span)
+        if key in ("test_split",):
+            if not isinstance(v, (int, float)) or isinstance(v, bool) or not 0 <= v < 1:
+                raise self.fail(f"`{key}` is a fraction in [0, 1), got {_show(v)}", e.span)
+            return float(v)
+        if key == "scale":
+            if not isinstance(v, (int, float)) or isinstance(v, bool):
+                raise self.fail(f"`scale` is a number, e.g. `scale: 1/255`, got {_show(v)}", e.span)
+            return float(v)
+        if key == "flatten":
+            if not isinstance(v, bool):
+                raise self.fail(f"`flatten` is `true` or `false`, got {_show(v)}", e.span)
+            return v
+        if key == "reshape":
+            if isinstance(v, int) and not isinstance(v, bool):
+                v = (v,)
+            if not isinstance(v, tuple) or not all(isinstance(d, int) and d > 0 for d in v):
+                raise self.fail("`reshape` is a shape per example, e.g. `reshape: (28, 28, 1)`", e.span)
+            return v
+        if key == "one_hot":
+            if isinstance(v, bool) or (isinstance(v, int) and v > 1):
+                return v
+            raise self.fail("`one_hot` is `true` (classes counted from the labels) or the number of classes", e.span)
+        raise AssertionError(key)
+
+    def check_device(self, s: n.Setting) -> str:
+        v = self.value(s.value, {})
+        if v not in DEVICES:
+            raise self.fail(f"unknown device {_show(v)}", s.value.span,
+                            did_you_mean(str(v), DEVICES) or f"devices: {', '.join(DEVICES)}")
+        return v
+
+
+def _show(v: Any) -> str:
+    if isinstance(v, str):
+        return f"`{v}`"
+    if isinstance(v, bool):
+        return "`true`" if v else "`false`"
+    if v is None:
+        return "`none`"
+    return f"`{v!r}`"
+
+
+def _numeric(v: Any) -> bool:
+    if isinstance(v, list):
+        return all(_numeric(i) for i in v)
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _listing(kind: str, choices: list[str]) -> str:
+    shown = ", ".join(choices[:12])
+    return f"known {kind}s include: {shown}{', ...' if len(choices) > 12 else ''}"
+
+
+def _denied(name: str) -> tuple[str, str] | None:
+    for cls, why in DENIED_LAYERS.items():
+        if name.lower().replace("_", "") == cls.lower():
+            return (f"layer `{name}` cannot be used in a spec: {why}", "use the `keras.layers` classes that build a network")
+    return None
+
+
+def _is_merge(cls_name: str) -> bool:
+    keras = __import__("keras")
+    cls = getattr(keras.layers, cls_name)
+    merging = getattr(__import__("keras.src.layers.merging.base_merge", fromlist=["Merge"]), "Merge")
+    return issubclass(cls, merging) or cls_name in ("MultiHeadAttention", "Attention", "AdditiveAttention",
+                                                    "GroupQueryAttention", "Dot")
+
+
+def check_spec(spec: n.Spec, source: Source | None = None) -> Plan:
+    """Resolve a parsed spec into a `Plan`. Raises `SpecError` listing every independent error found."""
+    src = source or Source("", "<string>")
+    ck = Checker(spec, src)
+    ck.check_blocks()
+    sections = ck.sections()
+    top = ck.settings(spec.settings, TOP_SETTINGS, "the file")
+    device = ck.guarded(ck.check_device, top["device"]) if "device" in top else "auto"
+    train = ck.guarded(ck.check_train, sections["train"]) if "train" in sections else None
+    data = ck.guarded(ck.check_data, sections["data"]) if "data" in sections else None
+    model = ck.guarded(ck.check_model)
+    if ck.errors:
+        ck.errors.sort(key=lambda d: (d.span.line, d.span.col) if d.span else (0, 0))
+        raise SpecError(ck.errors)
+    assert model is not None
+    name, inputs, layers, outputs = model
+    return Plan(name=name, inputs=inputs, layers=layers, outputs=outputs, train=train, data=data,
+                device=device or "auto", file=src.file, source=src.text)
