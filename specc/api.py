@@ -1,0 +1,65 @@
+"""The Python API used by tests and notebooks: load a spec, build it, run it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from . import nodes
+from .errors import Diagnostic, Source, UsageError
+from .plan import Plan
+
+
+@dataclass
+class CompiledSpec:
+    """A parsed and checked spec: its AST and its build plan."""
+
+    ast: nodes.Spec
+    plan: Plan
+    source: Source = field(repr=False)
+
+    def build_model(self):
+        """A fresh `keras.Model` (shapes inferred; errors blamed on spec lines)."""
+        from .build import build_model
+
+        return build_model(self.plan)
+
+    def summary(self) -> str:
+        from .build import format_summary, summarize
+
+        rows, total, _ = summarize(self.plan)
+        return format_summary(self.plan, rows, total)
+
+    def run(self, out: str | Path | None = None, epochs: int | None = None, limit: int | None = None,
+            verbose: Any = 0, force: bool = False):
+        from .runner import run_plan
+
+        return run_plan(self.plan, out=out, epochs=epochs, limit=limit, verbose=verbose, force=force)
+
+
+def loads(text: str, file: str = "<string>") -> CompiledSpec:
+    """Parse and check spec text. Raises `SpecError` for mistakes in it."""
+    from .check import check_spec
+    from .syntax import parse_text
+
+    ast = parse_text(text, file)
+    src = Source(text, file)
+    return CompiledSpec(ast=ast, plan=check_spec(ast, src), source=src)
+
+
+def read_spec(path: str | Path) -> str:
+    path = Path(path)
+    try:
+        return path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise UsageError(Diagnostic(f"no such file: {path}")) from None
+    except IsADirectoryError:
+        raise UsageError(Diagnostic(f"{path} is a folder, not a .model file")) from None
+    except UnicodeDecodeError as err:
+        raise UsageError(Diagnostic(f"{path} is not UTF-8 text ({err.reason} at byte {err.start})")) from None
+
+
+def load(path: str | Path) -> CompiledSpec:
+    """Parse and check a `.model` file."""
+    return loads(read_spec(path), str(path))

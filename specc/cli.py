@@ -1,0 +1,139 @@
+"""The `specc` command line: check, summary, run.
+
+Exit codes (also in the README and `specc --help`):
+  0 success; 1 error in a spec; 2 usage error; 3 data or runtime error;
+  70 internal error (a bug in specc); 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import traceback
+from pathlib import Path
+
+from . import __version__
+from .errors import EXIT_CODES, EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, Diagnostic, UsageError, UserError
+
+EPILOG = "exit codes:\n" + "\n".join(f"  {code:<4} {why}" for code, why in EXIT_CODES.items())
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):  # argparse's own usage errors: same exit code, our wording
+        self.print_usage(sys.stderr)
+        print(f"specc: error: {message}", file=sys.stderr)
+        raise SystemExit(EXIT_USAGE)
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a number >= 1, got {value}")
+    return value
+
+
+def make_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="specc", description="Compile and run .model files: neural networks as text, on Keras 3 + JAX.",
+                epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--version", action="version", version=f"specc {__version__}")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+
+    c = sub.add_parser("check", help="parse, resolve and infer shapes; no training",
+                       description="Check specs: syntax, names against Keras, arguments, and shapes.")
+    c.add_argument("files", nargs="+", metavar="FILE")
+    c.add_argument("--syntax-only", action="store_true", help="only parse (fast: does not import Keras)")
+    c.add_argument("--format", choices=("text", "json"), default="text", help="how to print errors")
+
+    s = sub.add_parser("summary", help="each layer's output shape and parameters",
+                       description="Print each layer with its output shape and parameter count, and the total.")
+    s.add_argument("file", metavar="FILE")
+
+    r = sub.add_parser("run", help="train, evaluate on the test split, save the run",
+                       description="Train the model, evaluate it on the test split, and write model.keras, "
+                       "metrics.json and history.csv into the run directory.")
+    r.add_argument("file", metavar="FILE")
+    r.add_argument("--out", metavar="DIR", help="run directory (default: runs/NAME-TIMESTAMP)")
+    r.add_argument("--epochs", type=_positive, metavar="N", help="override the spec's epochs")
+    r.add_argument("--limit", type=_positive, metavar="N", help="train on the first N examples only")
+    r.add_argument("--force", action="store_true", help="replace a finished run in --out")
+    r.add_argument("--quiet", action="store_true", help="no progress output while training")
+    return p
+
+
+def cmd_check(args) -> int:
+    from .api import read_spec
+
+    failures: list[UserError] = []
+    for file in args.files:
+        try:
+            text = read_spec(file)
+            if args.syntax_only:
+                from .syntax import parse_text
+
+                parse_text(text, file)
+            else:
+                from .api import loads
+                from .build import build
+
+                build(loads(text, file).plan)
+        except UserError as err:
+            failures.append(err)
+            if args.format == "text":
+                print(err.render(), file=sys.stderr)
+        else:
+            if args.format == "text":
+                print(f"{file}: ok")
+    if args.format == "json":
+        print(json.dumps({"errors": [d for e in failures for d in e.to_dicts()]}, indent=2))
+    return max((e.exit_code for e in failures), default=EXIT_OK)
+
+
+def cmd_summary(args) -> int:
+    from .api import load
+
+    print(load(args.file).summary())
+    return EXIT_OK
+
+
+def cmd_run(args) -> int:
+    from .api import load
+    from .runner import run_plan
+
+    spec = load(args.file)
+    result = run_plan(spec.plan, out=args.out, epochs=args.epochs, limit=args.limit,
+                      verbose=0 if args.quiet else None, force=args.force)
+    m = result.metrics
+    test = ", ".join(f"{k} {v:.4f}" for k, v in m["test"].items())
+    where = "training data (no test split)" if m["test_on"] == "train" else "test"
+    print(f"{where}: {test}")
+    print(f"params {m['params']:,}; {m['epochs']} epochs in {m['seconds']:.1f} s on {m['device']}; saved to {result.out}")
+    return EXIT_OK
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = make_parser()
+    args = parser.parse_args(argv)
+    if not args.command:
+        parser.print_help()
+        return EXIT_USAGE
+    try:
+        return {"check": cmd_check, "summary": cmd_summary, "run": cmd_run}[args.command](args)
+    except UserError as err:
+        print(err.render(), file=sys.stderr)
+        return err.exit_code
+    except KeyboardInterrupt:
+        print("specc: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except Exception:  # noqa: BLE001 - anything else is our bug, never the user's
+        print("specc: internal error: this is a bug in specc, not in your spec. Please report it with this traceback:",
+              file=sys.stderr)
+        traceback.print_exc()
+        return EXIT_INTERNAL
+
+
+if __name__ == "__main__":
+    sys.exit(main())

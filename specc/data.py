@@ -1,0 +1,332 @@
+"""Data: built-in datasets found offline first, npz/csv files, inline arrays, preprocessing.
+
+Built-in datasets are looked up in `$SPECC_DATA_DIR` (the layout of the shared
+datasets folder), then through `keras.datasets` (its cache, then a download).
+`$SPECC_DATA_DIR` is read-only to specc: decoded arrays are cached under
+`$SPECC_CACHE_DIR` (default `~/.cache/specc`).
+"""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import hashlib
+import io
+import os
+import tarfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .errors import DataError, Diagnostic, Source, did_you_mean
+from .plan import DataPlan, Plan
+
+CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
+_IDX = {
+    "train": ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"),
+    "test": ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"),
+}
+
+
+@dataclass
+class Dataset:
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_test: np.ndarray | None
+    y_test: np.ndarray | None
+    test_is_train: bool = False  # no held-out data: metrics are on the training data
+    origin: str = ""
+
+
+def cache_dir() -> Path:
+    base = os.environ.get("SPECC_CACHE_DIR") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "specc")
+    return Path(base)
+
+
+def data_dirs() -> list[Path]:
+    env = os.environ.get("SPECC_DATA_DIR")
+    return [Path(p) for p in env.split(os.pathsep) if p] if env else []
+
+
+# --- built-in datasets ------------------------------------------------------
+
+
+def _read_idx(path: Path) -> np.ndarray:
+    with gzip.open(path, "rb") as f:
+        raw = f.read()
+    magic = int.from_bytes(raw[0:4], "big")
+    ndim = magic & 0xFF
+    if magic >> 8 != 0x08 or ndim not in (1, 3):
+        raise DataError(Diagnostic(f"{path} is not an IDX file of unsigned bytes (magic {magic:#x})"))
+    dims = [int.from_bytes(raw[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim)]
+    data = np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * ndim)
+    if data.size != int(np.prod(dims)):
+        raise DataError(Diagnostic(f"{path} is truncated: expected {int(np.prod(dims))} values, found {data.size}"))
+    return data.reshape(dims)
+
+
+def _load_idx_folder(folder: Path) -> Dataset | None:
+    files = [folder / f for pair in _IDX.values() for f in pair]
+    if not all(f.is_file() for f in files):
+        return None
+    (xtr, ytr), (xte, yte) = [(_read_idx(folder / a), _read_idx(folder / b)) for a, b in _IDX.values()]
+    return Dataset(xtr, ytr, xte, yte, origin=str(folder))
+
+
+def _file_key(path: Path) -> str:
+    st = path.stat()
+    return hashlib.sha256(f"{path.resolve()}:{st.st_size}:{st.st_mtime_ns}".encode()).hexdigest()[:16]
+
+
+def _load_cifar_tar(path: Path) -> Dataset:
+    """Decode the image-folder tar (`train/<class>/N.jpg`, `test/<class>/N.jpg`) once; cache as npz."""
+    cached = cache_dir() / f"cifar10-{_file_key(path)}.npz"
+    if cached.is_file():
+        with np.load(cached, allow_pickle=False) as z:
+            return Dataset(z["x_train"], z["y_train"], z["x_test"], z["y_test"], origin=str(path))
+    from PIL import Image
+
+    images: dict[str, list] = {"train": [], "test": []}
+    labels: dict[str, list] = {"train": [], "test": []}
+    names: dict[str, list] = {"train": [], "test": []}
+    with tarfile.open(path, "r:*") as tar:
+        for member in tar:
+            parts = Path(member.name).parts
+            if not member.isfile() or len(parts) < 3 or parts[-3] not in images or parts[-2] not in CIFAR10_CLASSES:
+                continue
+            split, cls = parts[-3], parts[-2]
+            with Image.open(io.BytesIO(tar.extractfile(member).read())) as im:  # type: ignore[union-attr]
+                images[split].append(np.asarray(im.convert("RGB"), dtype=np.uint8))
+            labels[split].append(CIFAR10_CLASSES.index(cls))
+            names[split].append(member.name)
+    arrays = {}
+    for split in ("train", "test"):
+        if not images[split]:
+            raise DataError(Diagnostic(f"{path} holds no `{split}/<class>/*.jpg` images"))
+        order = np.argsort(np.array(names[split]), kind="stable")  # independent of the tar's member order
+        arrays[f"x_{split}"] = np.stack(images[split])[order]
+        arrays[f"y_{split}"] = np.array(labels[split], dtype=np.uint8)[order]
+    _save_npz_atomic(cached, arrays)
+    return Dataset(arrays["x_train"], arrays["y_train"], arrays["x_test"], arrays["y_test"], origin=str(path))
+
+
+def _save_npz_atomic(path: Path, arrays: dict) -> None:
+    from .artifacts import write_atomic
+
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_atomic(path, lambda f: np.savez(f, **arrays))
+    except OSError:
+        pass  # a cache that cannot be written only costs time
+
+
+def load_builtin(name: str) -> Dataset:
+    looked: list[str] = []
+    for root in data_dirs():
+        folder = root / name
+        looked.append(str(folder))
+        if name in ("mnist", "fashion_mnist"):
+            ds = _load_idx_folder(folder)
+            if ds:
+                return ds
+        elif name == "cifar10":
+            tar = folder / "cifar10-jpeg.tar.gz"
+            if tar.is_file():
+                return _load_cifar_tar(tar)
+    keras_home = os.path.join(os.environ.get("KERAS_HOME", os.path.expanduser("~/.keras")), "datasets")
+    looked.append(f"{keras_home} (Keras's cache, then a download)")
+    from .keras_env import import_keras
+
+    keras = import_keras()
+    try:
+        (xtr, ytr), (xte, yte) = getattr(keras.datasets, name).load_data()
+    except Exception as err:  # noqa: BLE001 - offline, blocked, or a broken cache: all mean "not found"
+        raise DataError(Diagnostic(
+            f"dataset `{name}` not found (looked in: {'; '.join(looked)}); download failed: {str(err)[:200]}",
+            hint="set SPECC_DATA_DIR to a folder holding "
+            + ("`cifar10/cifar10-jpeg.tar.gz`" if name == "cifar10" else f"`{name}/` with the four IDX .gz files")
+            + ", or connect to the internet once so Keras can cache it")) from None
+    return Dataset(xtr, np.asarray(ytr).reshape(-1), xte, np.asarray(yte).reshape(-1), origin=keras_home)
+
+
+# --- files and inline arrays -----------------------------------------------
+
+
+class _Located:
+    """Raises `DataError`s that point at the `data` setting responsible."""
+
+    def __init__(self, plan: Plan):
+        self.src = Source(plan.source, plan.file)
+        self.origins = plan.data.origins if plan.data else {}
+
+    def error(self, key: str, message: str, hint: str | None = None) -> DataError:
+        origin = self.origins.get(key)
+        return DataError(self.src.diag(message, origin.span if origin else None, hint))
+
+
+def _resolve_path(plan: Plan, name: str) -> Path:
+    path = Path(name)
+    if not path.is_absolute():
+        base = Path(plan.file).parent if plan.file and not plan.file.startswith("<") else Path.cwd()
+        path = base / path
+    return path
+
+
+def _load_npz(plan: Plan, key: str, where: _Located) -> dict[str, np.ndarray]:
+    path = _resolve_path(plan, getattr(plan.data, key))
+    if not path.is_file():
+        raise where.error(key, f"data file not found: {path}")
+    try:
+        with np.load(path, allow_pickle=False) as z:  # never unpickle: a data file cannot run code
+            return {k: z[k] for k in z.files}
+    except Exception as err:  # noqa: BLE001
+        raise where.error(key, f"cannot read {path} as .npz: {err}") from None
+
+
+def _load_csv(plan: Plan, key: str, where: _Located) -> tuple[np.ndarray, np.ndarray]:
+    d = plan.data
+    assert d is not None
+    path = _resolve_path(plan, getattr(d, key))
+    if not path.is_file():
+        raise where.error(key, f"data file not found: {path}")
+    with open(path, newline="", encoding="utf-8") as f:
+        reader = csv.DictReader(f)
+        columns = reader.fieldnames or []
+        rows = list(reader)
+    if not columns or not rows:
+        raise where.error(key, f"{path} is empty" if not columns else f"{path} has a header but no rows")
+    for col in list(d.features or []) + [d.target]:
+        if col not in columns:
+            setting = "target" if col == d.target else "features"
+            raise where.error(setting, f"column `{col}` is not in {path.name}; its columns are: {', '.join(columns)}",
+                              did_you_mean(col, columns))
+
+    def column(name: str) -> np.ndarray:
+        try:
+            return np.array([float(r[name]) for r in rows], dtype=np.float32)
+        except (TypeError, ValueError):
+            bad = next(i for i, r in enumerate(rows) if not _is_float(r[name]))
+            raise where.error(key, f"{path.name}, row {bad + 2}, column `{name}`: {rows[bad][name]!r} is not a number") from None
+
+    x = np.stack([column(c) for c in d.features or []], axis=1)
+    return x, column(d.target)  # type: ignore[arg-type]
+
+
+def _is_float(v) -> bool:
+    try:
+        float(v)
+        return True
+    except (TypeError, ValueError):
+        return False
+
+
+def _pick(arrays: dict[str, np.ndarray], names: list[str]) -> np.ndarray | None:
+    for name in names:
+        if name in arrays:
+            return arrays[name]
+    return None
+
+
+def load_dataset(plan: Plan) -> Dataset:
+    """The raw arrays the `data` section names (before preprocessing)."""
+    d = plan.data
+    where = _Located(plan)
+    if d is None:
+        raise DataError(Diagnostic("the spec has no `data` section; `specc run` needs one", file=plan.file,
+                                   hint="add `data { dataset: mnist }` or `data { file: \"train.npz\" }`"))
+    if d.dataset:
+        return load_builtin(d.dataset)
+    if d.file and d.file.endswith(".csv"):
+        x, y = _load_csv(plan, "file", where)
+        xt, yt = _load_csv(plan, "test_file", where) if d.test_file else (None, None)
+        return _split(Dataset(x, y, xt, yt, origin=d.file), d.test_split)
+    if d.file:
+        arrays = _load_npz(plan, "file", where)
+        x = _pick(arrays, [d.x] if isinstance(d.x, str) else ["x_train", "x"])
+        y = _pick(arrays, [d.y] if isinstance(d.y, str) else ["y_train", "y"])
+        if x is None or y is None:
+            raise where.error("file", f"{d.file} has arrays {', '.join(arrays) or 'none'}; expected x_train/y_train or x/y",
+                              "name them: `x: images` and `y: labels`")
+        xt = _pick(arrays, [d.x_test] if isinstance(d.x_test, str) else ["x_test"])
+        yt = _pick(arrays, [d.y_test] if isinstance(d.y_test, str) else ["y_test"])
+        if d.test_file:
+            test = _load_npz(plan, "test_file", where)
+            xt, yt = _pick(test, ["x_test", "x"]), _pick(test, ["y_test", "y"])
+        return _split(Dataset(x, y, xt, yt, origin=d.file), d.test_split)
+    x, y = np.asarray(d.x, dtype=np.float32), np.asarray(d.y, dtype=np.float32)
+    xt = np.asarray(d.x_test, dtype=np.float32) if isinstance(d.x_test, list) else None
+    yt = np.asarray(d.y_test, dtype=np.float32) if isinstance(d.y_test, list) else None
+    return _split(Dataset(x, y, xt, yt, origin="inline"), d.test_split)
+
+
+def _split(ds: Dataset, test_split: float) -> Dataset:
+    if ds.x_test is not None:
+        return ds
+    if test_split > 0:
+        k = len(ds.x_train) - max(1, int(round(len(ds.x_train) * test_split)))
+        return Dataset(ds.x_train[:k], ds.y_train[:k], ds.x_train[k:], ds.y_train[k:], origin=ds.origin)
+    return Dataset(ds.x_train, ds.y_train, ds.x_train, ds.y_train, test_is_train=True, origin=ds.origin)
+
+
+# --- preprocessing -----------------------------------------------------------
+
+
+def prepare(plan: Plan, ds: Dataset, limit: int | None = None) -> Dataset:
+    """Apply the `data` section's preprocessing and fit the arrays to the model's input."""
+    d = plan.data
+    assert d is not None
+    where = _Located(plan)
+    if len(ds.x_train) == 0:
+        raise where.error("file" if d.file else "x", "the training data is empty")
+    if len(ds.x_train) != len(ds.y_train):
+        raise where.error("file" if d.file else "x",
+                          f"the data has {len(ds.x_train)} inputs but {len(ds.y_train)} targets")
+    if limit is not None:
+        ds = Dataset(ds.x_train[:limit], ds.y_train[:limit], ds.x_test, ds.y_test, ds.test_is_train, ds.origin)
+        if ds.test_is_train:
+            ds.x_test, ds.y_test = ds.x_train, ds.y_train
+    inp = plan.inputs[0]
+
+    def fit_x(x: np.ndarray) -> np.ndarray:
+        if d.flatten:
+            x = x.reshape(len(x), -1)
+        if d.reshape:
+            if int(np.prod(x.shape[1:])) != int(np.prod(d.reshape)):
+                raise where.error("reshape", f"cannot reshape examples of shape {x.shape[1:]} to {d.reshape}")
+            x = x.reshape((len(x),) + tuple(d.reshape))
+        dtype = inp.dtype
+        if d.scale is not None:
+            x = x.astype(np.float32 if dtype not in ("float64", "float16", "bfloat16") else dtype) * np.float32(d.scale)
+        if x.dtype != np.dtype(dtype if dtype != "bfloat16" else "float32"):
+            x = x.astype(dtype if dtype != "bfloat16" else "float32")
+        return _fit_shape(x, inp.shape, inp.name, where)
+
+    def fit_y(y: np.ndarray) -> np.ndarray:
+        if d.one_hot:
+            classes = d.one_hot if not isinstance(d.one_hot, bool) else int(ds.y_train.max()) + 1
+            y = y.astype(np.int64).reshape(-1)
+            if y.min() < 0 or y.max() >= classes:
+                raise where.error("one_hot", f"labels run from {y.min()} to {y.max()}, outside 0..{classes - 1}")
+            return np.eye(classes, dtype=np.float32)[y]
+        return y
+
+    x_test = fit_x(ds.x_test) if ds.x_test is not None else None
+    y_test = fit_y(ds.y_test) if ds.y_test is not None else None
+    return Dataset(fit_x(ds.x_train), fit_y(ds.y_train), x_test, y_test, ds.test_is_train, ds.origin)
+
+
+def _fit_shape(x: np.ndarray, want: tuple, name: str, where: _Located) -> np.ndarray:
+    have = x.shape[1:]
+    if len(have) == len(want) and all(w is None or w == h for w, h in zip(want, have)):
+        return x
+    # Shapes that differ only by axes of size 1 are the same data: (28, 28) -> (28, 28, 1), (5,) -> (5, 1).
+    if None not in want and [s for s in have if s != 1] == [s for s in want if s != 1]:
+        return x.reshape((len(x),) + tuple(want))
+    key = "reshape" if where.origins.get("reshape") else ("dataset" if "dataset" in where.origins else next(iter(where.origins), ""))
+    size = int(np.prod(have))
+    hint = ("add `flatten: true` to `data`" if len(want) == 1 and want[0] == size
+            else f"add `reshape: {tuple(want)}` to `data`" if None not in want and int(np.prod(want)) == size
+            else f"declare the input as `input {name}: {tuple(have)}`")
+    raise where.error(key, f"data examples have shape {tuple(have)} but input `{name}` expects {tuple(want)}", hint)

@@ -1,0 +1,190 @@
+"""Stage 4: run a plan: device, data, compile, fit, evaluate, and the run directory.
+
+A run directory holds `spec.model` (the spec as run), `model.keras`,
+`metrics.json` and `history.csv`; each is written atomically, the model and
+metrics last, so a directory with `metrics.json` is a finished run.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import os
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from . import __version__
+from .artifacts import write_atomic, write_atomic_with
+from .build import build_model, make_object
+from .data import Dataset, load_dataset, prepare
+from .errors import DataError, Diagnostic, Source, SpecError, UsageError
+from .keras_env import import_keras
+from .plan import Plan
+
+_PLATFORMS = {"cpu": "cpu", "gpu": "cuda", "tpu": "tpu"}
+
+
+def select_device(device: str) -> str:
+    """Point JAX at the requested platform; returns the platform it runs on."""
+    import jax
+
+    if device != "auto":
+        platform = _PLATFORMS[device]
+        try:
+            jax.config.update("jax_platforms", platform)
+            found = jax.devices()
+        except Exception as err:  # noqa: BLE001 - JAX says why the platform is unavailable
+            raise DataError(Diagnostic(
+                f"device `{device}` requested, but JAX cannot use it: {str(err).splitlines()[0][:300]}",
+                hint="use `device: auto`, or install a JAX build for it (e.g. `pip install -U \"jax[cuda12]\"`)")) from None
+        if found[0].platform != platform and not (platform == "cuda" and found[0].platform == "gpu"):
+            raise DataError(Diagnostic(f"device `{device}` requested, but JAX runs on {found[0].platform}"))
+    return jax.devices()[0].platform
+
+
+@dataclass
+class RunResult:
+    out: Path
+    metrics: dict[str, Any]
+    history: dict[str, list[float]]
+    model: Any = field(repr=False, default=None)
+
+
+def default_out(spec_file: str) -> Path:
+    stem = Path(spec_file).stem if spec_file and not spec_file.startswith("<") else "spec"
+    return Path("runs") / f"{stem}-{time.strftime('%Y%m%d-%H%M%S')}"
+
+
+def _prepare_out(out: Path, force: bool) -> None:
+    if out.exists() and any((out / f).exists() for f in ("metrics.json", "model.keras")) and not force:
+        raise UsageError(Diagnostic(f"{out} already holds a run; refusing to overwrite it",
+                                    hint="choose another `--out`, or pass `--force` to replace it"))
+    out.mkdir(parents=True, exist_ok=True)
+
+
+class _EpochTimes:
+    def __init__(self):
+        self.times: list[float] = []
+
+    def callback(self):
+        keras = import_keras()
+        outer = self
+
+        class EpochTimes(keras.callbacks.Callback):
+            def on_epoch_begin(self, epoch, logs=None):
+                self.t0 = time.perf_counter()
+
+            def on_epoch_end(self, epoch, logs=None):
+                outer.times.append(time.perf_counter() - self.t0)
+
+        return EpochTimes()
+
+
+def _check_labels(plan: Plan, model, data: Dataset) -> None:
+    """Sparse class labels must index the model's outputs."""
+    loss = plan.train.loss if plan.train else None
+    name = loss if isinstance(loss, str) else getattr(loss, "cls", "")
+    if "sparse_categorical" not in str(name).lower().replace("sparsecategorical", "sparse_categorical"):
+        return
+    classes = model.outputs[0].shape[-1]
+    for split, y in (("training", data.y_train), ("test", data.y_test)):
+        if y is None or not len(y):
+            continue
+        lo, hi = float(np.min(y)), float(np.max(y))
+        if lo < 0 or hi >= classes:
+            src = Source(plan.source, plan.file)
+            origin = plan.train.origins.get("loss") if plan.train else None
+            raise DataError(src.diag(
+                f"{split} labels run from {lo:g} to {hi:g}, but the model has {classes} outputs (classes 0..{classes - 1})",
+                origin.span if origin else None,
+                hint="make the last layer as wide as the number of classes"))
+
+
+def run_plan(plan: Plan, out: str | Path | None = None, epochs: int | None = None, limit: int | None = None,
+             verbose: int | str | None = None, force: bool = False) -> RunResult:
+    """Train, evaluate and save. Raises `SpecError`/`DataError`/`UsageError` for user mistakes."""
+    if plan.train is None:
+        raise SpecError(Source(plan.source, plan.file).diag(
+            "the spec has no `train` section; `specc run` needs one", None,
+            hint="add `train { loss: sparse_categorical_crossentropy; optimizer: adam; epochs: 5 }`"))
+    platform = select_device(plan.device)
+    keras = import_keras()
+    train = plan.train
+    if train.seed is not None:
+        keras.utils.set_random_seed(train.seed)
+    data = prepare(plan, load_dataset(plan), limit)
+    model = build_model(plan)
+    _check_labels(plan, model, data)
+    out_dir = Path(out) if out else default_out(plan.file)
+    _prepare_out(out_dir, force)
+    if plan.source:
+        write_atomic(out_dir / "spec.model", plan.source)
+
+    optimizer = make_object(train.optimizer)
+    model.compile(optimizer=optimizer, loss=make_object(train.loss), metrics=[make_object(m) for m in train.metrics])
+    timer = _EpochTimes()
+    callbacks = [timer.callback(), keras.callbacks.TerminateOnNaN()]
+    if train.early_stopping is not None:
+        callbacks.append(make_object(train.early_stopping))
+    n_epochs = epochs if epochs is not None else train.epochs
+    if verbose is None:
+        verbose = 1 if sys.stdout.isatty() else 2
+    start = time.perf_counter()
+    fit = model.fit(data.x_train, data.y_train, batch_size=train.batch_size, epochs=n_epochs,
+                    validation_split=train.validation_split, shuffle=train.shuffle, callbacks=callbacks,
+                    verbose=verbose)
+    seconds = time.perf_counter() - start
+    history = {k: [float(v) for v in vs] for k, vs in fit.history.items()}
+    losses = history.get("loss", [])
+    if any(not math.isfinite(v) for v in losses):
+        bad = next(i for i, v in enumerate(losses) if not math.isfinite(v))
+        raise DataError(Diagnostic(
+            f"training stopped: the loss became {losses[bad]} in epoch {bad + 1}; nothing but spec.model was kept in {out_dir}",
+            file=plan.file, hint="lower the learning rate, or check the data for NaN or huge values"))
+    _write_history(out_dir / "history.csv", history)
+    test = model.evaluate(data.x_test, data.y_test, batch_size=max(train.batch_size, 256), verbose=0, return_dict=True)
+    write_atomic_with(out_dir / "model.keras", model.save, suffix=".keras")
+    metrics = {
+        "spec": plan.file,
+        "model": plan.name,
+        "test": {k: float(v) for k, v in test.items()},
+        "test_on": "train" if data.test_is_train else "test",
+        "train": {k: v[-1] for k, v in history.items() if not k.startswith("val_")},
+        "validation": {k[4:]: v[-1] for k, v in history.items() if k.startswith("val_")},
+        "params": int(model.count_params()),
+        "epochs": len(losses),
+        "seconds": round(seconds, 3),
+        "epoch_seconds": [round(t, 3) for t in timer.times],
+        "examples": int(len(data.x_train)),
+        "batch_size": train.batch_size,
+        "seed": train.seed,
+        "device": platform,
+        "versions": _versions(),
+    }
+    write_atomic(out_dir / "metrics.json", json.dumps(metrics, indent=2) + "\n")
+    return RunResult(out=out_dir, metrics=metrics, history=history, model=model)
+
+
+def _write_history(path: Path, history: dict[str, list[float]]) -> None:
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    keys = list(history)
+    writer.writerow(["epoch"] + keys)
+    for i in range(len(history.get("loss", []))):
+        writer.writerow([i + 1] + [repr(history[k][i]) for k in keys])
+    write_atomic(path, buf.getvalue())
+
+
+def _versions() -> dict[str, str]:
+    import jax
+
+    keras = import_keras()
+    return {"specc": __version__, "keras": keras.__version__, "jax": jax.__version__,
+            "python": sys.version.split()[0], "numpy": np.__version__}
