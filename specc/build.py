@@ -11,7 +11,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from .errors import Source, SpecError
+from .errors import Source, SpecError, suggest
 from .keras_env import import_keras
 from .plan import LayerNode, Obj, Plan
 
@@ -98,8 +98,14 @@ def build(plan: Plan) -> Built:
         except Exception as err:  # noqa: BLE001 - the shape rules are Keras's own
             shapes = ", ".join(_shape(a) for a in args)
             message = _keras_message(err)
+            ndim = re.search(r"expected (min_|max_)?ndim=(\d+), found ndim=(\d+)", message)
+            if ndim:
+                bound = {"min_": "at least ", "max_": "at most "}.get(ndim.group(1) or "", "")
+                text = f"expects {bound}{ndim.group(2)}-D input (batch axis included), got shape {shapes}"
+            else:
+                text = f"cannot take input of shape {shapes}: {message}"
             raise SpecError(src.diag(
-                f"layer `{node.name}` ({node.cls}) cannot take input of shape {shapes}: {message}",
+                f"layer `{node.name}` ({node.cls}) {text}",
                 node.origin.span, hint=_hint_for(node, message, args), notes=node.origin.notes)) from None
         if isinstance(out, (list, tuple)):
             raise SpecError(src.diag(f"layer `{node.name}` returns several tensors; specc chains single tensors",
@@ -114,7 +120,7 @@ def build(plan: Plan) -> Built:
 
 
 def _hint_for(node: LayerNode, message: str, args=None) -> str | None:
-    m = re.search(r"expected ndim=(\d+), found ndim=(\d+)", message)
+    m = re.search(r"expected (?:min_|max_)?ndim=(\d+), found ndim=(\d+)", message)
     if m and args:
         want, got = int(m.group(1)), int(m.group(2))
         if want > got:
@@ -125,7 +131,11 @@ def _hint_for(node: LayerNode, message: str, args=None) -> str | None:
         return "the merged tensors must have matching shapes; adjust the filters/units of one branch"
     m = re.search(r"one of \{([^}]*)\}", message)
     if m:
-        return f"allowed values: {m.group(1)}"
+        allowed = sorted(re.findall(r"'([^']*)'", m.group(1)))
+        bad = [v for v in node.kwargs.values() if isinstance(v, str) and v not in allowed]
+        close = suggest(bad[0], allowed) if bad else []
+        listing = ", ".join(f"`{a}`" for a in allowed)
+        return f"did you mean `{close[0]}`? allowed values: {listing}" if close else f"allowed values: {listing}"
     return None
 
 

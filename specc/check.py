@@ -111,7 +111,8 @@ class Checker:
         cls_name = cat.class_name(call.func)
         if cls_name is None:
             if kind == "layer" and _denied(call.func):
-                raise self.fail(*_denied(call.func), call.name_span)  # type: ignore[misc]
+                message, hint = _denied(call.func)  # type: ignore[misc]
+                raise self.fail(message, call.name_span, hint)
             if cat.knows(call.func):
                 raise self.fail(f"{kind} `{call.func}` takes no arguments", call.span)
             raise self.fail(f"unknown {kind} `{call.func}`", call.name_span,
@@ -153,7 +154,7 @@ class Checker:
         models = self.spec.models
         if not models:
             raise self.fail("no `model` section: a spec needs one", None,
-                            "add `model NAME { input x: (shape); layer(...) }`")
+                            "add `model my_net { input x: (28, 28, 1); dense(10) }`")
         for extra in models[1:]:
             self.fail("only one `model` per file", extra.span)
         model = models[0]
@@ -272,7 +273,8 @@ class Checker:
             cls_name, kwargs = "Activation", {"activation": call.func}
         elif cls_name is None:
             if _denied(call.func):
-                raise self.fail(*_denied(call.func), call.name_span)  # type: ignore[misc]
+                message, hint = _denied(call.func)  # type: ignore[misc]
+                raise self.fail(message, call.name_span, hint)
             names = cat.choices() + list(self.blocks) + list(self.tensors)
             hint = did_you_mean(call.func, names) or "see the Keras layer list: any `keras.layers` class by its snake_case name"
             raise self.fail(f"unknown layer `{call.func}`", call.name_span, hint)

@@ -38,10 +38,30 @@ EXIT_CODES = {
 }
 
 
+def edit_distance(a: str, b: str) -> int:
+    """Optimal string alignment distance: insertions, deletions, substitutions, transpositions."""
+    prev2: list[int] = []
+    prev = list(range(len(b) + 1))
+    for i in range(1, len(a) + 1):
+        cur = [i] + [0] * len(b)
+        for j in range(1, len(b) + 1):
+            cost = a[i - 1] != b[j - 1]
+            cur[j] = min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + cost)
+            if i > 1 and j > 1 and a[i - 1] == b[j - 2] and a[i - 2] == b[j - 1]:
+                cur[j] = min(cur[j], prev2[j - 2] + 1)
+        prev2, prev = prev, cur
+    return prev[-1]
+
+
 def suggest(word: str, choices: Iterable[str], n: int = 1) -> list[str]:
-    """Close matches for a misspelled `word`, best first."""
+    """Close matches for a misspelled `word`, best first: typos by edit distance, then by similarity."""
     choices = list(dict.fromkeys(choices))
-    found = difflib.get_close_matches(word, choices, n=n, cutoff=0.6)
+    limit = max(1, min(3, len(word) // 3))
+    scored = sorted((edit_distance(word.lower(), c.lower()), -difflib.SequenceMatcher(None, word, c).ratio(), c)
+                    for c in choices if abs(len(c) - len(word)) <= limit)
+    found = [c for d, _, c in scored if d <= limit][:n]
+    if not found:
+        found = difflib.get_close_matches(word, choices, n=n, cutoff=0.6)
     if not found:
         lowered = {c.lower().replace("_", ""): c for c in choices}
         key = word.lower().replace("_", "")

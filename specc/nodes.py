@@ -27,7 +27,7 @@ class Span(BaseModel):
 
 class Node(BaseModel):
     model_config = ConfigDict(frozen=True)
-    span: Span | None = Field(default=None, exclude=True, repr=False, compare=False)
+    span: Span | None = Field(default=None, exclude=True, repr=False)
 
     def __eq__(self, other: object) -> bool:  # spans never count
         return type(self) is type(other) and self.model_dump() == other.model_dump()  # type: ignore[union-attr]
@@ -59,7 +59,7 @@ class Name(Node):
 class Kwarg(Node):
     name: str
     value: Expr
-    name_span: Span | None = Field(default=None, exclude=True, repr=False, compare=False)
+    name_span: Span | None = Field(default=None, exclude=True, repr=False)
 
 
 class Call(Node):
@@ -69,7 +69,7 @@ class Call(Node):
     func: str
     args: list[Expr] = []
     kwargs: list[Kwarg] = []
-    name_span: Span | None = Field(default=None, exclude=True, repr=False, compare=False)
+    name_span: Span | None = Field(default=None, exclude=True, repr=False)
 
 
 class Tuple(Node):
@@ -198,7 +198,7 @@ class Setting(Node):
     tag: Literal["setting"] = "setting"
     key: str
     value: Expr
-    key_span: Span | None = Field(default=None, exclude=True, repr=False, compare=False)
+    key_span: Span | None = Field(default=None, exclude=True, repr=False)
 
 
 class Section(Node):

@@ -33,14 +33,18 @@ class _BracketNewlines:
 
     always_accept = ("_NL",)
 
+    def __init__(self):
+        self.open: list[Token] = []  # brackets not yet closed, for "never closed" errors
+
     def process(self, stream):
-        depth = 0
+        self.open = []
         for tok in stream:
             if tok.type in _OPEN:
-                depth += 1
+                self.open.append(tok)
             elif tok.type in _CLOSE:
-                depth = max(0, depth - 1)
-            elif tok.type == "_NL" and depth:
+                if self.open:
+                    self.open.pop()
+            elif tok.type == "_NL" and self.open:
                 continue
             yield tok
 
@@ -91,7 +95,13 @@ def _describe_token(tok: Token) -> str:
     return f"`{tok.value}`"
 
 
+_VALUE_START = {"NAME", "INT", "FLOAT", "STRING", "LPAR", "LSQB", "MINUS"}
+
+
 def _expected_list(expected: set[str]) -> str:
+    if _VALUE_START <= expected:  # everything that can start an expression: say so plainly
+        rest = sorted(_describe_terminal(e) for e in expected - _VALUE_START)
+        return "a value" + (f" or {', '.join(rest)}" if rest else "")
     words = sorted({_describe_terminal(e) for e in expected})
     if len(words) > 6:
         words = words[:6] + ["..."]
@@ -166,7 +176,17 @@ def _syntax_error(src: Source, err: UnexpectedInput) -> SpecError:
                 hint="add the missing `}`",
             )
         return src.error(f"unexpected end of file; expected {_expected_list(expected)}", span)
+    opened = _parser().options.postlex.open
+    if opened and tok.line and tok.line > opened[-1].line:
+        bracket = opened[-1]
+        closer = ")" if bracket.value == "(" else "]"
+        return src.error(f"`{bracket.value}` is never closed", _token_span(bracket),
+                         hint=f"add `{closer}` before the end of the line")
     span = _token_span(tok)
+    if tok.type == "_NL":  # point just after the last thing on the line, where the missing part goes
+        before = src.text.splitlines()[tok.line - 1][: tok.column - 1] if tok.line <= len(src.text.splitlines()) else ""
+        col = len(before.rstrip()) + 1
+        span = n.Span(line=tok.line, col=col, end_line=tok.line, end_col=col + 1)
     message = f"unexpected {_describe_token(tok)}; expected {_expected_list(expected)}"
     hint = None
     if tok.type == "EQUAL" and "COLON" in expected:
