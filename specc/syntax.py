@@ -305,7 +305,7 @@ class _Lower(Transformer):
         )
 
     def shape(self, items):
-        return [d for d in items] if items != [None] else []
+        return list(items)
 
     @v_args(meta=True)
     def input(self, meta, items):
