@@ -237,7 +237,10 @@ def load_dataset(plan: Plan) -> Dataset:
         raise DataError(Diagnostic("the spec has no `data` section; `specc run` needs one", file=plan.file,
                                    hint="add `data { dataset: mnist }` or `data { file: \"train.npz\" }`"))
     if d.dataset:
-        return load_builtin(d.dataset)
+        try:
+            return load_builtin(d.dataset)
+        except DataError as err:  # blame the `dataset:` line of the spec
+            raise where.error("dataset", err.first.message, err.first.hint) from None
     if d.file and d.file.endswith(".csv"):
         x, y = _load_csv(plan, "file", where)
         xt, yt = _load_csv(plan, "test_file", where) if d.test_file else (None, None)

@@ -1,0 +1,125 @@
+"""Data: offline datasets, npz/csv/inline sources, preprocessing, and data errors that name the culprit."""
+
+import numpy as np
+import pytest
+
+import specc
+from specc.data import load_builtin, load_dataset, prepare
+
+MODEL = "model m {\n  input x: (2,)\n  dense(1)\n}\n"
+TRAIN = "train {\n  loss: mse\n  optimizer: sgd(learning_rate=0.05)\n  epochs: 3\n  batch_size: 4\n}\n"
+
+
+def test_mnist_from_the_idx_files(data_dir):
+    ds = load_builtin("mnist")
+    assert ds.x_train.shape == (60000, 28, 28) and ds.x_test.shape == (10000, 28, 28)
+    assert ds.x_train.dtype == np.uint8
+    # Label counts stated in the datasets' README.
+    assert np.bincount(ds.y_train).tolist() == [5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949]
+    assert str(data_dir) in ds.origin
+
+
+def test_preprocessing_scales_and_fits_the_input_shape(data_dir):
+    spec = specc.loads(MODEL.replace("(2,)", "(28, 28, 1)").replace("dense(1)", "flatten") +
+                       "data {\n  dataset: mnist\n  scale: 1/255\n}\n")
+    ds = prepare(spec.plan, load_dataset(spec.plan), limit=100)
+    assert ds.x_train.shape == (100, 28, 28, 1) and ds.x_train.dtype == np.float32
+    assert 0.0 <= ds.x_train.min() and ds.x_train.max() <= 1.0
+    assert ds.x_test.shape == (10000, 28, 28, 1)
+
+
+def test_shape_mismatch_is_a_located_data_error(data_dir):
+    spec = specc.loads(MODEL.replace("(2,)", "(784,)") + "data {\n  dataset: mnist\n}\n", "m.model")
+    with pytest.raises(specc.DataError) as info:
+        prepare(spec.plan, load_dataset(spec.plan), limit=10)
+    err = info.value
+    assert (err.line, err.col) == (6, 3)
+    assert err.message == "data examples have shape (28, 28) but input `x` expects (784,)"
+    assert err.hint == "add `flatten: true` to `data`"
+
+
+def test_npz_file(tmp_path):
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(64, 2)).astype("float32")
+    np.savez(tmp_path / "d.npz", x_train=x, y_train=x @ [1.0, -2.0], x_test=x[:8], y_test=(x @ [1.0, -2.0])[:8])
+    (tmp_path / "s.model").write_text(MODEL + 'data {\n  file: "d.npz"\n}\n' + TRAIN)
+    result = specc.load(tmp_path / "s.model").run(out=tmp_path / "run")
+    assert result.metrics["examples"] == 64 and result.metrics["test_on"] == "test"
+    assert result.history["loss"][-1] < result.history["loss"][0]
+
+
+def test_npz_never_unpickles(tmp_path):
+    np.save(tmp_path / "obj.npy", np.array([{"a": 1}], dtype=object), allow_pickle=True)
+    np.savez(tmp_path / "d.npz", x=np.array([{"a": 1}], dtype=object), y=np.zeros(1))
+    (tmp_path / "s.model").write_text(MODEL + 'data {\n  file: "d.npz"\n}\n' + TRAIN)
+    spec = specc.load(tmp_path / "s.model")
+    with pytest.raises(specc.DataError) as info:
+        load_dataset(spec.plan)
+    assert "cannot read" in info.value.message and info.value.line == 6
+
+
+def test_csv_file_with_named_columns(tmp_path):
+    rows = ["area,rooms,price"] + [f"{a},{r},{2 * a + r}" for a, r in zip(range(20), range(20, 0, -1))]
+    (tmp_path / "h.csv").write_text("\n".join(rows) + "\n")
+    (tmp_path / "s.model").write_text(
+        MODEL + 'data {\n  file: "h.csv"\n  features: [area, rooms]\n  target: price\n  test_split: 0.25\n}\n')
+    ds = load_dataset(specc.load(tmp_path / "s.model").plan)
+    assert ds.x_train.shape == (15, 2) and ds.x_test.shape == (5, 2)
+    assert ds.y_train[3] == 2 * 3 + 17
+
+
+def test_csv_missing_column_names_the_file_and_columns(tmp_path):
+    (tmp_path / "h.csv").write_text("area,rooms,price\n1,2,3\n")
+    (tmp_path / "s.model").write_text(
+        MODEL + 'data {\n  file: "h.csv"\n  features: [area, rooms]\n  target: prise\n}\n')
+    with pytest.raises(specc.DataError) as info:
+        load_dataset(specc.load(tmp_path / "s.model").plan)
+    err = info.value
+    assert (err.line, err.col) == (8, 3)
+    assert err.message == "column `prise` is not in h.csv; its columns are: area, rooms, price"
+    assert err.hint == "did you mean `price`?"
+
+
+def test_csv_empty_and_non_numeric(tmp_path):
+    (tmp_path / "s.model").write_text(
+        MODEL + 'data {\n  file: "h.csv"\n  features: [a, b]\n  target: c\n}\n')
+    (tmp_path / "h.csv").write_text("")
+    with pytest.raises(specc.DataError, match="h.csv is empty"):
+        load_dataset(specc.load(tmp_path / "s.model").plan)
+    (tmp_path / "h.csv").write_text("a,b,c\n1,2,3\n4,x,6\n")
+    with pytest.raises(specc.DataError, match=r"h.csv, row 3, column `b`: 'x' is not a number"):
+        load_dataset(specc.load(tmp_path / "s.model").plan)
+
+
+def test_missing_file_is_located(tmp_path):
+    (tmp_path / "s.model").write_text(MODEL + 'data {\n  file: "nope.npz"\n}\n')
+    with pytest.raises(specc.DataError) as info:
+        load_dataset(specc.load(tmp_path / "s.model").plan)
+    assert info.value.message == f"data file not found: {tmp_path / 'nope.npz'}" and info.value.line == 6
+
+
+def test_inline_arrays_and_one_hot():
+    spec = specc.loads(MODEL.replace("dense(1)", "dense(3)") +
+                       "data {\n  x: [[0, 0], [0, 1], [1, 0], [1, 1]]\n  y: [0, 1, 2, 1]\n  one_hot: true\n}\n")
+    ds = prepare(spec.plan, load_dataset(spec.plan))
+    assert ds.x_train.shape == (4, 2) and ds.y_train.tolist()[2] == [0, 0, 1]
+    assert ds.test_is_train
+
+
+def test_labels_outside_the_classes_are_caught_before_training(tmp_path):
+    spec = specc.loads("model m {\n  input x: (1,)\n  dense(2, activation=softmax)\n}\n"
+                       "data {\n  x: [1, 2, 3]\n  y: [0, 1, 2]\n}\n"
+                       "train {\n  loss: sparse_categorical_crossentropy\n}\n", "m.model")
+    with pytest.raises(specc.DataError) as info:
+        spec.run(out=tmp_path / "run")
+    assert info.value.message == "training labels run from 0 to 2, but the model has 2 outputs (classes 0..1)"
+    assert info.value.line == 10
+
+
+def test_cifar10_from_the_jpeg_archive(data_dir, tmp_path, monkeypatch):
+    ds = load_builtin("cifar10")  # decoded once, then cached under SPECC_CACHE_DIR
+    assert ds.x_train.shape == (50000, 32, 32, 3) and ds.x_test.shape == (10000, 32, 32, 3)
+    assert np.bincount(ds.y_train).tolist() == [5000] * 10 and np.bincount(ds.y_test).tolist() == [1000] * 10
+    # Channel means of CIFAR-10 (the JPEG copy matches them, per the datasets' README).
+    means = ds.x_train.reshape(-1, 3).mean(0) / 255
+    assert np.allclose(means, [0.4914, 0.4822, 0.4465], atol=0.01)
