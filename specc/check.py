@@ -162,6 +162,7 @@ class Checker:
         self.layers: list[LayerNode] = []
         self.tensors: dict[str, str] = {}  # spec name -> plan node name
         self.used_names: dict[str, int] = {}
+        self.explicit_names: set[str] = set()  # layer names the spec gave with `name=`
         self.outputs: list[str] = []
         current = self.body(model.body, None, {}, in_block=False)
         if not self.inputs:
@@ -199,9 +200,16 @@ class Checker:
                 self.outputs.append(self.tensors[name])
             return current
         if isinstance(s, n.Chain):
+            count = len(self.layers)
             result = self.chain(s, current, env)
             if s.target:
                 self.declare(s.target, s.span)
+                last = self.layers[-1] if len(self.layers) > count else None
+                if last is not None and last.name == result and last.name not in self.explicit_names:
+                    # The layer that makes a named tensor takes its name (multi-output losses key on it).
+                    self.used_names[s.target] = 1
+                    self.layers[-1] = last.model_copy(update={"name": s.target})
+                    result = s.target
                 self.tensors[s.target] = result
             return result
         if isinstance(s, n.Repeat):
@@ -224,6 +232,8 @@ class Checker:
     def declare(self, name: str, span: n.Span | None) -> None:
         if name in self.tensors:
             raise self.fail(f"tensor `{name}` is already defined", span, "choose another name")
+        if name in self.used_names:
+            raise self.fail(f"tensor name `{name}` is already the name of a layer", span, "choose another name")
         if name in self.blocks or catalog("layer").class_name(name):
             raise self.fail(f"tensor name `{name}` is also the name of a layer or block", span, "choose another name")
 
@@ -282,9 +292,10 @@ class Checker:
             kwargs = self.arguments(call, cat.get_class(cls_name), env, f"layer `{call.func}`")
         name = kwargs.pop("name", None)
         if name is not None:
-            if not isinstance(name, str) or name in self.used_names:
+            if not isinstance(name, str) or name in self.used_names or name in self.tensors:
                 raise self.fail(f"layer name {_show(name)} is not a new name", call.span)
             self.used_names[name] = 1
+            self.explicit_names.add(name)
         else:
             name = self.fresh(call.func if cat.class_name(call.func) else "activation")
         if len(sources) > 1 and not _is_merge(cls_name):

@@ -245,6 +245,8 @@ def load_dataset(plan: Plan) -> Dataset:
         x, y = _load_csv(plan, "file", where)
         xt, yt = _load_csv(plan, "test_file", where) if d.test_file else (None, None)
         return _split(Dataset(x, y, xt, yt, origin=d.file), d.test_split)
+    if d.file and (len(plan.inputs) > 1 or len(plan.outputs) > 1):
+        return _split(_named_arrays(plan, _load_npz(plan, "file", where), where), d.test_split)
     if d.file:
         arrays = _load_npz(plan, "file", where)
         x = _pick(arrays, [d.x] if isinstance(d.x, str) else ["x_train", "x"])
@@ -264,12 +266,45 @@ def load_dataset(plan: Plan) -> Dataset:
     return _split(Dataset(x, y, xt, yt, origin="inline"), d.test_split)
 
 
+def _named_arrays(plan: Plan, arrays: dict[str, np.ndarray], where: _Located) -> Dataset:
+    """Several inputs or outputs: arrays named after them (`NAME_train`/`NAME_test`, or `NAME`)."""
+
+    def side(names: list[str]):
+        train, test = {}, {}
+        for name in names:
+            a = _pick(arrays, [f"{name}_train", name])
+            if a is None:
+                raise where.error("file", f"{plan.data.file} has no array `{name}_train` or `{name}` for `{name}`; "
+                                  f"it has: {', '.join(arrays)}",
+                                  "a model with several inputs or outputs reads arrays named after them")
+            train[name] = a
+            t = _pick(arrays, [f"{name}_test"])
+            if t is not None:
+                test[name] = t
+        one = len(names) == 1
+        return (train[names[0]] if one else train), ((test[names[0]] if one else test) if len(test) == len(names) else None)
+
+    x, xt = side([i.name for i in plan.inputs])
+    y, yt = side(list(plan.outputs))
+    return Dataset(x, y, xt, yt if xt is not None else None, origin=str(plan.data.file))
+
+
+def count_examples(a) -> int:
+    return len(next(iter(a.values()))) if isinstance(a, dict) else len(a)
+
+
+def _take(a, sl: slice):
+    return {k: v[sl] for k, v in a.items()} if isinstance(a, dict) else a[sl]
+
+
 def _split(ds: Dataset, test_split: float) -> Dataset:
-    if ds.x_test is not None:
+    if ds.x_test is not None and ds.y_test is not None:
         return ds
     if test_split > 0:
-        k = len(ds.x_train) - max(1, int(round(len(ds.x_train) * test_split)))
-        return Dataset(ds.x_train[:k], ds.y_train[:k], ds.x_train[k:], ds.y_train[k:], origin=ds.origin)
+        k = count_examples(ds.x_train) - max(1, int(round(count_examples(ds.x_train) * test_split)))
+        head, tail = slice(None, k), slice(k, None)
+        return Dataset(_take(ds.x_train, head), _take(ds.y_train, head), _take(ds.x_train, tail),
+                       _take(ds.y_train, tail), origin=ds.origin)
     return Dataset(ds.x_train, ds.y_train, ds.x_train, ds.y_train, test_is_train=True, origin=ds.origin)
 
 
@@ -281,18 +316,25 @@ def prepare(plan: Plan, ds: Dataset, limit: int | None = None) -> Dataset:
     d = plan.data
     assert d is not None
     where = _Located(plan)
-    if len(ds.x_train) == 0:
-        raise where.error("file" if d.file else "x", "the training data is empty")
-    if len(ds.x_train) != len(ds.y_train):
-        raise where.error("file" if d.file else "x",
-                          f"the data has {len(ds.x_train)} inputs but {len(ds.y_train)} targets")
+    culprit = "dataset" if d.dataset else "file" if d.file else "x"
+    counts = {count_examples(ds.x_train), count_examples(ds.y_train)} | {len(v) for a in (ds.x_train, ds.y_train) if isinstance(a, dict)
+                                                           for v in a.values()}
+    if count_examples(ds.x_train) == 0:
+        raise where.error(culprit, "the training data is empty")
+    if len(counts) > 1:
+        raise where.error(culprit, f"the training arrays disagree on the number of examples: {sorted(counts)}")
     if limit is not None:
-        ds = Dataset(ds.x_train[:limit], ds.y_train[:limit], ds.x_test, ds.y_test, ds.test_is_train, ds.origin)
+        ds = Dataset(_take(ds.x_train, slice(limit)), _take(ds.y_train, slice(limit)), ds.x_test, ds.y_test,
+                     ds.test_is_train, ds.origin)
         if ds.test_is_train:
             ds.x_test, ds.y_test = ds.x_train, ds.y_train
-    inp = plan.inputs[0]
 
-    def fit_x(x: np.ndarray) -> np.ndarray:
+    def fit_x(x):
+        if isinstance(x, dict):
+            return {i.name: fit_one(x[i.name], i) for i in plan.inputs}
+        return fit_one(x, plan.inputs[0])
+
+    def fit_one(x: np.ndarray, inp) -> np.ndarray:
         if d.flatten:
             x = x.reshape(len(x), -1)
         if d.reshape:
@@ -306,9 +348,12 @@ def prepare(plan: Plan, ds: Dataset, limit: int | None = None) -> Dataset:
             x = x.astype(dtype if dtype != "bfloat16" else "float32")
         return _fit_shape(x, inp.shape, inp.name, where)
 
-    def fit_y(y: np.ndarray) -> np.ndarray:
+    def fit_y(y):
+        if isinstance(y, dict):
+            return {k: fit_y(v) for k, v in y.items()}
         if d.one_hot:
-            classes = d.one_hot if not isinstance(d.one_hot, bool) else int(ds.y_train.max()) + 1
+            labels = ds.y_train if not isinstance(ds.y_train, dict) else y
+            classes = d.one_hot if not isinstance(d.one_hot, bool) else int(np.max(labels)) + 1
             y = y.astype(np.int64).reshape(-1)
             if y.min() < 0 or y.max() >= classes:
                 raise where.error("one_hot", f"labels run from {y.min()} to {y.max()}, outside 0..{classes - 1}")

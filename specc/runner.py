@@ -23,7 +23,7 @@ import numpy as np
 from . import __version__
 from .artifacts import write_atomic, write_atomic_with
 from .build import build_model, make_object
-from .data import Dataset, load_dataset, prepare
+from .data import Dataset, count_examples, load_dataset, prepare
 from .errors import DataError, Diagnostic, Source, SpecError, UsageError
 from .keras_env import import_keras
 from .plan import Plan
@@ -70,6 +70,12 @@ def _prepare_out(out: Path, force: bool) -> None:
 
 
 class _EpochTimes:
+    """Epoch wall times, and a stop when the loss stops being finite.
+
+    Only epoch-level hooks: a per-batch hook (Keras's TerminateOnNaN) would force a host
+    sync on every step, which costs speed on JAX.
+    """
+
     def __init__(self):
         self.times: list[float] = []
 
@@ -83,6 +89,9 @@ class _EpochTimes:
 
             def on_epoch_end(self, epoch, logs=None):
                 outer.times.append(time.perf_counter() - self.t0)
+                loss = (logs or {}).get("loss")
+                if loss is not None and not math.isfinite(float(loss)):
+                    self.model.stop_training = True
 
         return EpochTimes()
 
@@ -92,6 +101,8 @@ def _check_labels(plan: Plan, model, data: Dataset) -> None:
     loss = plan.train.loss if plan.train else None
     name = loss if isinstance(loss, str) else getattr(loss, "cls", "")
     if "sparse_categorical" not in str(name).lower().replace("sparsecategorical", "sparse_categorical"):
+        return
+    if isinstance(data.y_train, dict) or len(model.outputs) != 1:
         return
     classes = model.outputs[0].shape[-1]
     for split, y in (("training", data.y_train), ("test", data.y_test)):
@@ -130,16 +141,26 @@ def run_plan(plan: Plan, out: str | Path | None = None, epochs: int | None = Non
     optimizer = make_object(train.optimizer)
     model.compile(optimizer=optimizer, loss=make_object(train.loss), metrics=[make_object(m) for m in train.metrics])
     timer = _EpochTimes()
-    callbacks = [timer.callback(), keras.callbacks.TerminateOnNaN()]
+    callbacks = [timer.callback()]
     if train.early_stopping is not None:
         callbacks.append(make_object(train.early_stopping))
     n_epochs = epochs if epochs is not None else train.epochs
     if verbose is None:
         verbose = 1 if sys.stdout.isatty() else 2
     start = time.perf_counter()
-    fit = model.fit(data.x_train, data.y_train, batch_size=train.batch_size, epochs=n_epochs,
-                    validation_split=train.validation_split, shuffle=train.shuffle, callbacks=callbacks,
-                    verbose=verbose)
+    try:
+        fit = model.fit(data.x_train, data.y_train, batch_size=train.batch_size, epochs=n_epochs,
+                        validation_split=train.validation_split, shuffle=train.shuffle, callbacks=callbacks,
+                        verbose=verbose)
+    except (ValueError, TypeError) as err:
+        if timer.times:  # it ran whole epochs before failing: not a mismatch of shapes
+            raise
+        origin = train.origins.get("loss")
+        raise DataError(Source(plan.source, plan.file).diag(
+            f"training failed in its first steps: {str(err).splitlines()[0][:400]}",
+            origin.span if origin else None,
+            hint=f"check that the loss fits the model's outputs {[tuple(o.shape) for o in model.outputs]} and the "
+            f"targets {_shapes(data.y_train)}; kept in {out_dir}: spec.model only")) from None
     seconds = time.perf_counter() - start
     history = {k: [float(v) for v in vs] for k, vs in fit.history.items()}
     losses = history.get("loss", [])
@@ -162,7 +183,7 @@ def run_plan(plan: Plan, out: str | Path | None = None, epochs: int | None = Non
         "epochs": len(losses),
         "seconds": round(seconds, 3),
         "epoch_seconds": [round(t, 3) for t in timer.times],
-        "examples": int(len(data.x_train)),
+        "examples": count_examples(data.x_train),
         "batch_size": train.batch_size,
         "seed": train.seed,
         "device": platform,
@@ -170,6 +191,12 @@ def run_plan(plan: Plan, out: str | Path | None = None, epochs: int | None = Non
     }
     write_atomic(out_dir / "metrics.json", json.dumps(metrics, indent=2) + "\n")
     return RunResult(out=out_dir, metrics=metrics, history=history, model=model)
+
+
+def _shapes(a) -> str:
+    if isinstance(a, dict):
+        return "{" + ", ".join(f"{k}: {tuple(v.shape)}" for k, v in a.items()) + "}"
+    return str(tuple(a.shape))
 
 
 def _write_history(path: Path, history: dict[str, list[float]]) -> None:
