@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import tempfile
 from pathlib import Path
-from typing import Callable
+from typing import Callable, IO
 
 
 def _umask_mode() -> int:
@@ -14,23 +14,18 @@ def _umask_mode() -> int:
     return 0o666 & ~mask
 
 
-def write_atomic(path: str | Path, write: Callable | bytes | str, suffix: str | None = None) -> Path:
-    """Write `path` via a temporary file in the same folder, fsync, then rename over it.
+def write_atomic_with(path: str | Path, save: Callable[[str], None], suffix: str = ".tmp") -> Path:
+    """Have `save(tmp_name)` write a temporary file beside `path`, fsync it, then rename it over `path`.
 
-    `write` is the content (bytes or str) or a function given the temporary path's open binary
-    file; `suffix` keeps an extension some writers insist on (Keras wants `.keras`).
+    `suffix` keeps an extension some writers insist on (Keras's `model.save` wants `.keras`).
+    On any failure the temporary file is removed and `path` is left as it was.
     """
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=suffix or ".tmp")
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=suffix)
+    os.close(fd)
     try:
-        with os.fdopen(fd, "wb") as f:
-            if isinstance(write, str):
-                f.write(write.encode("utf-8"))
-            elif isinstance(write, bytes):
-                f.write(write)
-            else:
-                write(f)
-            f.flush()
+        save(tmp)
+        with open(tmp, "rb") as f:
             os.fsync(f.fileno())
         os.chmod(tmp, _umask_mode())  # mkstemp makes 0600; finished files get the usual mode
         os.replace(tmp, path)
@@ -40,24 +35,27 @@ def write_atomic(path: str | Path, write: Callable | bytes | str, suffix: str | 
         except FileNotFoundError:
             pass
         raise
-    return path
-
-
-def write_atomic_with(path: str | Path, save: Callable[[str], None], suffix: str) -> Path:
-    """Like `write_atomic` for writers that take a file name (`model.save(name)`)."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=suffix)
-    os.close(fd)
-    try:
-        save(tmp)
-        with open(tmp, "rb") as f:
-            os.fsync(f.fileno())
-        os.chmod(tmp, _umask_mode())
-        os.replace(tmp, path)
-    except BaseException:
+    try:  # make the rename itself durable
+        dir_fd = os.open(path.parent, os.O_RDONLY)
         try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+    except OSError:
+        pass
     return path
+
+
+def write_atomic(path: str | Path, content: str | bytes | Callable[[IO[bytes]], None]) -> Path:
+    """Write text, bytes, or whatever `content(file)` writes to an open binary file, atomically."""
+
+    def save(name: str) -> None:
+        with open(name, "wb") as f:
+            if isinstance(content, str):
+                f.write(content.encode("utf-8"))
+            elif isinstance(content, bytes):
+                f.write(content)
+            else:
+                content(f)
+
+    return write_atomic_with(path, save)

@@ -43,8 +43,11 @@ _NOISE = [
 ]
 
 
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+
 def _keras_message(err: BaseException) -> str:
-    text = str(err).strip()
+    text = _ANSI.sub("", str(err)).strip()
     for pat in _NOISE:
         text = pat.sub("", text).strip()
     text = re.sub(r"\s*\n\s*", " ", text)

@@ -142,7 +142,7 @@ class Checker:
         missing = [p for p in sig.required if p not in given]
         if missing:
             raise self.fail(f"{what} needs argument `{missing[0]}`", call.span,
-                            f"write `{call.func}({', '.join(missing)}...)`; its arguments are: {', '.join(sig.names)}")
+                            f"its required arguments are: write `{call.func}({', '.join(sig.required)})`")
         out: dict[str, Any] = {}
         for pname, (expr, _span) in given.items():
             out[pname] = self.value(expr, env, kind_of_argument(pname), f"`{pname}`")
@@ -595,4 +595,5 @@ def check_spec(spec: n.Spec, source: Source | None = None) -> Plan:
     assert model is not None
     name, inputs, layers, outputs = model
     return Plan(name=name, inputs=inputs, layers=layers, outputs=outputs, train=train, data=data,
-                device=device or "auto", file=src.file, source=src.text)
+                device=device or "auto", device_origin=Origin(span=top["device"].span) if "device" in top else Origin(),
+                file=src.file, source=src.text)

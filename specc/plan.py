@@ -88,6 +88,7 @@ class Plan(BaseModel):
     train: TrainPlan | None = None
     data: DataPlan | None = None
     device: str = "auto"
+    device_origin: Origin = Field(default_factory=Origin, exclude=True)
     file: str = Field(default="<string>", exclude=True)
     source: str = Field(default="", exclude=True, repr=False)
 

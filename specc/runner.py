@@ -28,24 +28,20 @@ from .errors import DataError, Diagnostic, Source, SpecError, UsageError
 from .keras_env import import_keras
 from .plan import Plan
 
-_PLATFORMS = {"cpu": "cpu", "gpu": "cuda", "tpu": "tpu"}
-
-
 def select_device(device: str) -> str:
-    """Point JAX at the requested platform; returns the platform it runs on."""
+    """Make the requested platform JAX's default device; returns the platform it runs on."""
     import jax
 
     if device != "auto":
-        platform = _PLATFORMS[device]
         try:
-            jax.config.update("jax_platforms", platform)
-            found = jax.devices()
+            found = jax.devices(device)
         except Exception as err:  # noqa: BLE001 - JAX says why the platform is unavailable
+            why = (str(err).strip().splitlines() or [type(err).__name__])[0][:300]
             raise DataError(Diagnostic(
-                f"device `{device}` requested, but JAX cannot use it: {str(err).splitlines()[0][:300]}",
+                f"device `{device}` requested, but JAX cannot use it: {why}",
                 hint="use `device: auto`, or install a JAX build for it (e.g. `pip install -U \"jax[cuda12]\"`)")) from None
-        if found[0].platform != platform and not (platform == "cuda" and found[0].platform == "gpu"):
-            raise DataError(Diagnostic(f"device `{device}` requested, but JAX runs on {found[0].platform}"))
+        jax.config.update("jax_default_device", found[0])
+        return found[0].platform
     return jax.devices()[0].platform
 
 
@@ -125,7 +121,10 @@ def run_plan(plan: Plan, out: str | Path | None = None, epochs: int | None = Non
         raise SpecError(Source(plan.source, plan.file).diag(
             "the spec has no `train` section; `specc run` needs one", None,
             hint="add `train { loss: sparse_categorical_crossentropy; optimizer: adam; epochs: 5 }`"))
-    platform = select_device(plan.device)
+    try:
+        platform = select_device(plan.device)
+    except DataError as err:  # blame the `device:` line
+        raise DataError(Source(plan.source, plan.file).diag(err.message, plan.device_origin.span, err.hint)) from None
     keras = import_keras()
     train = plan.train
     if train.seed is not None:

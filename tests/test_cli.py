@@ -101,3 +101,27 @@ def test_run_refuses_to_overwrite_a_finished_run(tmp_path, data_dir):
     assert (out / "metrics.json").read_bytes() == before
     assert specc_cmd("run", spec, "--out", str(out), "--epochs", "3", "--force", "--quiet").returncode == 0
     assert (out / "metrics.json").read_bytes() != before
+
+
+def test_unavailable_device_exits_3(tmp_path):
+    spec = tmp_path / "gpu.model"
+    spec.write_text("model m {\n  input x: (1,)\n  dense(1)\n}\ndata {\n  x: [1, 2]\n  y: [1, 2]\n}\n"
+                    "train {\n  loss: mse\n}\ndevice: gpu\n")
+    proc = specc_cmd("run", str(spec), "--out", str(tmp_path / "run"), env={"JAX_PLATFORMS": ""})
+    import jax
+
+    if any(d.platform == "gpu" for d in jax.devices()):
+        pytest.skip("this machine has a GPU")
+    assert proc.returncode == 3, proc.stderr
+    assert f"{spec}:12:1: error: device `gpu` requested, but JAX cannot use it" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_console_script_is_installed():
+    import shutil
+
+    exe = shutil.which("specc")
+    if exe is None:
+        pytest.skip("specc is not installed on PATH (run `pip install -e .`)")
+    proc = subprocess.run([exe, "--version"], capture_output=True, text=True)
+    assert proc.returncode == 0 and proc.stdout.startswith("specc ")

@@ -123,3 +123,33 @@ def test_cifar10_from_the_jpeg_archive(data_dir, tmp_path, monkeypatch):
     # Channel means of CIFAR-10 (the JPEG copy matches them, per the datasets' README).
     means = ds.x_train.reshape(-1, 3).mean(0) / 255
     assert np.allclose(means, [0.4914, 0.4822, 0.4465], atol=0.01)
+
+
+def test_fashion_mnist_is_looked_up_in_the_data_dir_first(tmp_path, data_dir, monkeypatch):
+    # A data folder laid out like the shared one: fashion_mnist/ holds the four IDX files.
+    import shutil
+
+    (tmp_path / "fashion_mnist").mkdir()
+    for f in (data_dir / "mnist").glob("*-ubyte.gz"):
+        shutil.copy(f, tmp_path / "fashion_mnist" / f.name)
+    monkeypatch.setenv("SPECC_DATA_DIR", str(tmp_path))
+    ds = load_builtin("fashion_mnist")
+    assert ds.origin == str(tmp_path / "fashion_mnist")
+    assert ds.x_train.shape == (60000, 28, 28) and len(ds.y_test) == 10000
+
+
+def test_truncated_idx_file_is_a_data_error(tmp_path, monkeypatch):
+    import gzip
+
+    folder = tmp_path / "mnist"
+    folder.mkdir()
+    header = (2051).to_bytes(4, "big") + (10).to_bytes(4, "big") + (28).to_bytes(4, "big") * 2
+    for name in ("train-images-idx3-ubyte.gz", "t10k-images-idx3-ubyte.gz"):
+        with gzip.open(folder / name, "wb") as f:
+            f.write(header + bytes(100))
+    for name in ("train-labels-idx1-ubyte.gz", "t10k-labels-idx1-ubyte.gz"):
+        with gzip.open(folder / name, "wb") as f:
+            f.write((2049).to_bytes(4, "big") + (10).to_bytes(4, "big") + bytes(10))
+    monkeypatch.setenv("SPECC_DATA_DIR", str(tmp_path))
+    with pytest.raises(specc.DataError, match="is truncated: expected 7840 values, found 100"):
+        load_builtin("mnist")
