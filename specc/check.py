@@ -14,7 +14,8 @@ from typing import Any
 
 from . import nodes as n
 from .catalog import DENIED_LAYERS, METRIC_STRINGS, catalog, kind_of_argument, signature_of
-from .errors import Diagnostic, Source, SpecError, did_you_mean, suggest
+from .errors import Diagnostic, Source, SpecError, did_you_mean
+from .keras_env import import_keras
 from .plan import DataPlan, InputNode, LayerNode, Obj, Origin, Plan, TrainPlan
 
 SECTIONS = ("data", "train")
@@ -429,7 +430,7 @@ class Checker:
             return [self.value(i, {}, "metric", "a metric") for i in items]
         if key == "early_stopping":
             if isinstance(e, n.Call) and e.func == "early_stopping":
-                cls = __import__("keras").callbacks.EarlyStopping
+                cls = import_keras().callbacks.EarlyStopping
                 return Obj(kind="callback", module="keras.callbacks", cls="EarlyStopping",
                            kwargs=self.arguments(e, cls, {}, "`early_stopping`"))
             v = self.value(e, {})
@@ -571,10 +572,10 @@ def _denied(name: str) -> tuple[str, str] | None:
 
 
 def _is_merge(cls_name: str) -> bool:
-    keras = __import__("keras")
-    cls = getattr(keras.layers, cls_name)
-    merging = getattr(__import__("keras.src.layers.merging.base_merge", fromlist=["Merge"]), "Merge")
-    return issubclass(cls, merging) or cls_name in ("MultiHeadAttention", "Attention", "AdditiveAttention",
+    """Layers that take a list of tensors: Keras's merge layers, and attention (query, value[, key])."""
+    from keras.src.layers.merging.base_merge import Merge
+
+    return issubclass(getattr(import_keras().layers, cls_name), Merge) or cls_name in ("MultiHeadAttention", "Attention", "AdditiveAttention",
                                                     "GroupQueryAttention", "Dot")
 
 

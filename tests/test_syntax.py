@@ -20,8 +20,9 @@ CASES = sorted(FIXTURES.glob("*.model"))
 def test_golden_ast(path, update_golden):
     got = parse_text(path.read_text(), path.name).model_dump(mode="json")
     golden = path.with_suffix(".json")
-    if update_golden or not golden.exists():
+    if update_golden:
         golden.write_text(json.dumps(got, indent=1) + "\n")
+    assert golden.exists(), f"no golden file {golden.name}: run pytest --update-golden once, and review it"
     assert got == json.loads(golden.read_text())
 
 
