@@ -204,13 +204,18 @@ class Checker:
             count = len(self.layers)
             result = self.chain(s, current, env)
             if s.target:
-                self.declare(s.target, s.span)
+                self.declare(s.target, s.span, in_block)
                 last = self.layers[-1] if len(self.layers) > count else None
                 if last is not None and last.name == result and last.name not in self.explicit_names:
-                    # The layer that makes a named tensor takes its name (multi-output losses key on it).
-                    self.used_names[s.target] = 1
-                    self.layers[-1] = last.model_copy(update={"name": s.target})
-                    result = s.target
+                    # The layer that makes a named tensor takes its name (multi-output losses key on it);
+                    # inside a block, which may be used many times, a numbered variant of it.
+                    if in_block:
+                        name = self.fresh(s.target)
+                    else:
+                        name = s.target
+                        self.used_names[name] = max(self.used_names.get(name, 0), 1)
+                    self.layers[-1] = last.model_copy(update={"name": name})
+                    result = name
                 self.tensors[s.target] = result
             return result
         if isinstance(s, n.Repeat):
@@ -230,10 +235,10 @@ class Checker:
             return self.layer(s.merge, outs, env)
         raise AssertionError(f"unknown statement {s!r}")
 
-    def declare(self, name: str, span: n.Span | None) -> None:
+    def declare(self, name: str, span: n.Span | None, in_block: bool = False) -> None:
         if name in self.tensors:
             raise self.fail(f"tensor `{name}` is already defined", span, "choose another name")
-        if name in self.used_names:
+        if name in self.used_names and not in_block:
             raise self.fail(f"tensor name `{name}` is already the name of a layer", span, "choose another name")
         if name in self.blocks or catalog("layer").class_name(name):
             raise self.fail(f"tensor name `{name}` is also the name of a layer or block", span, "choose another name")

@@ -111,3 +111,12 @@ def test_mnist_full_run_through_cli(tmp_path, data_dir):
     test = load_builtin("mnist")
     acc = model.evaluate(test.x_test[..., None].astype("float32") / 255, test.y_test, verbose=0, return_dict=True)
     assert abs(acc["accuracy"] - metrics["test"]["accuracy"]) < 1e-6
+
+
+@pytest.mark.parametrize("path", SPECS, ids=lambda p: p.stem)
+def test_built_model_round_trips_through_keras_config(path):
+    k = keras()
+    model = specc.load(path).build_model()
+    clone = k.Model.from_config(model.get_config())
+    assert [l.get_config() for l in clone.layers] == [l.get_config() for l in model.layers]
+    assert clone.count_params() == model.count_params()

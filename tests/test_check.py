@@ -1,0 +1,76 @@
+"""Resolution into the build plan: names, aliases, blocks, repeat, branches, tensor names."""
+
+import pytest
+
+import specc
+
+
+def plan_of(body: str, extra: str = ""):
+    return specc.loads(extra + "model m {\n" + body + "\n}\n").plan
+
+
+@pytest.mark.parametrize("name, cls", [
+    ("conv2d(4, 3)", "Conv2D"), ("max_pooling2d", "MaxPooling2D"), ("maxpool2d", "MaxPool2D"),
+    ("batch_normalization", "BatchNormalization"), ("batchnorm", "BatchNormalization"),
+    ("layernorm", "LayerNormalization"), ("relu", "ReLU"), ("leaky_relu", "LeakyReLU"),
+    ("global_average_pooling2d", "GlobalAveragePooling2D"), ("gelu", "Activation"),
+    ("multiheadattention(2, 4)", "MultiHeadAttention"),
+])
+def test_layer_names_and_aliases_resolve_to_keras_classes(name, cls):
+    inputs = "input x: (8, 8, 3)\n" if cls != "MultiHeadAttention" else "input x: (8, 3)\n"
+    chain = name if cls != "MultiHeadAttention" else f"[x, x] -> {name}"
+    plan = plan_of(inputs + chain)
+    assert plan.layers[0].cls == cls
+    if cls == "Activation":
+        assert plan.layers[0].kwargs == {"activation": "gelu"}
+
+
+def test_every_keras_layer_is_reachable_by_its_snake_case_name():
+    import keras
+
+    from specc.catalog import DENIED_LAYERS, catalog, snake_case
+
+    cat = catalog("layer")
+    for attr in dir(keras.layers):
+        obj = getattr(keras.layers, attr)
+        if isinstance(obj, type) and issubclass(obj, keras.layers.Layer) and attr not in DENIED_LAYERS:
+            assert cat.class_name(snake_case(attr)) is not None, attr
+            assert getattr(keras.layers, cat.class_name(snake_case(attr))) is obj, attr
+
+
+def test_positional_arguments_become_keras_keywords():
+    plan = plan_of("input x: (8, 8, 3)\nconv2d(16, (3, 3), activation=relu, kernel_regularizer=l2(1e-4))")
+    kw = plan.layers[0].kwargs
+    assert kw["filters"] == 16 and kw["kernel_size"] == (3, 3) and kw["activation"] == "relu"
+    assert kw["kernel_regularizer"].cls == "L2" and kw["kernel_regularizer"].kwargs == {"l2": 1e-4}
+
+
+def test_blocks_expand_with_arguments_and_defaults():
+    plan = plan_of("input x: (4,)\nwide(8)\nwide(8, factor=3)",
+                   extra="block wide(units, factor=2) {\n  dense(units * factor)\n  h = relu\n}\n")
+    dense = [l for l in plan.layers if l.cls == "Dense"]
+    assert [d.kwargs["units"] for d in dense] == [16, 24]
+    # A tensor named inside a block names its layer, numbered on each use.
+    assert [l.name for l in plan.layers if l.cls == "ReLU"] == ["h", "h_1"]
+    assert plan.layers[0].origin.notes == ["in block `wide`, used at line 7"]
+
+
+def test_repeat_and_parallel_wiring():
+    plan = plan_of("input x: (4,)\nrepeat 3 { dense(4) }\nparallel concatenate { branch { dense(2) } branch {} }")
+    names = [l.name for l in plan.layers]
+    assert names == ["dense", "dense_1", "dense_2", "dense_3", "concatenate"]
+    assert plan.layers[-1].inputs == ["dense_3", "dense_2"]  # the empty branch is the identity
+
+
+def test_named_tensors_and_outputs():
+    plan = plan_of("input a: (3,)\ninput b: (3,)\nj = [a, b] -> concatenate\nout = j -> dense(1)\noutput out, j")
+    assert [i.name for i in plan.inputs] == ["a", "b"]
+    assert plan.layers[0].name == "j" and plan.layers[0].inputs == ["a", "b"]
+    assert plan.outputs == ["out", "j"]
+
+
+def test_spans_stay_out_of_plan_equality():
+    a = plan_of("input x: (3,)\ndense(2)")
+    b = plan_of("\n\ninput x: (3,)   # moved\n\n  dense( 2 )")
+    assert a.model_dump() == b.model_dump()
+    assert a.layers[0].origin.span.line != b.layers[0].origin.span.line
