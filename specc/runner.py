@@ -151,6 +151,10 @@ def run_plan(plan: Plan, out: str | Path | None = None, epochs: int | None = Non
         fit = model.fit(data.x_train, data.y_train, batch_size=train.batch_size, epochs=n_epochs,
                         validation_split=train.validation_split, shuffle=train.shuffle, callbacks=callbacks,
                         verbose=verbose)
+    except KeyboardInterrupt:
+        print(f"specc: interrupted during training; {out_dir} holds spec.model only (no model was saved)",
+              file=sys.stderr)
+        raise
     except (ValueError, TypeError) as err:
         if timer.times:  # it ran whole epochs before failing: not a mismatch of shapes
             raise
@@ -163,12 +167,15 @@ def run_plan(plan: Plan, out: str | Path | None = None, epochs: int | None = Non
     seconds = time.perf_counter() - start
     history = {k: [float(v) for v in vs] for k, vs in fit.history.items()}
     losses = history.get("loss", [])
+    _write_history(out_dir / "history.csv", history)
     if any(not math.isfinite(v) for v in losses):
         bad = next(i for i, v in enumerate(losses) if not math.isfinite(v))
-        raise DataError(Diagnostic(
-            f"training stopped: the loss became {losses[bad]} in epoch {bad + 1}; nothing but spec.model was kept in {out_dir}",
-            file=plan.file, hint="lower the learning rate, or check the data for NaN or huge values"))
-    _write_history(out_dir / "history.csv", history)
+        origin = train.origins.get("optimizer")
+        raise DataError(Source(plan.source, plan.file).diag(
+            f"training stopped: the loss became {losses[bad]} in epoch {bad + 1}; "
+            f"kept in {out_dir}: spec.model and history.csv (no model was saved)",
+            origin.span if origin else None,
+            hint="lower the learning rate, or check the data for NaN or huge values"))
     test = model.evaluate(data.x_test, data.y_test, batch_size=max(train.batch_size, 256), verbose=0, return_dict=True)
     write_atomic_with(out_dir / "model.keras", model.save, suffix=".keras")
     metrics = {

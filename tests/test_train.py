@@ -114,3 +114,21 @@ def test_targets_that_do_not_fit_the_loss_are_a_data_error(tmp_path):
         assert not (tmp_path / "run" / "metrics.json").exists()
     else:
         raise AssertionError("expected a DataError")
+
+
+def test_a_diverging_run_stops_and_says_what_was_kept(tmp_path):
+    spec = specc.loads("model m {\n  input x: (1,)\n  dense(1)\n}\n"
+                       "data {\n  x: [1, 2, 3, 4, 5]\n  y: [2, 4, 5, 4, 5]\n}\n"
+                       "train {\n  loss: mse\n  optimizer: sgd(learning_rate=1e6)\n  epochs: 50\n  batch_size: 5\n}\n",
+                       "m.model")
+    out = tmp_path / "run"
+    try:
+        spec.run(out=out)
+    except specc.DataError as err:
+        assert err.message.startswith("training stopped: the loss became ")
+        assert "kept in" in err.message and err.line == 11
+        assert sorted(p.name for p in out.iterdir()) == ["history.csv", "spec.model"]
+        epochs = len(out.joinpath("history.csv").read_text().splitlines()) - 1
+        assert epochs < 50  # it stopped at the first non-finite epoch
+    else:
+        raise AssertionError("expected a DataError")
