@@ -394,10 +394,13 @@ class Checker:
 
     def settings(self, settings: list[n.Setting], allowed: tuple[str, ...], where: str) -> dict[str, n.Setting]:
         out: dict[str, n.Setting] = {}
+        homes = {"`train`": _fields(TrainPlan), "`data`": _fields(DataPlan), "the file": TOP_SETTINGS}
         for s in settings:
             if s.key not in allowed:
-                self.fail(f"unknown setting `{s.key}` in {where}", s.key_span,
-                          did_you_mean(s.key, allowed) or f"{where} settings: {', '.join(allowed)}")
+                home = next((h for h, keys in homes.items() if s.key in keys and h != where), None)
+                hint = (f"`{s.key}` belongs {'at the top level of the file' if home == 'the file' else f'in {home}'}"
+                        if home else did_you_mean(s.key, allowed) or f"{where} settings: {', '.join(allowed)}")
+                self.fail(f"unknown setting `{s.key}` in {where}", s.key_span, hint)
             elif s.key in out:
                 self.fail(f"setting `{s.key}` appears twice", s.key_span)
             else:
@@ -411,8 +414,7 @@ class Checker:
             return None
 
     def check_train(self, sec: n.Section) -> TrainPlan:
-        fields = tuple(k for k in TrainPlan.model_fields if k != "origins")
-        given = self.settings(sec.settings, fields, "`train`")
+        given = self.settings(sec.settings, _fields(TrainPlan), "`train`")
         plan: dict[str, Any] = {}
         origins = {k: Origin(span=s.span) for k, s in given.items()}
         for key, s in given.items():
@@ -465,8 +467,7 @@ class Checker:
         return v
 
     def check_data(self, sec: n.Section) -> DataPlan:
-        fields = tuple(k for k in DataPlan.model_fields if k != "origins")
-        given = self.settings(sec.settings, fields, "`data`")
+        given = self.settings(sec.settings, _fields(DataPlan), "`data`")
         plan: dict[str, Any] = {}
         for key, s in given.items():
             v = self.guarded(self.data_value, key, s)
@@ -546,6 +547,11 @@ class Checker:
             raise self.fail(f"unknown device {_show(v)}", s.value.span,
                             did_you_mean(str(v), DEVICES) or f"devices: {', '.join(DEVICES)}")
         return v
+
+
+def _fields(model) -> tuple[str, ...]:
+    """The settings a section takes: its plan's fields."""
+    return tuple(k for k in model.model_fields if k != "origins")
 
 
 def _show(v: Any) -> str:
