@@ -23,7 +23,6 @@ os.environ.setdefault("KERAS_BACKEND", "jax")
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-import numpy as np  # noqa: E402
 
 import specc  # noqa: E402
 from specc.data import load_dataset, prepare  # noqa: E402

@@ -11,10 +11,9 @@ import argparse
 import json
 import sys
 import traceback
-from pathlib import Path
 
 from . import __version__
-from .errors import EXIT_CODES, EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, Diagnostic, UsageError, UserError
+from .errors import EXIT_CODES, EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, UserError
 
 EPILOG = "exit codes:\n" + "\n".join(f"  {code:<4} {why}" for code, why in EXIT_CODES.items())
 
@@ -110,7 +109,7 @@ def cmd_run(args) -> int:
     test = ", ".join(f"{k} {v:.4f}" for k, v in m["test"].items())
     where = "training data (no test split)" if m["test_on"] == "train" else "test"
     print(f"{where}: {test}")
-    print(f"params {m['params']:,}; {m['epochs']} epochs in {m['seconds']:.1f} s on {m['device']}; saved to {result.out}")
+    print(f"params {m['params']:,}; {m['epochs']} epoch{'' if m['epochs'] == 1 else 's'} in {m['seconds']:.1f} s on {m['device']}; saved to {result.out}")
     return EXIT_OK
 
 
