@@ -142,6 +142,11 @@ def _hint_for(node: LayerNode, message: str, args=None) -> str | None:
     return None
 
 
+def infer_shapes(plan: Plan) -> dict[str, tuple]:
+    """Every tensor's shape (batch axis first, `None`), computed by Keras on symbolic tensors."""
+    return {name: tuple(t.shape) for name, t in build(plan).tensors.items()}
+
+
 @dataclass
 class LayerRow:
     name: str

@@ -122,8 +122,11 @@ class Checker:
         kwargs = self.arguments(call, cls, env, f"{kind} `{call.func}`")
         return Obj(kind=kind, module=cat.module_path, cls=cls_name, kwargs=kwargs)
 
-    def arguments(self, call: n.Call, cls, env: dict[str, Any], what: str) -> dict[str, Any]:
-        """Match a call's arguments to the Keras constructor signature; all become keywords."""
+    def arguments(self, call: n.Call, cls, env: dict[str, Any], what: str,
+                  spans: dict[str, n.Span] | None = None) -> dict[str, Any]:
+        """Match a call's arguments to the Keras constructor signature; all become keywords.
+
+        `spans`, if given, receives each argument's source span by Keras parameter name."""
         sig = signature_of(cls)
         if len(call.args) > len(sig.positional):
             extra = call.args[len(sig.positional)]
@@ -145,8 +148,10 @@ class Checker:
             raise self.fail(f"{what} needs argument `{missing[0]}`", call.span,
                             f"its required arguments are: write `{call.func}({', '.join(sig.required)})`")
         out: dict[str, Any] = {}
-        for pname, (expr, _span) in given.items():
+        for pname, (expr, span) in given.items():
             out[pname] = self.value(expr, env, kind_of_argument(pname), f"`{pname}`")
+            if spans is not None and span is not None:
+                spans[pname] = span
         return out
 
     # -- the model ---------------------------------------------------------
@@ -285,6 +290,7 @@ class Checker:
         cat = catalog("layer")
         cls_name = cat.class_name(call.func)
         kwargs: dict[str, Any]
+        spans: dict[str, n.Span] = {}
         if cls_name is None and catalog("activation").knows(call.func) and not call.args and not call.kwargs:
             cls_name, kwargs = "Activation", {"activation": call.func}
         elif cls_name is None:
@@ -295,7 +301,7 @@ class Checker:
             hint = did_you_mean(call.func, names) or "see the Keras layer list: any `keras.layers` class by its snake_case name"
             raise self.fail(f"unknown layer `{call.func}`", call.name_span, hint)
         else:
-            kwargs = self.arguments(call, cat.get_class(cls_name), env, f"layer `{call.func}`")
+            kwargs = self.arguments(call, cat.get_class(cls_name), env, f"layer `{call.func}`", spans)
         name = kwargs.pop("name", None)
         if name is not None:
             if not isinstance(name, str) or name in self.used_names or name in self.tensors:
@@ -307,12 +313,7 @@ class Checker:
         if len(sources) > 1 and not _is_merge(cls_name):
             raise self.fail(f"layer `{call.func}` takes one input, but {len(sources)} tensors flow into it", call.name_span,
                             "merge them first: `[a, b] -> concatenate` (or add, multiply, average, ...)")
-        origin = self.origin(call.span)
-        if cls_name != "Activation" or call.args or call.kwargs:
-            sig = signature_of(cat.get_class(cls_name))
-            spans = {p: a.span for p, a in zip(sig.positional, call.args) if a.span}
-            spans.update({k.name: k.span for k in call.kwargs if k.span})
-            origin = origin.model_copy(update={"args": spans})
+        origin = self.origin(call.span).model_copy(update={"args": spans})
         self.layers.append(LayerNode(name=name, cls=cls_name, kwargs=kwargs, inputs=sources, origin=origin))
         return name
 

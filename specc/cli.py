@@ -76,9 +76,9 @@ def cmd_check(args) -> int:
                 parse_text(text, file)
             else:
                 from .api import loads
-                from .build import build
+                from .build import infer_shapes
 
-                build(loads(text, file).plan)
+                infer_shapes(loads(text, file).plan)
         except UserError as err:
             failures.append(err)
             if args.format == "text":

@@ -120,3 +120,24 @@ def test_built_model_round_trips_through_keras_config(path):
     clone = k.Model.from_config(model.get_config())
     assert [l.get_config() for l in clone.layers] == [l.get_config() for l in model.layers]
     assert clone.count_params() == model.count_params()
+
+
+@pytest.mark.parametrize("path", SPECS, ids=lambda p: p.stem)
+def test_shapes_written_in_comments_are_the_inferred_shapes(path):
+    """A comment such as `# (13, 13, 32)` after a layer states its output shape; Keras must agree."""
+    import ast
+    import re
+
+    from specc.build import infer_shapes
+
+    spec = specc.load(path)
+    shapes = infer_shapes(spec.plan)
+    by_line = {node.origin.span.line: node.name for node in spec.plan.layers}
+    stated = 0
+    for lineno, line in enumerate(path.read_text().splitlines(), 1):
+        m = re.search(r"#\s*(\([\d, ]*\))", line)
+        if m and lineno in by_line:
+            assert shapes[by_line[lineno]][1:] == ast.literal_eval(m.group(1)), (lineno, line)
+            stated += 1
+    if path.stem != "linear_regression":
+        assert stated >= 2
