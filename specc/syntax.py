@@ -164,6 +164,12 @@ def _syntax_error(src: Source, err: UnexpectedInput) -> SpecError:
     else:
         assert isinstance(err, UnexpectedToken)
         tok, expected = err.token, set(err.expected)
+    opened = _parser().options.postlex.open
+    if opened and (tok.type == "$END" or (tok.line and tok.line > opened[-1].line)):
+        bracket = opened[-1]
+        closer = ")" if bracket.value == "(" else "]"
+        return src.error(f"`{bracket.value}` is never closed", _token_span(bracket),
+                         hint=f"add `{closer}` before the end of the line")
     if tok.type == "$END":
         lines = src.text.rstrip("\n").splitlines() or [""]
         last = len(lines)
@@ -176,12 +182,6 @@ def _syntax_error(src: Source, err: UnexpectedInput) -> SpecError:
                 hint="add the missing `}`",
             )
         return src.error(f"unexpected end of file; expected {_expected_list(expected)}", span)
-    opened = _parser().options.postlex.open
-    if opened and tok.line and tok.line > opened[-1].line:
-        bracket = opened[-1]
-        closer = ")" if bracket.value == "(" else "]"
-        return src.error(f"`{bracket.value}` is never closed", _token_span(bracket),
-                         hint=f"add `{closer}` before the end of the line")
     span = _token_span(tok)
     if tok.type == "_NL":  # point just after the last thing on the line, where the missing part goes
         before = src.text.splitlines()[tok.line - 1][: tok.column - 1] if tok.line <= len(src.text.splitlines()) else ""
