@@ -113,6 +113,21 @@ def _check_labels(plan: Plan, model, data: Dataset) -> None:
                 hint="make the last layer as wide as the number of classes"))
 
 
+def compile_model(plan: Plan, model) -> None:
+    """Compile with the spec's optimizer, loss and metrics (the `train` section)."""
+    train = plan.train
+    assert train is not None
+    model.compile(optimizer=make_object(train.optimizer), loss=make_object(train.loss),
+                  metrics=[make_object(m) for m in train.metrics])
+
+
+def fit_options(plan: Plan) -> dict[str, Any]:
+    """The `model.fit` arguments the spec's `train` section sets (besides data, epochs and callbacks)."""
+    train = plan.train
+    assert train is not None
+    return {"batch_size": train.batch_size, "validation_split": train.validation_split, "shuffle": train.shuffle}
+
+
 def run_plan(plan: Plan, out: str | Path | None = None, epochs: int | None = None, limit: int | None = None,
              verbose: int | str | None = None, force: bool = False) -> RunResult:
     """Train, evaluate and save. Raises `SpecError`/`DataError`/`UsageError` for user mistakes."""
@@ -136,8 +151,7 @@ def run_plan(plan: Plan, out: str | Path | None = None, epochs: int | None = Non
     if plan.source:
         write_atomic(out_dir / "spec.model", plan.source)
 
-    optimizer = make_object(train.optimizer)
-    model.compile(optimizer=optimizer, loss=make_object(train.loss), metrics=[make_object(m) for m in train.metrics])
+    compile_model(plan, model)
     timer = _EpochTimes()
     callbacks = [timer.callback()]
     if train.early_stopping is not None:
@@ -147,9 +161,8 @@ def run_plan(plan: Plan, out: str | Path | None = None, epochs: int | None = Non
         verbose = 1 if sys.stdout.isatty() else 2
     start = time.perf_counter()
     try:
-        fit = model.fit(data.x_train, data.y_train, batch_size=train.batch_size, epochs=n_epochs,
-                        validation_split=train.validation_split, shuffle=train.shuffle, callbacks=callbacks,
-                        verbose=verbose)
+        fit = model.fit(data.x_train, data.y_train, epochs=n_epochs, callbacks=callbacks, verbose=verbose,
+                        **fit_options(plan))
     except KeyboardInterrupt:
         print(f"specc: interrupted during training; {out_dir} holds spec.model only (no model was saved)",
               file=sys.stderr)

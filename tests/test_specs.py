@@ -34,12 +34,22 @@ def hand_written(name):
     if name == "mnist_sgd":
         return k.Sequential([k.Input((28, 28, 1)), L.Conv2D(16, 3, activation="relu"), L.MaxPooling2D(2),
                              L.Flatten(), L.Dense(10)])
+    if name == "cifar10_cnn":
+        def conv_bn(f):
+            return [L.Conv2D(f, 3, padding="same", use_bias=False), L.BatchNormalization(), L.ReLU()]
+
+        stages = []
+        for f in (32, 64, 128):
+            stages += conv_bn(f) + conv_bn(f) + [L.MaxPooling2D(2), L.Dropout(0.2)]
+        return k.Sequential([k.Input((32, 32, 3)), L.RandomFlip("horizontal"), *stages,
+                             L.GlobalAveragePooling2D(), L.Dense(10, activation="softmax")])
     if name == "linear_regression":
         return k.Sequential([k.Input((1,)), L.Dense(1)])
     raise KeyError(name)
 
 
-EXPECTED_PARAMS = {"mnist": 34_826, "mnist_mlp": 101_770, "mnist_sgd": 27_210, "linear_regression": 2}
+EXPECTED_PARAMS = {"mnist": 34_826, "mnist_mlp": 101_770, "mnist_sgd": 27_210, "linear_regression": 2,
+                   "cifar10_cnn": 289_642}
 
 
 def test_every_spec_is_covered():
@@ -76,7 +86,8 @@ def test_linear_regression_matches_least_squares(tmp_path):
     assert result.metrics["test_on"] == "train"
 
 
-@pytest.mark.parametrize("name, limit, floor", [("mnist_mlp", 6000, 0.85), ("mnist_sgd", 6000, 0.85)])
+@pytest.mark.parametrize("name, limit, floor", [("mnist_mlp", 6000, 0.85), ("mnist_sgd", 6000, 0.85),
+                                                ("cifar10_cnn", 5000, 0.2)])
 def test_short_run_learns(tmp_path, data_dir, name, limit, floor):
     result = specc.load(ROOT / "specs" / f"{name}.model").run(out=tmp_path / "run", epochs=1, limit=limit)
     assert result.metrics["examples"] == limit
