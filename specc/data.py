@@ -82,7 +82,7 @@ def _file_key(path: Path) -> str:
 
 def _load_cifar_tar(path: Path) -> Dataset:
     """Decode the image-folder tar (`train/<class>/N.jpg`, `test/<class>/N.jpg`) once; cache as npz."""
-    cached = cache_dir() / f"cifar10-{_file_key(path)}.npz"
+    cached = cache_dir() / f"cifar10-mixed-{_file_key(path)}.npz"
     if cached.is_file():
         with np.load(cached, allow_pickle=False) as z:
             return Dataset(z["x_train"], z["y_train"], z["x_test"], z["y_test"], origin=str(path))
@@ -105,7 +105,10 @@ def _load_cifar_tar(path: Path) -> Dataset:
     for split in ("train", "test"):
         if not images[split]:
             raise DataError(Diagnostic(f"{path} holds no `{split}/<class>/*.jpg` images"))
+        # The archive is sorted by class; like the official batches, examples are stored in one fixed
+        # mixed order, so that `--limit N` and `validation_split` see every class.
         order = np.argsort(np.array(names[split]), kind="stable")  # independent of the tar's member order
+        order = order[np.random.default_rng(0).permutation(len(order))]
         arrays[f"x_{split}"] = np.stack(images[split])[order]
         arrays[f"y_{split}"] = np.array(labels[split], dtype=np.uint8)[order]
     _save_npz_atomic(cached, arrays)

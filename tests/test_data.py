@@ -120,6 +120,9 @@ def test_cifar10_from_the_jpeg_archive(data_dir, tmp_path, monkeypatch):
     ds = load_builtin("cifar10")  # decoded once, then cached under SPECC_CACHE_DIR
     assert ds.x_train.shape == (50000, 32, 32, 3) and ds.x_test.shape == (10000, 32, 32, 3)
     assert np.bincount(ds.y_train).tolist() == [5000] * 10 and np.bincount(ds.y_test).tolist() == [1000] * 10
+    # Stored in a mixed order (the archive is sorted by class): the first 1,000 hold every class.
+    assert np.bincount(ds.y_train[:1000], minlength=10).min() > 50
+    assert np.bincount(ds.y_test[:1000], minlength=10).min() > 50
     # Channel means of CIFAR-10 (the JPEG copy matches them, per the datasets' README).
     means = ds.x_train.reshape(-1, 3).mean(0) / 255
     assert np.allclose(means, [0.4914, 0.4822, 0.4465], atol=0.01)
