@@ -51,7 +51,7 @@ def loads(text: str, file: str = "<string>") -> CompiledSpec:
 def read_spec(path: str | Path) -> str:
     path = Path(path)
     try:
-        return path.read_text(encoding="utf-8")
+        return path.read_text(encoding="utf-8-sig")  # a byte-order mark is not part of the spec
     except FileNotFoundError:
         raise UsageError(Diagnostic(f"no such file: {path}")) from None
     except IsADirectoryError:

@@ -294,6 +294,9 @@ class Checker:
         if cls_name is None and catalog("activation").knows(call.func) and not call.args and not call.kwargs:
             cls_name, kwargs = "Activation", {"activation": call.func}
         elif cls_name is None:
+            if catalog("activation").knows(call.func):
+                raise self.fail(f"activation `{call.func}` takes no arguments when used as a layer", call.span,
+                                f"write `{call.func}` alone, or pass it to a layer: `dense(64, activation={call.func})`")
             if _denied(call.func):
                 message, hint = _denied(call.func)  # type: ignore[misc]
                 raise self.fail(message, call.name_span, hint)

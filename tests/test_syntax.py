@@ -79,3 +79,13 @@ def test_statement_forms():
     assert body[2].target == "h" and [type(s).__name__ for s in body[2].steps] == ["Ref", "Call", "Ref"]
     assert body[3].steps[0] == n.Refs(names=["h", "b"])
     assert body[5].branches[1].body == []
+
+
+def test_windows_line_endings_and_byte_order_mark(tmp_path):
+    import specc
+
+    text = "model m {\r\n  input x: (3,)\r\n  dense(2)  # comment\r\n}\r\n"
+    assert parse_text(text) == parse_text(text.replace("\r\n", "\n"))
+    path = tmp_path / "bom.model"
+    path.write_bytes(b"\xef\xbb\xbf" + text.encode())
+    assert specc.load(path).plan.layers[0].cls == "Dense"

@@ -1,0 +1,30 @@
+"""The README's commands are the ones CI runs, and the files they name exist."""
+
+import re
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+README = (ROOT / "README.md").read_text()
+
+
+def block_after(heading: str) -> str:
+    section = README.split(heading, 1)[1]
+    return re.search(r"```bash\n(.*?)\n```", section, re.S).group(1).strip()
+
+
+def test_ci_runs_the_readme_test_command():
+    ci = (ROOT / ".ci" / "run").read_text().strip().splitlines()
+    assert ci[-1].strip() == block_after("## Test")
+
+
+def test_install_and_run_command_names_the_mnist_spec():
+    cmd = block_after("## Install and run")
+    assert cmd.startswith("pip install -e .") and cmd.endswith("specc run specs/mnist.model")
+    assert (ROOT / "specs" / "mnist.model").is_file()
+
+
+def test_readme_exit_codes_match_the_code():
+    from specc.errors import EXIT_CODES
+
+    rows = dict(re.findall(r"^\| (\d+) \| (.+?) \|$", README, re.M))
+    assert sorted(int(k) for k in rows) == sorted(EXIT_CODES)
