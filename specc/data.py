@@ -320,8 +320,8 @@ def prepare(plan: Plan, ds: Dataset, limit: int | None = None) -> Dataset:
     assert d is not None
     where = _Located(plan)
     culprit = "dataset" if d.dataset else "file" if d.file else "x"
-    counts = {count_examples(ds.x_train), count_examples(ds.y_train)} | {len(v) for a in (ds.x_train, ds.y_train) if isinstance(a, dict)
-                                                           for v in a.values()}
+    arrays = [a for side in (ds.x_train, ds.y_train) for a in (side.values() if isinstance(side, dict) else [side])]
+    counts = {len(a) for a in arrays}
     if count_examples(ds.x_train) == 0:
         raise where.error(culprit, "the training data is empty")
     if len(counts) > 1:
@@ -344,12 +344,10 @@ def prepare(plan: Plan, ds: Dataset, limit: int | None = None) -> Dataset:
             if int(np.prod(x.shape[1:])) != int(np.prod(d.reshape)):
                 raise where.error("reshape", f"cannot reshape examples of shape {x.shape[1:]} to {d.reshape}")
             x = x.reshape((len(x),) + tuple(d.reshape))
-        dtype = inp.dtype
+        dtype = "float32" if inp.dtype == "bfloat16" else inp.dtype  # NumPy has no bfloat16: Keras casts
         if d.scale is not None:
-            x = x.astype(np.float32 if dtype not in ("float64", "float16", "bfloat16") else dtype) * np.float32(d.scale)
-        if x.dtype != np.dtype(dtype if dtype != "bfloat16" else "float32"):
-            x = x.astype(dtype if dtype != "bfloat16" else "float32")
-        return _fit_shape(x, inp.shape, inp.name, where)
+            x = x.astype(dtype if dtype.startswith("float") else "float32") * np.float32(d.scale)
+        return _fit_shape(x.astype(dtype, copy=False), inp.shape, inp.name, where)
 
     def fit_y(y):
         if isinstance(y, dict):
@@ -363,9 +361,12 @@ def prepare(plan: Plan, ds: Dataset, limit: int | None = None) -> Dataset:
             return np.eye(classes, dtype=np.float32)[y]
         return y
 
+    x_train, y_train = fit_x(ds.x_train), fit_y(ds.y_train)
+    if ds.test_is_train:
+        return Dataset(x_train, y_train, x_train, y_train, True, ds.origin)
     x_test = fit_x(ds.x_test) if ds.x_test is not None else None
     y_test = fit_y(ds.y_test) if ds.y_test is not None else None
-    return Dataset(fit_x(ds.x_train), fit_y(ds.y_train), x_test, y_test, ds.test_is_train, ds.origin)
+    return Dataset(x_train, y_train, x_test, y_test, False, ds.origin)
 
 
 def _fit_shape(x: np.ndarray, want: tuple, name: str, where: _Located) -> np.ndarray:
