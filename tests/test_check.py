@@ -74,3 +74,16 @@ def test_spans_stay_out_of_plan_equality():
     b = plan_of("\n\ninput x: (3,)   # moved\n\n  dense( 2 )")
     assert a.model_dump() == b.model_dump()
     assert a.layers[0].origin.span.line != b.layers[0].origin.span.line
+
+
+@pytest.mark.parametrize("typo, choices, expected", [
+    ("adma", ["adam", "adamax", "adamw", "sgd"], "adam"),          # a transposition beats a longer match
+    ("Conv2D", ["conv2d", "conv1d", "conv3d"], "conv2d"),          # case does not count
+    ("softmx", ["softmax", "softplus", "softsign"], "softmax"),
+    ("maxpooling2d", ["max_pooling2d", "max_pooling1d"], "max_pooling2d"),
+    ("xyz", ["adam", "sgd"], None),
+])
+def test_suggestions(typo, choices, expected):
+    from specc.errors import suggest
+
+    assert (suggest(typo, choices) or [None])[0] == expected
