@@ -9,8 +9,16 @@
 
 __version__ = "0.1.0"
 
-from .api import CompiledSpec, load, loads  # noqa: E402
 from .errors import DataError, InternalError, SpecError, UsageError, UserError  # noqa: E402
+
+
+def __getattr__(name: str):
+    """`load`, `loads` and `CompiledSpec` are imported on first use, so `specc --help` starts fast."""
+    if name in ("load", "loads", "CompiledSpec"):
+        from . import api
+
+        return getattr(api, name)
+    raise AttributeError(f"module 'specc' has no attribute {name!r}")
 
 __all__ = ["load", "loads", "CompiledSpec", "SpecError", "DataError", "UsageError", "UserError", "InternalError",
            "__version__"]

@@ -16,9 +16,10 @@ from __future__ import annotations
 
 import difflib
 from dataclasses import dataclass, field
-from typing import Iterable
+from typing import TYPE_CHECKING, Iterable
 
-from .nodes import Span
+if TYPE_CHECKING:  # spans come from the AST; importing it here would slow `specc --help`
+    from .nodes import Span
 
 #: Process exit codes, documented in the README.
 EXIT_OK = 0

@@ -125,3 +125,10 @@ def test_console_script_is_installed():
         pytest.skip("specc is not installed on PATH (run `pip install -e .`)")
     proc = subprocess.run([exe, "--version"], capture_output=True, text=True)
     assert proc.returncode == 0 and proc.stdout.startswith("specc ")
+
+
+def test_help_imports_neither_keras_nor_the_compiler():
+    code = ("import sys\nfrom specc.cli import main\ntry:\n    main(['--help'])\nexcept SystemExit:\n    pass\n"
+            "bad = [m for m in ('keras', 'jax', 'pydantic', 'lark') if m in sys.modules]\nassert not bad, bad\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
