@@ -151,7 +151,7 @@ def infer_shapes(plan: Plan) -> dict[str, tuple]:
 class LayerRow:
     name: str
     cls: str
-    shape: str
+    shape: list[int | None]
     params: int
     line: int | None
 
@@ -159,17 +159,17 @@ class LayerRow:
 def summarize(plan: Plan) -> tuple[list[LayerRow], int, Any]:
     """Each layer with its output shape and parameter count, and the model's total."""
     built = build(plan)
-    rows = [LayerRow(i.name, "Input", _shape(built.tensors[i.name]), 0, i.origin.span.line if i.origin.span else None)
+    rows = [LayerRow(i.name, "Input", list(built.tensors[i.name].shape), 0, i.origin.span.line if i.origin.span else None)
             for i in plan.inputs]
     for node in plan.layers:
-        rows.append(LayerRow(node.name, node.cls, _shape(built.tensors[node.name]), built.layers[node.name].count_params(),
+        rows.append(LayerRow(node.name, node.cls, list(built.tensors[node.name].shape), built.layers[node.name].count_params(),
                              node.origin.span.line if node.origin.span else None))
     return rows, built.model.count_params(), built.model
 
 
 def format_summary(plan: Plan, rows: list[LayerRow], total: int) -> str:
     head = ("layer", "type", "output shape", "params", "line")
-    table = [head] + [(r.name, r.cls, r.shape, f"{r.params:,}", str(r.line or "")) for r in rows]
+    table = [head] + [(r.name, r.cls, str(tuple(r.shape)), f"{r.params:,}", str(r.line or "")) for r in rows]
     widths = [max(len(row[i]) for row in table) for i in range(len(head))]
     lines = [f"model {plan.name}"]
     for k, row in enumerate(table):

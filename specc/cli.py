@@ -50,6 +50,7 @@ def make_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("summary", help="each layer's output shape and parameters",
                        description="Print each layer with its output shape and parameter count, and the total.")
     s.add_argument("file", metavar="FILE")
+    s.add_argument("--format", choices=("text", "json"), default="text", help="a table, or JSON for tools")
 
     r = sub.add_parser("run", help="train, evaluate on the test split, save the run",
                        description="Train the model, evaluate it on the test split, and write model.keras, "
@@ -93,8 +94,16 @@ def cmd_check(args) -> int:
 
 def cmd_summary(args) -> int:
     from .api import load
+    from .build import format_summary, summarize
 
-    print(load(args.file).summary())
+    plan = load(args.file).plan
+    rows, total, _ = summarize(plan)
+    if args.format == "json":
+        layers = [{"name": r.name, "type": r.cls, "output_shape": r.shape, "params": r.params, "line": r.line}
+                  for r in rows]
+        print(json.dumps({"model": plan.name, "layers": layers, "total_params": total}, indent=2))
+    else:
+        print(format_summary(plan, rows, total))
     return EXIT_OK
 
 

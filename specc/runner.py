@@ -159,6 +159,11 @@ def run_plan(plan: Plan, out: str | Path | None = None, epochs: int | None = Non
     n_epochs = epochs if epochs is not None else train.epochs
     if verbose is None:
         verbose = 1 if sys.stdout.isatty() else 2
+    if verbose:
+        test = "the training data" if data.test_is_train else f"{count_examples(data.x_test):,} test examples"
+        print(f"training `{plan.name}` ({model.count_params():,} params) on {count_examples(data.x_train):,} examples "
+              f"for {n_epochs} epoch{'s' if n_epochs != 1 else ''} of batch {train.batch_size} on {platform}; "
+              f"evaluating on {test}; writing {out_dir}", flush=True)
     start = time.perf_counter()
     try:
         fit = model.fit(data.x_train, data.y_train, epochs=n_epochs, callbacks=callbacks, verbose=verbose,

@@ -132,3 +132,14 @@ def test_help_imports_neither_keras_nor_the_compiler():
             "bad = [m for m in ('keras', 'jax', 'pydantic', 'lark') if m in sys.modules]\nassert not bad, bad\n")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
+
+
+def test_summary_as_json(capsys):
+    import json
+
+    assert cli.main(["summary", "--format", "json", MNIST]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["model"] == "mnist_cnn" and data["total_params"] == 34_826
+    assert data["layers"][1] == {"name": "conv2d", "type": "Conv2D", "output_shape": [None, 26, 26, 32],
+                                 "params": 320, "line": 7}
+    assert sum(layer["params"] for layer in data["layers"]) == 34_826

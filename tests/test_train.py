@@ -132,3 +132,14 @@ def test_a_diverging_run_stops_and_says_what_was_kept(tmp_path):
         assert epochs < 50  # it stopped at the first non-finite epoch
     else:
         raise AssertionError("expected a DataError")
+
+
+def test_same_seed_same_run_on_cpu(tmp_path, data_dir):
+    from pathlib import Path
+
+    spec = specc.load(Path(__file__).resolve().parent.parent / "specs" / "mnist_mlp.model")
+    a = spec.run(out=tmp_path / "a", epochs=2, limit=2000)
+    b = spec.run(out=tmp_path / "b", epochs=2, limit=2000)
+    assert a.history == b.history and a.metrics["test"] == b.metrics["test"]
+    for wa, wb in zip(a.model.get_weights(), b.model.get_weights()):
+        assert np.array_equal(wa, wb)
