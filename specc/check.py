@@ -32,6 +32,11 @@ class _Abort(Exception):
     """Stops checking the current unit after its error was recorded."""
 
 
+# Stands for the output of a statement that failed: later statements are still checked for
+# their own mistakes (names, arguments), but nothing that depends on that output is reported.
+_UNKNOWN = "\0unknown"
+
+
 class Checker:
     def __init__(self, spec: n.Spec, src: Source):
         self.spec = spec
@@ -170,7 +175,10 @@ class Checker:
         self.used_names: dict[str, int] = {}
         self.explicit_names: set[str] = set()  # layer names the spec gave with `name=`
         self.outputs: list[str] = []
+        reported = len(self.errors)
         current = self.body(model.body, None, {}, in_block=False)
+        if len(self.errors) > reported:  # the model's own errors say enough; no summary complaints
+            raise _Abort()
         if not self.inputs:
             raise self.fail("the model has no `input`", model.span, "declare one first: `input x: (28, 28, 1)`")
         if not self.outputs:
@@ -181,7 +189,15 @@ class Checker:
 
     def body(self, stmts: list[n.Stmt], current: str | None, env: dict[str, Any], in_block: bool) -> str | None:
         for stmt in stmts:
-            current = self.stmt(stmt, current, env, in_block)
+            if in_block:
+                current = self.stmt(stmt, current, env, in_block)
+                continue
+            try:  # in the model, go on after an error to report the independent ones too
+                current = self.stmt(stmt, current, env, in_block)
+            except _Abort:
+                current = _UNKNOWN
+                if isinstance(stmt, n.Chain) and stmt.target and stmt.target not in self.tensors:
+                    self.tensors[stmt.target] = _UNKNOWN
         return current
 
     def stmt(self, s: n.Stmt, current: str | None, env: dict[str, Any], in_block: bool) -> str | None:
@@ -313,6 +329,8 @@ class Checker:
             self.explicit_names.add(name)
         else:
             name = self.fresh(call.func if cat.class_name(call.func) else "activation")
+        if _UNKNOWN in sources:
+            return _UNKNOWN
         if len(sources) > 1 and not _is_merge(cls_name):
             raise self.fail(f"layer `{call.func}` takes one input, but {len(sources)} tensors flow into it", call.name_span,
                             "merge them first: `[a, b] -> concatenate` (or add, multiply, average, ...)")
@@ -606,8 +624,8 @@ def check_spec(spec: n.Spec, source: Source | None = None) -> Plan:
     data = ck.guarded(ck.check_data, sections["data"]) if "data" in sections else None
     model = ck.guarded(ck.check_model)
     if ck.errors:
-        ck.errors.sort(key=lambda d: (d.span.line, d.span.col) if d.span else (0, 0))
-        raise SpecError(ck.errors)
+        unique = {(d.span.line, d.span.col, d.message) if d.span else (0, 0, d.message): d for d in reversed(ck.errors)}
+        raise SpecError(sorted(unique.values(), key=lambda d: (d.span.line, d.span.col) if d.span else (0, 0)))
     assert model is not None
     name, inputs, layers, outputs = model
     return Plan(name=name, inputs=inputs, layers=layers, outputs=outputs, train=train, data=data,
