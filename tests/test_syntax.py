@@ -89,3 +89,13 @@ def test_windows_line_endings_and_byte_order_mark(tmp_path):
     path = tmp_path / "bom.model"
     path.write_bytes(b"\xef\xbb\xbf" + text.encode())
     assert specc.load(path).plan.layers[0].cls == "Dense"
+
+
+def test_the_wheel_ships_the_grammar():
+    import tomllib
+
+    root = Path(__file__).resolve().parent.parent
+    config = tomllib.loads((root / "pyproject.toml").read_text())
+    include = config["tool"]["hatch"]["build"]["targets"]["wheel"]["force-include"]
+    assert include == {"grammar/specc.lark": "specc/specc.lark"}
+    assert grammar_text() == (root / "grammar" / "specc.lark").read_text()
