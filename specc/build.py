@@ -16,6 +16,10 @@ from .keras_env import import_keras
 from .plan import LayerNode, Obj, Plan
 
 
+# Layers whose call takes several tensors as separate arguments rather than as one list.
+_SEPARATE_INPUTS = {"MultiHeadAttention", "GroupQueryAttention"}
+
+
 def make_object(value: Any) -> Any:
     """Turn plan values into Keras objects: `Obj` -> `keras.<module>.<cls>(**kwargs)`, recursively."""
     if isinstance(value, Obj):
@@ -54,12 +58,18 @@ def _keras_message(err: BaseException) -> str:
     return text[:600] if text else type(err).__name__
 
 
+def _named_argument(node: LayerNode, message: str) -> str | None:
+    """The argument of this layer call that a Keras message is about, if it names one."""
+    for arg in node.origin.args:
+        if re.search(rf"`{arg}`|\b{arg}=|argument {arg}\b|'{arg}'", message):
+            return arg
+    return None
+
+
 def _blame(node: LayerNode, message: str):
     """The span of the argument the Keras message names, else the layer call's."""
-    for arg, span in node.origin.args.items():
-        if re.search(rf"`{arg}`|\b{arg}=|argument {arg}\b|'{arg}'", message):
-            return span
-    return node.origin.span
+    arg = _named_argument(node, message)
+    return node.origin.args[arg] if arg else node.origin.span
 
 
 def _shape(t) -> str:
@@ -97,7 +107,10 @@ def build(plan: Plan) -> Built:
                                      hint=_hint_for(node, message), notes=node.origin.notes)) from None
         args = [tensors[i] for i in node.inputs]
         try:
-            out = layer(args if len(args) > 1 else args[0])
+            if node.cls in _SEPARATE_INPUTS:  # call(query, value, key): tensors as separate arguments
+                out = layer(*args)
+            else:  # merge layers and `Attention` take a list
+                out = layer(args if len(args) > 1 else args[0])
         except Exception as err:  # noqa: BLE001 - the shape rules are Keras's own
             shapes = ", ".join(_shape(a) for a in args)
             message = _keras_message(err)
@@ -135,8 +148,9 @@ def _hint_for(node: LayerNode, message: str, args=None) -> str | None:
     m = re.search(r"one of \{([^}]*)\}", message)
     if m:
         allowed = sorted(re.findall(r"'([^']*)'", m.group(1)))
-        bad = [v for v in node.kwargs.values() if isinstance(v, str) and v not in allowed]
-        close = suggest(bad[0], allowed) if bad else []
+        named = _named_argument(node, message)
+        bad = node.kwargs.get(named) if named else None
+        close = suggest(bad, allowed) if isinstance(bad, str) else []
         listing = ", ".join(f"`{a}`" for a in allowed)
         return f"did you mean `{close[0]}`? allowed values: {listing}" if close else f"allowed values: {listing}"
     return None

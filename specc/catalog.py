@@ -89,6 +89,17 @@ class Catalog:
     def knows(self, name: str) -> bool:
         return name in self.classes or name in self.functions
 
+    def keras_accepts(self, name: str) -> bool:
+        """Whether Keras's own `get()` takes this spelling as a string."""
+        get = getattr(self.module(), "get", None)
+        if get is None:
+            return False
+        try:
+            get(name)
+            return True
+        except Exception:  # noqa: BLE001 - Keras raises ValueError or TypeError for unknown names
+            return False
+
     def choices(self) -> list[str]:
         return self.canonical
 

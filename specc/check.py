@@ -32,6 +32,14 @@ class _Abort(Exception):
     """Stops checking the current unit after its error was recorded."""
 
 
+class _Call:
+    """A call passed as a block argument (`stage(l2(1e-4))`): resolved where the parameter is used,
+    against the catalogue of the argument it lands in."""
+
+    def __init__(self, expr: n.Call, env: dict[str, Any]):
+        self.expr, self.env = expr, env
+
+
 # Stands for the output of a statement that failed: later statements are still checked for
 # their own mistakes (names, arguments), but nothing that depends on that output is reported.
 _UNKNOWN = "\0unknown"
@@ -65,7 +73,10 @@ class Checker:
             return self.named(e.value, e.span, kind, what) if kind else e.value
         if isinstance(e, n.Name):
             if e.id in env:
-                return env[e.id]
+                bound = env[e.id]
+                if isinstance(bound, _Call):  # a call passed to a block: resolved where it is used
+                    return self.value(bound.expr, bound.env, kind, what)
+                return bound
             if e.id in _CONSTANTS:
                 return _CONSTANTS[e.id]
             return self.named(e.id, e.span, kind, what) if kind else e.id
@@ -84,7 +95,10 @@ class Checker:
                 raise self.fail(f"`{e.op}` needs two numbers, got {_show(a)} and {_show(b)}", e.span)
             if e.op in ("/", "//", "%") and b == 0:
                 raise self.fail("division by zero", e.right.span)
-            return _OPS[e.op](a, b)
+            try:
+                return _OPS[e.op](a, b)
+            except ArithmeticError as err:  # OverflowError: a number too large for a float
+                raise self.fail(f"cannot compute `{e.op}`: {err}", e.span) from None
         if isinstance(e, n.Call):
             if kind is None:
                 raise self.fail(
@@ -107,6 +121,9 @@ class Checker:
             return self.obj(n.Call(func=name, span=span, name_span=span), {}, kind)
         if not cat.knows(name):
             raise self.fail(f"unknown {kind} `{name}`", span, did_you_mean(name, cat.choices()) or _listing(kind, cat.choices()))
+        if cat.class_name(name) and not cat.keras_accepts(name):
+            # A spelling Keras's own `get()` does not take (`adam_w`, `rmse`): name the class instead.
+            return self.obj(n.Call(func=name, span=span, name_span=span), {}, kind)
         return name
 
     def obj(self, call: n.Call, env: dict[str, Any], kind: str) -> Obj:
@@ -174,6 +191,7 @@ class Checker:
         self.tensors: dict[str, str] = {}  # spec name -> plan node name
         self.used_names: dict[str, int] = {}
         self.explicit_names: set[str] = set()  # layer names the spec gave with `name=`
+        self.reserved: set[str] = set()  # tensor names being defined, kept from automatic layer names
         self.outputs: list[str] = []
         reported = len(self.errors)
         current = self.body(model.body, None, {}, in_block=False)
@@ -222,19 +240,21 @@ class Checker:
                 self.outputs.append(self.tensors[name])
             return current
         if isinstance(s, n.Chain):
-            count = len(self.layers)
-            result = self.chain(s, current, env)
             if s.target:
-                self.declare(s.target, s.span, in_block)
+                self.declare(s.target, s.span)
+                self.reserved.add(s.target)  # so that the chain's own layers do not take the name
+            count = len(self.layers)
+            try:
+                result = self.chain(s, current, env)
+            finally:
+                self.reserved.discard(s.target)
+            if s.target:
                 last = self.layers[-1] if len(self.layers) > count else None
                 if last is not None and last.name == result and last.name not in self.explicit_names:
                     # The layer that makes a named tensor takes its name (multi-output losses key on it);
-                    # inside a block, which may be used many times, a numbered variant of it.
-                    if in_block:
-                        name = self.fresh(s.target)
-                    else:
-                        name = s.target
-                        self.used_names[name] = max(self.used_names.get(name, 0), 1)
+                    # a numbered variant if a layer has it already (a block used twice, say).
+                    self.used_names.pop(last.name, None)  # give back the automatic name
+                    name = self.fresh(s.target)
                     self.layers[-1] = last.model_copy(update={"name": name})
                     result = name
                 self.tensors[s.target] = result
@@ -256,11 +276,9 @@ class Checker:
             return self.layer(s.merge, outs, env)
         raise AssertionError(f"unknown statement {s!r}")
 
-    def declare(self, name: str, span: n.Span | None, in_block: bool = False) -> None:
+    def declare(self, name: str, span: n.Span | None) -> None:
         if name in self.tensors:
             raise self.fail(f"tensor `{name}` is already defined", span, "choose another name")
-        if name in self.used_names and not in_block:
-            raise self.fail(f"tensor name `{name}` is already the name of a layer", span, "choose another name")
         if name in self.blocks or catalog("layer").class_name(name):
             raise self.fail(f"tensor name `{name}` is also the name of a layer or block", span, "choose another name")
 
@@ -343,7 +361,7 @@ class Checker:
         while True:
             name = base if k == 0 else f"{base}_{k}"
             k += 1
-            if name not in self.used_names and name not in self.tensors:
+            if name not in self.used_names and name not in self.tensors and name not in self.reserved:
                 self.used_names[base] = k
                 self.used_names[name] = max(self.used_names.get(name, 0), 1)
                 return name
@@ -358,21 +376,25 @@ class Checker:
             raise self.fail(f"too many arguments for block `{block.name}`: it takes {len(params)} ({', '.join(params) or 'none'})",
                             call.args[len(params)].span)
         local: dict[str, Any] = {}
+
+        def bind(arg: n.Expr, scope: dict[str, Any]) -> Any:
+            return _Call(arg, scope) if isinstance(arg, n.Call) else self.value(arg, scope)
+
         for p, arg in zip(block.params, call.args):
-            local[p.name] = self.value(arg, env)
+            local[p.name] = bind(arg, env)
         for kw in call.kwargs:
             if kw.name not in params:
                 raise self.fail(f"unknown argument `{kw.name}` for block `{block.name}`", kw.name_span,
                                 did_you_mean(kw.name, params) or f"it takes: {', '.join(params) or 'no arguments'}")
             if kw.name in local:
                 raise self.fail(f"argument `{kw.name}` given twice to block `{block.name}`", kw.name_span)
-            local[kw.name] = self.value(kw.value, env)
+            local[kw.name] = bind(kw.value, env)
         for p in block.params:
             if p.name not in local:
                 if p.default is None:
                     raise self.fail(f"block `{block.name}` needs argument `{p.name}`", call.span,
                                     f"write `{block.name}({', '.join(params)})`")
-                local[p.name] = self.value(p.default, local)
+                local[p.name] = bind(p.default, dict(local))
         self.stack.append(block.name)
         self.notes.append(f"in block `{block.name}`, used at line {call.span.line if call.span else '?'}")
         saved = dict(self.tensors)
@@ -443,6 +465,10 @@ class Checker:
             v = self.guarded(self.train_value, key, s)
             if v is not None or key == "seed":
                 plan[key] = v
+        stop = plan.get("early_stopping")
+        if stop is not None and "monitor" not in stop.kwargs and not plan.get("validation_split"):
+            # Keras watches `val_loss` by default, and silently never stops without a validation split.
+            plan["early_stopping"] = stop.model_copy(update={"kwargs": {**stop.kwargs, "monitor": "loss"}})
         if "loss" not in given:
             self.fail("`train` needs a `loss`", sec.span,
                       "for integer class labels: `loss: sparse_categorical_crossentropy`; for regression: `loss: mse`")
@@ -495,13 +521,23 @@ class Checker:
             v = self.guarded(self.data_value, key, s)
             if v is not None:
                 plan[key] = v
-        sources = [k for k in ("dataset", "file", "x") if k in given]
-        if not sources:
+        inline = "x" in given and isinstance(plan.get("x"), list)
+        sources = [k for k in ("dataset", "file") if k in given] + (["x"] if inline else [])
+        if not sources and "x" not in given:
             self.fail("`data` needs a source: `dataset: mnist`, `file: \"data.csv\"`, or inline `x: [...]` and `y: [...]`", sec.span)
         elif len(sources) > 1:
             self.fail(f"`data` has more than one source ({', '.join(sources)}); keep one", given[sources[1]].key_span)
-        if "x" in given and isinstance(given["x"].value, n.List) and "y" not in given:
-            self.fail("inline `x` needs inline `y` (the targets)", given["x"].key_span)
+        if "file" not in given:
+            for key in ("x", "y", "x_test", "y_test"):
+                if key in given and not isinstance(given[key].value, n.List):
+                    self.fail(f"`{key}` names an array, but there is no `file` to take it from", given[key].span,
+                              f"give the values inline, `{key}: [...]`, or add `file: \"data.npz\"`")
+            if inline and "y" not in given:
+                self.fail("inline `x` needs inline `y` (the targets)", given["x"].key_span)
+            for pair in (("x", "y"), ("x_test", "y_test")):
+                if (pair[0] in given) != (pair[1] in given):
+                    missing = pair[1] if pair[0] in given else pair[0]
+                    self.fail(f"`{pair[0]}` and `{pair[1]}` go together: `{missing}` is missing", sec.span)
         if "file" in given and str(plan.get("file", "")).endswith(".csv"):
             for k in ("features", "target"):
                 if k not in given:
@@ -535,6 +571,8 @@ class Checker:
             if isinstance(v, list):
                 if not _numeric(v):
                     raise self.fail(f"inline `{key}` must contain only numbers", e.span)
+                if _shape_of(v) is None:
+                    raise self.fail(f"inline `{key}` is ragged: every row needs the same length", e.span)
                 return v
             if isinstance(v, str):
                 return v  # the name of an array inside an .npz file
@@ -592,6 +630,16 @@ def _numeric(v: Any) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
 
+def _shape_of(v: Any) -> tuple[int, ...] | None:
+    """The shape of a nested list of numbers, or None if it is ragged."""
+    if not isinstance(v, list):
+        return ()
+    shapes = {_shape_of(i) for i in v}
+    if None in shapes or len(shapes) > 1:
+        return None
+    return (len(v),) + (shapes.pop() if shapes else ())
+
+
 def _listing(kind: str, choices: list[str]) -> str:
     shown = ", ".join(choices[:12])
     return f"known {kind}s include: {shown}{', ...' if len(choices) > 12 else ''}"
@@ -608,8 +656,8 @@ def _is_merge(cls_name: str) -> bool:
     """Layers that take a list of tensors: Keras's merge layers, and attention (query, value[, key])."""
     from keras.src.layers.merging.base_merge import Merge
 
-    return issubclass(getattr(import_keras().layers, cls_name), Merge) or cls_name in ("MultiHeadAttention", "Attention", "AdditiveAttention",
-                                                    "GroupQueryAttention", "Dot")
+    return issubclass(getattr(import_keras().layers, cls_name), Merge) or cls_name in (
+        "MultiHeadAttention", "GroupQueryAttention", "Attention", "AdditiveAttention")
 
 
 def check_spec(spec: n.Spec, source: Source | None = None) -> Plan:

@@ -115,10 +115,10 @@ class Diagnostic:
 def _excerpt(source: str | None, span: Span) -> list[str]:
     if not source:
         return []
-    lines = source.splitlines()
+    lines = source.split("\n")  # as the parser counts lines: `\f` or U+2028 do not start one
     if not 1 <= span.line <= len(lines):
         return []
-    text = lines[span.line - 1].expandtabs(1)
+    text = lines[span.line - 1].rstrip("\r").expandtabs(1)
     width = (span.end_col - span.col) if span.end_line == span.line else len(text) - span.col + 1
     width = max(1, min(width, len(text) - span.col + 1))
     gutter = str(span.line)

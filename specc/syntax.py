@@ -33,18 +33,14 @@ class _BracketNewlines:
 
     always_accept = ("_NL",)
 
-    def __init__(self):
-        self.open: list[Token] = []  # brackets not yet closed, for "never closed" errors
-
     def process(self, stream):
-        self.open = []
+        depth = 0
         for tok in stream:
             if tok.type in _OPEN:
-                self.open.append(tok)
+                depth += 1
             elif tok.type in _CLOSE:
-                if self.open:
-                    self.open.pop()
-            elif tok.type == "_NL" and self.open:
+                depth = max(0, depth - 1)
+            elif tok.type == "_NL" and depth:
                 continue
             yield tok
 
@@ -119,33 +115,47 @@ def _token_span(tok: Token) -> n.Span:
     return n.Span(line=line, col=col, end_line=end_line, end_col=end_col)
 
 
-def _unclosed_brace(text: str) -> tuple[int, int] | None:
-    """Position of the last `{` never closed, ignoring strings and comments."""
-    stack: list[tuple[int, int]] = []
-    line, col, i = 1, 0, 0
+_PAIRS = {")": "(", "]": "[", "}": "{"}
+
+
+def _brackets(text: str, until: tuple[int, int] | None = None):
+    """Scan `(`, `[`, `{` and their closers, ignoring strings and comments, up to `until` (line, col).
+
+    Returns (still open, skipped over): each a list of (char, line, col)."""
+    stack: list[tuple[str, int, int]] = []
+    unclosed: list[tuple[str, int, int]] = []
     quote = None
-    while i < len(text):
-        ch = text[i]
-        col += 1
-        if quote:
-            if ch == "\\":
-                i += 1
-                col += 1
-            elif ch == quote or ch == "\n":
-                quote = None
-        elif ch in "\"'":
-            quote = ch
-        elif ch == "#":
-            while i + 1 < len(text) and text[i + 1] != "\n":
-                i += 1
-        elif ch == "{":
-            stack.append((line, col))
-        elif ch == "}" and stack:
-            stack.pop()
-        if ch == "\n":
-            line, col = line + 1, 0
-        i += 1
-    return stack[-1] if stack else None
+    for line_no, line in enumerate(text.split("\n"), 1):
+        col, quote = 0, None
+        while col < len(line):
+            if until and (line_no, col + 1) >= until:
+                return stack, unclosed
+            ch = line[col]
+            col += 1
+            if quote:
+                if ch == "\\":
+                    col += 1
+                elif ch == quote:
+                    quote = None
+            elif ch in "\"'":
+                quote = ch
+            elif ch == "#":
+                break
+            elif ch in "([{":
+                stack.append((ch, line_no, col))
+            elif ch in _PAIRS and any(o == _PAIRS[ch] for o, _, _ in stack):
+                while stack[-1][0] != _PAIRS[ch]:  # openers skipped over were never closed
+                    unclosed.append(stack.pop())
+                stack.pop()
+    return stack, unclosed
+
+
+def _unclosed(text: str) -> tuple[str, int, int] | None:
+    """The `(`, `[` or `{` that is never closed."""
+    stack, unclosed = _brackets(text)
+    if unclosed:  # skipped over by a later closer: the first of those
+        return min(unclosed, key=lambda u: (u[1], u[2]))
+    return stack[-1] if stack else None  # still open at the end: the innermost
 
 
 def _syntax_error(src: Source, err: UnexpectedInput) -> SpecError:
@@ -164,27 +174,25 @@ def _syntax_error(src: Source, err: UnexpectedInput) -> SpecError:
     else:
         assert isinstance(err, UnexpectedToken)
         tok, expected = err.token, set(err.expected)
-    opened = _parser().options.postlex.open
-    if opened and (tok.type == "$END" or (tok.line and tok.line > opened[-1].line)):
-        bracket = opened[-1]
-        closer = ")" if bracket.value == "(" else "]"
-        return src.error(f"`{bracket.value}` is never closed", _token_span(bracket),
-                         hint=f"add `{closer}` before the end of the line")
+    opened = _unclosed(src.text)
+    if opened and (tok.type == "$END" or (tok.line or 0, tok.column or 0) > opened[1:]):
+        char, line, col = opened
+        span = n.Span(line=line, col=col, end_line=line, end_col=col + 1)
+        if char == "{":
+            return src.error("unexpected end of file: a `{` is never closed", span, hint="add the missing `}`")
+        closer = ")" if char == "(" else "]"
+        return src.error(f"`{char}` is never closed", span, hint=f"add `{closer}` where the {'call' if char == '(' else 'list'} ends")
     if tok.type == "$END":
-        lines = src.text.rstrip("\n").splitlines() or [""]
+        lines = src.text.rstrip("\n").split("\n") or [""]
         last = len(lines)
         span = n.Span(line=last, col=len(lines[-1]) + 1, end_line=last, end_col=len(lines[-1]) + 2)
-        opened = _unclosed_brace(src.text)
-        if opened:
-            return src.error(
-                "unexpected end of file: a `{` is never closed",
-                n.Span(line=opened[0], col=opened[1], end_line=opened[0], end_col=opened[1] + 1),
-                hint="add the missing `}`",
-            )
         return src.error(f"unexpected end of file; expected {_expected_list(expected)}", span)
+    if tok.line and any(c in "([" for c, _, _ in _brackets(src.text, (tok.line, tok.column or 1))[0]):
+        expected = expected - {"_NL"}  # inside brackets, lines do not end statements
     span = _token_span(tok)
     if tok.type == "_NL":  # point just after the last thing on the line, where the missing part goes
-        before = src.text.splitlines()[tok.line - 1][: tok.column - 1] if tok.line <= len(src.text.splitlines()) else ""
+        lines = src.text.split("\n")
+        before = lines[tok.line - 1][: tok.column - 1] if tok.line <= len(lines) else ""
         col = len(before.rstrip()) + 1
         span = n.Span(line=tok.line, col=col, end_line=tok.line, end_col=col + 1)
     message = f"unexpected {_describe_token(tok)}; expected {_expected_list(expected)}"
@@ -205,6 +213,9 @@ def _syntax_error(src: Source, err: UnexpectedInput) -> SpecError:
         hint = "put a line break before `}`"
     elif tok.type == "LBRACE" and "LPAR" in expected:
         hint = "a block's parameters go in parentheses: `block NAME(param, ...) { ... }`"
+    elif tok.type in ("NAME", "INT", "FLOAT", "STRING") and "COMMA" in expected and "_NL" not in expected:
+        message = f"unexpected {_describe_token(tok)}: is a `,` missing before it?"
+        hint = "separate arguments and items with `,`; a keyword argument is written `name=value`"
     elif tok.type == "NAME" and "_NL" in expected:
         message = f"unexpected {_describe_token(tok)}: one statement per line"
         hint = "start a new line, or separate statements with `;`"
@@ -246,8 +257,16 @@ class _Lower(Transformer):
     @v_args(meta=True)
     def string(self, meta, items):
         import ast as _pyast  # only for string-literal escapes; never evaluates code
+        import warnings
 
-        return n.Str(value=_pyast.literal_eval(items[0]), span=_span(meta))
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("error")  # `"\d"` is an invalid escape, not a backslash and a `d`
+                value = _pyast.literal_eval(items[0])
+        except (SyntaxError, ValueError, SyntaxWarning, DeprecationWarning):
+            raise self.src.error("invalid escape sequence in string", _tspan(items[0]),
+                                 hint="write a backslash as `\\\\`, or use `/` in paths") from None
+        return n.Str(value=value, span=_span(meta))
 
     @v_args(meta=True)
     def name(self, meta, items):
@@ -260,6 +279,11 @@ class _Lower(Transformer):
     @v_args(meta=True)
     def call(self, meta, items):
         func, *rest = items
+        rest = [a for a in rest if a is not None]
+        for before, after in zip(rest, rest[1:]):
+            if isinstance(before, n.Kwarg) and not isinstance(after, n.Kwarg):
+                raise self.src.error("a positional argument cannot follow a keyword argument", after.span,
+                                     hint="put positional arguments first, or name this one too")
         args = [a for a in rest if a is not None and not isinstance(a, n.Kwarg)]
         kwargs = [a for a in rest if isinstance(a, n.Kwarg)]
         return n.Call(func=str(func), args=args, kwargs=kwargs, span=_span(meta), name_span=_tspan(func))
@@ -407,4 +431,4 @@ def parse_text(text: str, file: str = "<string>") -> n.Spec:
 
 def parse_file(path: str | Path) -> n.Spec:
     path = Path(path)
-    return parse_text(path.read_text(encoding="utf-8"), str(path))
+    return parse_text(path.read_text(encoding="utf-8-sig"), str(path))

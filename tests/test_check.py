@@ -87,3 +87,41 @@ def test_suggestions(typo, choices, expected):
     from specc.errors import suggest
 
     assert (suggest(typo, choices) or [None])[0] == expected
+
+
+def test_calls_passed_to_blocks_resolve_where_they_are_used():
+    plan = plan_of("input x: (4,)\nreg_dense(8, l2(1e-3), he_normal)",
+                   extra="block reg_dense(units, reg, init) {\n  dense(units, kernel_regularizer=reg, kernel_initializer=init)\n}\n")
+    kw = plan.layers[0].kwargs
+    assert kw["kernel_regularizer"].cls == "L2" and kw["kernel_regularizer"].kwargs == {"l2": 1e-3}
+    assert kw["kernel_initializer"] == "he_normal"
+
+
+def test_tensor_names_never_clash_with_layer_names():
+    plan = plan_of("input x: (4,)\nb()\nh = dense(2)\ndense(3)\ndense_2 = dense(5)",
+                   extra="block b() {\n  h = dense(4)\n}\n")
+    names = [layer.name for layer in plan.layers]
+    assert names == ["h", "h_1", "dense", "dense_2"]  # the block's `h` stays inside it
+    assert len(set(names)) == len(names)
+
+
+def test_spellings_keras_does_not_take_become_classes():
+    spec = specc.loads("model m {\n  input x: (4,)\n  dense(1)\n}\n"
+                       "train {\n  loss: mse\n  optimizer: adam_w\n  metrics: [mae, rmse]\n}\n")
+    train = spec.plan.train
+    assert train.optimizer.cls == "AdamW"
+    assert train.metrics[0] == "mae" and train.metrics[1].cls == "RootMeanSquaredError"
+
+
+def test_early_stopping_without_validation_watches_the_training_loss():
+    base = "model m {\n  input x: (4,)\n  dense(1)\n}\ntrain {\n  loss: mse\n  early_stopping: 2\n"
+    assert specc.loads(base + "}\n").plan.train.early_stopping.kwargs == {"patience": 2, "monitor": "loss"}
+    with_val = specc.loads(base + "  validation_split: 0.2\n}\n").plan.train.early_stopping
+    assert with_val.kwargs == {"patience": 2}  # Keras's default, val_loss
+
+
+def test_attention_takes_query_and_value():
+    plan = plan_of("input q: (6, 8)\ninput v: (9, 8)\n[q, v] -> mha(2, 4)")
+    from specc.build import infer_shapes
+
+    assert infer_shapes(plan)[plan.layers[0].name] == (None, 6, 8)
