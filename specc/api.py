@@ -53,11 +53,13 @@ def read_spec(path: str | Path) -> str:
     try:
         return path.read_text(encoding="utf-8-sig")  # a byte-order mark is not part of the spec
     except FileNotFoundError:
-        raise UsageError(Diagnostic(f"no such file: {path}")) from None
+        raise UsageError(Diagnostic("no such file", file=str(path))) from None
     except IsADirectoryError:
-        raise UsageError(Diagnostic(f"{path} is a folder, not a .model file")) from None
+        raise UsageError(Diagnostic("this is a folder, not a .model file", file=str(path))) from None
     except UnicodeDecodeError as err:
-        raise UsageError(Diagnostic(f"{path} is not UTF-8 text ({err.reason} at byte {err.start})")) from None
+        raise UsageError(Diagnostic(f"not UTF-8 text ({err.reason} at byte {err.start})", file=str(path))) from None
+    except OSError as err:
+        raise UsageError(Diagnostic(f"cannot read it: {err.strerror or err}", file=str(path))) from None
 
 
 def load(path: str | Path) -> CompiledSpec:

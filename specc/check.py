@@ -532,12 +532,10 @@ class Checker:
                 if key in given and not isinstance(given[key].value, n.List):
                     self.fail(f"`{key}` names an array, but there is no `file` to take it from", given[key].span,
                               f"give the values inline, `{key}: [...]`, or add `file: \"data.npz\"`")
-            if inline and "y" not in given:
-                self.fail("inline `x` needs inline `y` (the targets)", given["x"].key_span)
-            for pair in (("x", "y"), ("x_test", "y_test")):
-                if (pair[0] in given) != (pair[1] in given):
-                    missing = pair[1] if pair[0] in given else pair[0]
-                    self.fail(f"`{pair[0]}` and `{pair[1]}` go together: `{missing}` is missing", sec.span)
+        for pair in (("x", "y"), ("x_test", "y_test")):
+            if (pair[0] in given) != (pair[1] in given):
+                have, missing = (pair[0], pair[1]) if pair[0] in given else (pair[1], pair[0])
+                self.fail(f"`{have}` needs `{missing}`: they go together", given[have].key_span)
         if "file" in given and str(plan.get("file", "")).endswith(".csv"):
             for k in ("features", "target"):
                 if k not in given:

@@ -194,10 +194,13 @@ def _load_csv(plan: Plan, key: str, where: _Located) -> tuple[np.ndarray, np.nda
     path = _resolve_path(plan, getattr(d, key))
     if not path.is_file():
         raise where.error(key, f"data file not found: {path}")
-    with open(path, newline="", encoding="utf-8") as f:
-        reader = csv.DictReader(f)
-        columns = reader.fieldnames or []
-        rows = list(reader)
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as f:
+            reader = csv.DictReader(f)
+            columns = reader.fieldnames or []
+            rows = list(reader)
+    except (UnicodeDecodeError, csv.Error) as err:
+        raise where.error(key, f"cannot read {path} as csv text: {err}") from None
     if not columns or not rows:
         raise where.error(key, f"{path} is empty" if not columns else f"{path} has a header but no rows")
     for col in list(d.features or []) + [d.target]:
@@ -215,6 +218,32 @@ def _load_csv(plan: Plan, key: str, where: _Located) -> tuple[np.ndarray, np.nda
 
     x = np.stack([column(c) for c in d.features or []], axis=1)
     return x, column(d.target)  # type: ignore[arg-type]
+
+
+def _load_file(plan: Plan, key: str, where: _Located):
+    """(x, y, x_test, y_test) from the csv or npz file in setting `key` (`file` or `test_file`).
+
+    The loader follows each file's own extension. For `test_file` the first pair is the test split."""
+    d = plan.data
+    name = getattr(d, key)
+    if name.endswith(".csv"):
+        return (*_load_csv(plan, key, where), None, None)
+    arrays = _load_npz(plan, key, where)
+    if len(plan.inputs) > 1 or len(plan.outputs) > 1:
+        return _named_arrays(plan, arrays, where, key)
+    test = key == "test_file"
+    xs, ys = (d.x_test, d.y_test) if test else (d.x, d.y)
+    x = _pick(arrays, [xs] if isinstance(xs, str) else (["x_test", "x"] if test else ["x_train", "x"]))
+    y = _pick(arrays, [ys] if isinstance(ys, str) else (["y_test", "y"] if test else ["y_train", "y"]))
+    if x is None or y is None:
+        raise where.error(key, f"{name} has arrays {', '.join(arrays) or 'none'}; expected "
+                          + ("x_test/y_test or x/y" if test else "x_train/y_train or x/y"),
+                          "name them: `x: images` and `y: labels`")
+    if test:
+        return x, y, None, None
+    xt = _pick(arrays, [d.x_test] if isinstance(d.x_test, str) else ["x_test"])
+    yt = _pick(arrays, [d.y_test] if isinstance(d.y_test, str) else ["y_test"])
+    return x, y, xt, yt
 
 
 def _is_float(v) -> bool:
@@ -244,24 +273,10 @@ def load_dataset(plan: Plan) -> Dataset:
             return load_builtin(d.dataset)
         except DataError as err:  # blame the `dataset:` line of the spec
             raise where.error("dataset", err.first.message, err.first.hint) from None
-    if d.file and d.file.endswith(".csv"):
-        x, y = _load_csv(plan, "file", where)
-        xt, yt = _load_csv(plan, "test_file", where) if d.test_file else (None, None)
-        return _split(Dataset(x, y, xt, yt, origin=d.file), d.test_split)
-    if d.file and (len(plan.inputs) > 1 or len(plan.outputs) > 1):
-        return _split(_named_arrays(plan, _load_npz(plan, "file", where), where), d.test_split)
     if d.file:
-        arrays = _load_npz(plan, "file", where)
-        x = _pick(arrays, [d.x] if isinstance(d.x, str) else ["x_train", "x"])
-        y = _pick(arrays, [d.y] if isinstance(d.y, str) else ["y_train", "y"])
-        if x is None or y is None:
-            raise where.error("file", f"{d.file} has arrays {', '.join(arrays) or 'none'}; expected x_train/y_train or x/y",
-                              "name them: `x: images` and `y: labels`")
-        xt = _pick(arrays, [d.x_test] if isinstance(d.x_test, str) else ["x_test"])
-        yt = _pick(arrays, [d.y_test] if isinstance(d.y_test, str) else ["y_test"])
+        x, y, xt, yt = _load_file(plan, "file", where)
         if d.test_file:
-            test = _load_npz(plan, "test_file", where)
-            xt, yt = _pick(test, ["x_test", "x"]), _pick(test, ["y_test", "y"])
+            xt, yt, _, _ = _load_file(plan, "test_file", where)
         return _split(Dataset(x, y, xt, yt, origin=d.file), d.test_split)
     x, y = np.asarray(d.x, dtype=np.float32), np.asarray(d.y, dtype=np.float32)
     xt = np.asarray(d.x_test, dtype=np.float32) if isinstance(d.x_test, list) else None
@@ -269,7 +284,7 @@ def load_dataset(plan: Plan) -> Dataset:
     return _split(Dataset(x, y, xt, yt, origin="inline"), d.test_split)
 
 
-def _named_arrays(plan: Plan, arrays: dict[str, np.ndarray], where: _Located) -> Dataset:
+def _named_arrays(plan: Plan, arrays: dict[str, np.ndarray], where: _Located, key: str):
     """Several inputs or outputs: arrays named after them (`NAME_train`/`NAME_test`, or `NAME`)."""
 
     def side(names: list[str]):
@@ -277,7 +292,7 @@ def _named_arrays(plan: Plan, arrays: dict[str, np.ndarray], where: _Located) ->
         for name in names:
             a = _pick(arrays, [f"{name}_train", name])
             if a is None:
-                raise where.error("file", f"{plan.data.file} has no array `{name}_train` or `{name}` for `{name}`; "
+                raise where.error(key, f"{getattr(plan.data, key)} has no array `{name}_train` or `{name}` for `{name}`; "
                                   f"it has: {', '.join(arrays)}",
                                   "a model with several inputs or outputs reads arrays named after them")
             train[name] = a
@@ -289,7 +304,7 @@ def _named_arrays(plan: Plan, arrays: dict[str, np.ndarray], where: _Located) ->
 
     x, xt = side([i.name for i in plan.inputs])
     y, yt = side(list(plan.outputs))
-    return Dataset(x, y, xt, yt if xt is not None else None, origin=str(plan.data.file))
+    return x, y, xt, yt
 
 
 def count_examples(a) -> int:
@@ -320,12 +335,17 @@ def prepare(plan: Plan, ds: Dataset, limit: int | None = None) -> Dataset:
     assert d is not None
     where = _Located(plan)
     culprit = "dataset" if d.dataset else "file" if d.file else "x"
-    arrays = [a for side in (ds.x_train, ds.y_train) for a in (side.values() if isinstance(side, dict) else [side])]
-    counts = {len(a) for a in arrays}
-    if count_examples(ds.x_train) == 0:
-        raise where.error(culprit, "the training data is empty")
-    if len(counts) > 1:
-        raise where.error(culprit, f"the training arrays disagree on the number of examples: {sorted(counts)}")
+    for split, xs, ys in (("training", ds.x_train, ds.y_train), ("test", ds.x_test, ds.y_test)):
+        if xs is None or ys is None:
+            continue
+        arrays = [a for side in (xs, ys) for a in (side.values() if isinstance(side, dict) else [side])]
+        if split == "training" and count_examples(xs) == 0:
+            raise where.error(culprit, "the training data is empty")
+        if len({len(a) for a in arrays}) > 1:
+            key = "test_file" if split == "test" and d.test_file else culprit
+            raise where.error(key, f"the {split} arrays disagree on the number of examples: "
+                              f"{sorted({len(a) for a in arrays})}")
+    classes = _count_classes(d.one_hot, ds) if d.one_hot else None  # from all labels, before any limit
     if limit is not None:
         ds = Dataset(_take(ds.x_train, slice(limit)), _take(ds.y_train, slice(limit)), ds.x_test, ds.y_test,
                      ds.test_is_train, ds.origin)
@@ -347,14 +367,12 @@ def prepare(plan: Plan, ds: Dataset, limit: int | None = None) -> Dataset:
         dtype = "float32" if inp.dtype == "bfloat16" else inp.dtype  # NumPy has no bfloat16: Keras casts
         if d.scale is not None:
             x = x.astype(dtype if dtype.startswith("float") else "float32") * np.float32(d.scale)
-        return _fit_shape(x.astype(dtype, copy=False), inp.shape, inp.name, where)
+        return _fit_shape(x.astype(dtype, copy=False), inp.shape, inp.name, where, culprit)
 
     def fit_y(y):
         if isinstance(y, dict):
             return {k: fit_y(v) for k, v in y.items()}
-        if d.one_hot:
-            labels = ds.y_train if not isinstance(ds.y_train, dict) else y
-            classes = d.one_hot if not isinstance(d.one_hot, bool) else int(np.max(labels)) + 1
+        if classes is not None:
             y = y.astype(np.int64).reshape(-1)
             if y.min() < 0 or y.max() >= classes:
                 raise where.error("one_hot", f"labels run from {y.min()} to {y.max()}, outside 0..{classes - 1}")
@@ -369,14 +387,22 @@ def prepare(plan: Plan, ds: Dataset, limit: int | None = None) -> Dataset:
     return Dataset(x_train, y_train, x_test, y_test, False, ds.origin)
 
 
-def _fit_shape(x: np.ndarray, want: tuple, name: str, where: _Located) -> np.ndarray:
+def _count_classes(one_hot: bool | int, ds: Dataset) -> int:
+    if not isinstance(one_hot, bool):
+        return one_hot
+    labels = [a for side in (ds.y_train, ds.y_test) if side is not None
+              for a in (side.values() if isinstance(side, dict) else [side])]
+    return int(max(np.max(a) for a in labels)) + 1
+
+
+def _fit_shape(x: np.ndarray, want: tuple, name: str, where: _Located, culprit: str) -> np.ndarray:
     have = x.shape[1:]
     if len(have) == len(want) and all(w is None or w == h for w, h in zip(want, have)):
         return x
     # Shapes that differ only by axes of size 1 are the same data: (28, 28) -> (28, 28, 1), (5,) -> (5, 1).
     if None not in want and [s for s in have if s != 1] == [s for s in want if s != 1]:
         return x.reshape((len(x),) + tuple(want))
-    key = "reshape" if where.origins.get("reshape") else ("dataset" if "dataset" in where.origins else next(iter(where.origins), ""))
+    key = "reshape" if where.origins.get("reshape") else culprit
     size = int(np.prod(have))
     hint = ("add `flatten: true` to `data`" if len(want) == 1 and want[0] == size
             else f"add `reshape: {tuple(want)}` to `data`" if None not in want and int(np.prod(want)) == size

@@ -58,10 +58,19 @@ def default_out(spec_file: str) -> Path:
 
 
 def _prepare_out(out: Path, force: bool) -> None:
-    if out.exists() and any((out / f).exists() for f in ("metrics.json", "model.keras")) and not force:
+    """Make the run directory. With `force`, an old run's results go first, metrics.json before
+    model.keras, so that a failing new run never sits beside the old run's metrics."""
+    finished = [f for f in ("metrics.json", "model.keras") if (out / f).exists()]
+    if finished and not force:
         raise UsageError(Diagnostic(f"{out} already holds a run; refusing to overwrite it",
                                     hint="choose another `--out`, or pass `--force` to replace it"))
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        for f in finished:
+            (out / f).unlink()
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise UsageError(Diagnostic(f"cannot use {out} as the run directory: {err.strerror or err}",
+                                    hint="choose another `--out`")) from None
 
 
 class _EpochTimes:
@@ -151,7 +160,13 @@ def run_plan(plan: Plan, out: str | Path | None = None, epochs: int | None = Non
     if plan.source:
         write_atomic(out_dir / "spec.model", plan.source)
 
-    compile_model(plan, model)
+    try:
+        compile_model(plan, model)
+    except (ValueError, TypeError) as err:
+        origin = train.origins.get("loss")
+        raise SpecError(Source(plan.source, plan.file).diag(
+            f"Keras cannot compile the model with these training settings: {str(err).splitlines()[0][:400]}",
+            origin.span if origin else None)) from None
     timer = _EpochTimes()
     callbacks = [timer.callback()]
     if train.early_stopping is not None:
@@ -193,7 +208,14 @@ def run_plan(plan: Plan, out: str | Path | None = None, epochs: int | None = Non
             f"kept in {out_dir}: spec.model and history.csv (no model was saved)",
             origin.span if origin else None,
             hint="lower the learning rate, or check the data for NaN or huge values"))
-    test = model.evaluate(data.x_test, data.y_test, batch_size=max(train.batch_size, 256), verbose=0, return_dict=True)
+    try:
+        test = model.evaluate(data.x_test, data.y_test, batch_size=max(train.batch_size, 256), verbose=0,
+                              return_dict=True)
+    except (ValueError, TypeError) as err:
+        raise DataError(Source(plan.source, plan.file).diag(
+            f"evaluation on the test split failed: {str(err).splitlines()[0][:400]}; "
+            f"kept in {out_dir}: spec.model and history.csv (no model was saved)", None,
+            hint=f"check that the test targets {_shapes(data.y_test)} fit the model's outputs")) from None
     write_atomic_with(out_dir / "model.keras", model.save, suffix=".keras")
     metrics = {
         "spec": plan.file,

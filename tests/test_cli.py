@@ -53,7 +53,7 @@ def test_commands_that_need_no_model_do_not_import_keras():
     (["run", MNIST, "--epochs", "zero"], "expected a whole number"),
     (["run", MNIST, "--limit", "0"], "expected a number >= 1"),
     (["bogus"], "invalid choice"),
-    (["check", "no/such/file.model"], "no such file: no/such/file.model"),
+    (["check", "no/such/file.model"], "no/such/file.model: error: no such file"),
 ])
 def test_usage_errors_exit_2(args, needle):
     proc = specc_cmd(*args)
@@ -143,3 +143,25 @@ def test_summary_as_json(capsys):
     assert data["layers"][1] == {"name": "conv2d", "type": "Conv2D", "output_shape": [None, 26, 26, 32],
                                  "params": 320, "line": 7}
     assert sum(layer["params"] for layer in data["layers"]) == 34_826
+
+
+def test_force_removes_the_old_results_first(tmp_path):
+    out = tmp_path / "run"
+    good = tmp_path / "good.model"
+    good.write_text("model m {\n  input x: (1,)\n  dense(1)\n}\ndata {\n  x: [1, 2]\n  y: [1, 2]\n}\n"
+                    "train {\n  loss: mse\n}\n")
+    assert specc_cmd("run", str(good), "--out", str(out), "--quiet").returncode == 0
+    bad = tmp_path / "bad.model"
+    bad.write_text(good.read_text().replace("loss: mse", "loss: mse\n  optimizer: sgd(learning_rate=1e9)\n  epochs: 30"))
+    proc = specc_cmd("run", str(bad), "--out", str(out), "--force", "--quiet")
+    assert proc.returncode == 3, proc.stderr
+    # The failed run left no finished-looking directory behind.
+    assert not (out / "metrics.json").exists() and not (out / "model.keras").exists()
+    assert (out / "spec.model").read_text() == bad.read_text()
+
+
+def test_run_directory_that_cannot_be_made(tmp_path):
+    (tmp_path / "file").write_text("not a folder")
+    proc = specc_cmd("run", str(ROOT / "specs" / "linear_regression.model"), "--out", str(tmp_path / "file" / "run"))
+    assert proc.returncode == 2, proc.stderr
+    assert "error: cannot use" in proc.stderr and "Traceback" not in proc.stderr

@@ -156,3 +156,51 @@ def test_truncated_idx_file_is_a_data_error(tmp_path, monkeypatch):
     monkeypatch.setenv("SPECC_DATA_DIR", str(tmp_path))
     with pytest.raises(specc.DataError, match="is truncated: expected 7840 values, found 100"):
         load_builtin("mnist")
+
+
+def test_names_of_npz_arrays(tmp_path):
+    rng = np.random.default_rng(0)
+    np.savez(tmp_path / "d.npz", images=rng.normal(size=(8, 2)), labels=rng.normal(size=8))
+    (tmp_path / "s.model").write_text(MODEL + 'data {\n  file: "d.npz"\n  x: images\n  y: labels\n}\n')
+    ds = load_dataset(specc.load(tmp_path / "s.model").plan)
+    assert ds.x_train.shape == (8, 2) and ds.test_is_train
+
+
+def test_test_file_of_another_kind(tmp_path):
+    (tmp_path / "train.csv").write_text("a,b,c\n1,2,3\n4,5,6\n")
+    np.savez(tmp_path / "test.npz", x_test=np.ones((3, 2)), y_test=np.zeros(3))
+    (tmp_path / "s.model").write_text(
+        MODEL + 'data {\n  file: "train.csv"\n  test_file: "test.npz"\n  features: [a, b]\n  target: c\n}\n')
+    ds = load_dataset(specc.load(tmp_path / "s.model").plan)
+    assert ds.x_train.shape == (2, 2) and ds.x_test.shape == (3, 2)
+
+
+def test_csv_that_is_not_text(tmp_path):
+    (tmp_path / "h.csv").write_bytes(b"a,b,c\n\xff\xfe\x00,2,3\n")
+    (tmp_path / "s.model").write_text(MODEL + 'data {\n  file: "h.csv"\n  features: [a, b]\n  target: c\n}\n')
+    with pytest.raises(specc.DataError, match="cannot read .*h.csv as csv text") as info:
+        load_dataset(specc.load(tmp_path / "s.model").plan)
+    assert info.value.line == 6
+
+
+def test_test_arrays_of_different_lengths(tmp_path):
+    np.savez(tmp_path / "d.npz", x_train=np.ones((4, 2)), y_train=np.ones(4), x_test=np.ones((5, 2)), y_test=np.ones(4))
+    (tmp_path / "s.model").write_text(MODEL + 'data {\n  file: "d.npz"\n}\n')
+    spec = specc.load(tmp_path / "s.model")
+    with pytest.raises(specc.DataError, match=r"the test arrays disagree on the number of examples: \[4, 5\]"):
+        prepare(spec.plan, load_dataset(spec.plan))
+
+
+def test_one_hot_counts_classes_before_the_limit():
+    spec = specc.loads(MODEL.replace("dense(1)", "dense(3)") +
+                       "data {\n  x: [[0, 0], [0, 1], [1, 0], [1, 1]]\n  y: [0, 0, 1, 2]\n  one_hot: true\n}\n")
+    ds = prepare(spec.plan, load_dataset(spec.plan), limit=2)
+    assert ds.y_train.shape == (2, 3)
+
+
+def test_inline_shape_errors_blame_the_data_not_another_setting():
+    spec = specc.loads("model m {\n  input x: (3,)\n  dense(1)\n}\n"
+                       "data {\n  scale: 2\n  x: [[1, 2], [3, 4]]\n  y: [1, 2]\n}\n", "m.model")
+    with pytest.raises(specc.DataError) as info:
+        prepare(spec.plan, load_dataset(spec.plan))
+    assert info.value.line == 7 and info.value.message.startswith("data examples have shape (2,)")
