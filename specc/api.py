@@ -28,7 +28,7 @@ class CompiledSpec:
     def summary(self) -> str:
         from .build import format_summary, summarize
 
-        rows, total, _ = summarize(self.plan)
+        rows, total = summarize(self.plan)
         return format_summary(self.plan, rows, total)
 
     def run(self, out: str | Path | None = None, epochs: int | None = None, limit: int | None = None,

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .errors import Source, SpecError, suggest
-from .keras_env import import_keras
+from .keras_env import import_keras, keras_module
 from .plan import LayerNode, Obj, Plan
 
 
@@ -23,11 +23,7 @@ _SEPARATE_INPUTS = {"MultiHeadAttention", "GroupQueryAttention"}
 def make_object(value: Any) -> Any:
     """Turn plan values into Keras objects: `Obj` -> `keras.<module>.<cls>(**kwargs)`, recursively."""
     if isinstance(value, Obj):
-        keras = import_keras()
-        mod = keras
-        for part in value.module.split(".")[1:]:
-            mod = getattr(mod, part)
-        return getattr(mod, value.cls)(**{k: make_object(v) for k, v in value.kwargs.items()})
+        return getattr(keras_module(value.module), value.cls)(**{k: make_object(v) for k, v in value.kwargs.items()})
     if isinstance(value, list):
         return [make_object(v) for v in value]
     if isinstance(value, tuple):
@@ -170,7 +166,7 @@ class LayerRow:
     line: int | None
 
 
-def summarize(plan: Plan) -> tuple[list[LayerRow], int, Any]:
+def summarize(plan: Plan) -> tuple[list[LayerRow], int]:
     """Each layer with its output shape and parameter count, and the model's total."""
     built = build(plan)
     rows = [LayerRow(i.name, "Input", list(built.tensors[i.name].shape), 0, i.origin.span.line if i.origin.span else None)
@@ -178,7 +174,7 @@ def summarize(plan: Plan) -> tuple[list[LayerRow], int, Any]:
     for node in plan.layers:
         rows.append(LayerRow(node.name, node.cls, list(built.tensors[node.name].shape), built.layers[node.name].count_params(),
                              node.origin.span.line if node.origin.span else None))
-    return rows, built.model.count_params(), built.model
+    return rows, built.model.count_params()
 
 
 def format_summary(plan: Plan, rows: list[LayerRow], total: int) -> str:

@@ -11,9 +11,7 @@ from __future__ import annotations
 import functools
 import inspect
 from dataclasses import dataclass, field
-from typing import Any
-
-from .keras_env import import_keras
+from .keras_env import import_keras, keras_module
 
 # Layers a spec may not use: they run arbitrary code, load files, or are not layers one stacks.
 DENIED_LAYERS = {
@@ -74,11 +72,7 @@ class Catalog:
     canonical: list[str] = field(default_factory=list)  # names shown in suggestions
 
     def module(self):
-        keras = import_keras()
-        mod = keras
-        for part in self.module_path.split(".")[1:]:
-            mod = getattr(mod, part)
-        return mod
+        return keras_module(self.module_path)
 
     def class_name(self, name: str) -> str | None:
         return self.classes.get(name)
@@ -182,8 +176,6 @@ class Signature:
     positional: tuple[str, ...]  # may be given by position, in order
     names: tuple[str, ...]  # every accepted keyword
     required: tuple[str, ...]
-    defaults: tuple[tuple[str, Any], ...]
-    open_kwargs: bool  # accepts **kwargs
 
 
 @functools.lru_cache(maxsize=None)
@@ -194,10 +186,9 @@ def signature_of(cls) -> Signature:
     positional = tuple(p.name for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD))
     names = [p.name for p in params if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
     required = tuple(p.name for p in params if p.default is p.empty and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD))
-    defaults = tuple((p.name, p.default) for p in params if p.default is not p.empty)
     open_kwargs = any(p.kind == p.VAR_KEYWORD for p in params)
     if open_kwargs and isinstance(cls, type) and issubclass(cls, keras.layers.Layer):
         base = inspect.signature(keras.layers.Layer.__init__)
         names += [p for p in base.parameters if p not in ("self", "kwargs") and p not in names]
         names += [p for p in ("input_dim", "input_length", "seed") if p not in names]
-    return Signature(positional, tuple(names), required, defaults, open_kwargs)
+    return Signature(positional, tuple(names), required)

@@ -14,7 +14,7 @@ from typing import Any
 
 from . import nodes as n
 from .catalog import DENIED_LAYERS, METRIC_STRINGS, catalog, kind_of_argument, signature_of
-from .errors import Diagnostic, Source, SpecError, did_you_mean
+from .errors import Diagnostic, InternalError, Source, SpecError, did_you_mean
 from .keras_env import import_keras
 from .plan import DataPlan, InputNode, LayerNode, Obj, Origin, Plan, TrainPlan
 
@@ -108,7 +108,7 @@ class Checker:
                     "`*_initializer`, `*_regularizer`, `*_constraint`, `learning_rate`, `layer`",
                 )
             return self.obj(e, env, kind)
-        raise AssertionError(f"unknown expression {e!r}")
+        raise InternalError(f"unknown expression {e!r}")
 
     def named(self, name: str, span: n.Span | None, kind: str, what: str) -> Any:
         """A bare name or string used where a catalogue object goes: check Keras knows it."""
@@ -133,9 +133,8 @@ class Checker:
                             "wrappers such as `bidirectional(...)` take a single Keras layer")
         cls_name = cat.class_name(call.func)
         if cls_name is None:
-            if kind == "layer" and _denied(call.func):
-                message, hint = _denied(call.func)  # type: ignore[misc]
-                raise self.fail(message, call.name_span, hint)
+            if kind == "layer":
+                self.refuse_denied(call)
             if cat.knows(call.func):
                 raise self.fail(f"{kind} `{call.func}` takes no arguments", call.span)
             raise self.fail(f"unknown {kind} `{call.func}`", call.name_span,
@@ -143,6 +142,13 @@ class Checker:
         cls = cat.get_class(cls_name)
         kwargs = self.arguments(call, cls, env, f"{kind} `{call.func}`")
         return Obj(kind=kind, module=cat.module_path, cls=cls_name, kwargs=kwargs)
+
+    def refuse_denied(self, call: n.Call) -> None:
+        """Layers that run code or load files are not for specs: say so instead of "unknown layer"."""
+        for cls, why in DENIED_LAYERS.items():
+            if call.func.lower().replace("_", "") == cls.lower():
+                raise self.fail(f"layer `{call.func}` cannot be used in a spec: {why}", call.name_span,
+                                "use the `keras.layers` classes that build a network")
 
     def arguments(self, call: n.Call, cls, env: dict[str, Any], what: str,
                   spans: dict[str, n.Span] | None = None) -> dict[str, Any]:
@@ -274,7 +280,7 @@ class Checker:
                                 "an empty `branch {}` passes its input through unchanged (a residual connection)")
             outs = [self.body(b.body, current, env, in_block=True) or current for b in s.branches]
             return self.layer(s.merge, outs, env)
-        raise AssertionError(f"unknown statement {s!r}")
+        raise InternalError(f"unknown statement {s!r}")
 
     def declare(self, name: str, span: n.Span | None) -> None:
         if name in self.tensors:
@@ -331,9 +337,7 @@ class Checker:
             if catalog("activation").knows(call.func):
                 raise self.fail(f"activation `{call.func}` takes no arguments when used as a layer", call.span,
                                 f"write `{call.func}` alone, or pass it to a layer: `dense(64, activation={call.func})`")
-            if _denied(call.func):
-                message, hint = _denied(call.func)  # type: ignore[misc]
-                raise self.fail(message, call.name_span, hint)
+            self.refuse_denied(call)
             names = cat.choices() + list(self.blocks) + list(self.tensors)
             hint = did_you_mean(call.func, names) or "see the Keras layer list: any `keras.layers` class by its snake_case name"
             raise self.fail(f"unknown layer `{call.func}`", call.name_span, hint)
@@ -498,14 +502,17 @@ class Checker:
         if key == "seed":
             return None if v is None else self.whole(v, e, key, minimum=0)
         if key == "validation_split":
-            if not isinstance(v, (int, float)) or isinstance(v, bool) or not 0 <= v < 1:
-                raise self.fail(f"`validation_split` is a fraction in [0, 1), got {_show(v)}", e.span, "e.g. `validation_split: 0.1`")
-            return float(v)
+            return self.fraction(v, e, key)
         if key == "shuffle":
             if not isinstance(v, bool):
                 raise self.fail(f"`shuffle` is `true` or `false`, got {_show(v)}", e.span)
             return v
-        raise AssertionError(key)
+        raise InternalError(f"no check for setting {key!r}")
+
+    def fraction(self, v: Any, e: n.Expr, key: str) -> float:
+        if not isinstance(v, (int, float)) or isinstance(v, bool) or not 0 <= v < 1:
+            raise self.fail(f"`{key}` is a fraction in [0, 1), got {_show(v)}", e.span, f"e.g. `{key}: 0.1`")
+        return float(v)
 
     def whole(self, v: Any, e: n.Expr, key: str, minimum: int) -> int:
         if isinstance(v, float) and v.is_integer():
@@ -576,9 +583,7 @@ class Checker:
                 return v  # the name of an array inside an .npz file
             raise self.fail(f"`{key}` is an inline list of numbers or the name of an array in the .npz file", e.span)
         if key in ("test_split",):
-            if not isinstance(v, (int, float)) or isinstance(v, bool) or not 0 <= v < 1:
-                raise self.fail(f"`{key}` is a fraction in [0, 1), got {_show(v)}", e.span)
-            return float(v)
+            return self.fraction(v, e, key)
         if key == "scale":
             if not isinstance(v, (int, float)) or isinstance(v, bool):
                 raise self.fail(f"`scale` is a number, e.g. `scale: 1/255`, got {_show(v)}", e.span)
@@ -597,7 +602,7 @@ class Checker:
             if isinstance(v, bool) or (isinstance(v, int) and v > 1):
                 return v
             raise self.fail("`one_hot` is `true` (classes counted from the labels) or the number of classes", e.span)
-        raise AssertionError(key)
+        raise InternalError(f"no check for setting {key!r}")
 
     def check_device(self, s: n.Setting) -> str:
         v = self.value(s.value, {})
@@ -641,13 +646,6 @@ def _shape_of(v: Any) -> tuple[int, ...] | None:
 def _listing(kind: str, choices: list[str]) -> str:
     shown = ", ".join(choices[:12])
     return f"known {kind}s include: {shown}{', ...' if len(choices) > 12 else ''}"
-
-
-def _denied(name: str) -> tuple[str, str] | None:
-    for cls, why in DENIED_LAYERS.items():
-        if name.lower().replace("_", "") == cls.lower():
-            return (f"layer `{name}` cannot be used in a spec: {why}", "use the `keras.layers` classes that build a network")
-    return None
 
 
 def _is_merge(cls_name: str) -> bool:

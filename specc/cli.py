@@ -97,7 +97,7 @@ def cmd_summary(args) -> int:
     from .build import format_summary, summarize
 
     plan = load(args.file).plan
-    rows, total, _ = summarize(plan)
+    rows, total = summarize(plan)
     if args.format == "json":
         layers = [{"name": r.name, "type": r.cls, "output_shape": r.shape, "params": r.params, "line": r.line}
                   for r in rows]

@@ -184,7 +184,8 @@ class UsageError(UserError):
 
 
 class InternalError(Exception):
-    """A bug in specc. Never raised for something the user wrote."""
+    """A broken invariant inside specc: a bug, never the user's mistake. The CLI reports it, and any
+    other unexpected exception, with its traceback and exit code 70."""
 
     exit_code = EXIT_INTERNAL
 

@@ -18,3 +18,11 @@ def import_keras():
     import keras
 
     return keras
+
+
+def keras_module(path: str):
+    """`"keras.optimizers.schedules"` -> that module, Keras imported lazily."""
+    mod = import_keras()
+    for part in path.split(".")[1:]:
+        mod = getattr(mod, part)
+    return mod

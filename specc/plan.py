@@ -1,7 +1,7 @@
 """The build plan: one resolved, Keras-ready description of a spec.
 
-`check_spec` produces it; `build_model` turns it into a `keras.Model`; later
-stages (emit, diff, graph) read the same plan. Values are plain Python (numbers,
+`check_spec` produces it; `build_model` turns it into a `keras.Model`; the
+runner trains from it. It is the one description later stages read too. Values are plain Python (numbers,
 strings, tuples, lists) or `Obj` for a configured Keras object (`l2(1e-4)`).
 """
 
@@ -91,6 +91,3 @@ class Plan(BaseModel):
     device_origin: Origin = Field(default_factory=Origin, exclude=True)
     file: str = Field(default="<string>", exclude=True)
     source: str = Field(default="", exclude=True, repr=False)
-
-    def node_names(self) -> list[str]:
-        return [i.name for i in self.inputs] + [l.name for l in self.layers]
