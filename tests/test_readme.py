@@ -28,3 +28,8 @@ def test_readme_exit_codes_match_the_code():
 
     rows = dict(re.findall(r"^\| (\d+) \| (.+?) \|$", README, re.M))
     assert sorted(int(k) for k in rows) == sorted(EXIT_CODES)
+
+
+def test_readme_counts_the_broken_specs():
+    stated = int(re.search(r"`tests/errors/` holds (\d+) broken specs", README).group(1))
+    assert stated == len(list((ROOT / "tests" / "errors").glob("*.model")))
