@@ -11,7 +11,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from .errors import Source, SpecError, suggest
+from .errors import SpecError, suggest
 from .keras_env import import_keras, keras_module
 from .plan import LayerNode, Obj, Plan
 
@@ -86,20 +86,19 @@ def build_model(plan: Plan) -> Any:
 
 def build(plan: Plan) -> Built:
     keras = import_keras()
-    src = Source(plan.source, plan.file)
     tensors: dict[str, Any] = {}
     layers: dict[str, Any] = {}
     for inp in plan.inputs:
         try:
             tensors[inp.name] = keras.Input(shape=inp.shape, dtype=inp.dtype, name=inp.name)
         except Exception as err:  # noqa: BLE001 - Keras says what is wrong with the shape
-            raise src.error(f"bad input `{inp.name}`: {_keras_message(err)}", inp.origin.span) from None
+            raise SpecError(plan.diag(f"bad input `{inp.name}`: {_keras_message(err)}", inp.origin.span)) from None
     for node in plan.layers:
         try:
             layer = make_layer(node)
         except Exception as err:  # noqa: BLE001 - constructor validation is Keras's own
             message = _keras_message(err)
-            raise SpecError(src.diag(f"invalid arguments for `{node.cls}`: {message}", _blame(node, message),
+            raise SpecError(plan.diag(f"invalid arguments for `{node.cls}`: {message}", _blame(node, message),
                                      hint=_hint_for(node, message), notes=node.origin.notes)) from None
         args = [tensors[i] for i in node.inputs]
         try:
@@ -116,11 +115,11 @@ def build(plan: Plan) -> Built:
                 text = f"expects {bound}{ndim.group(2)}-D input (batch axis included), got shape {shapes}"
             else:
                 text = f"cannot take input of shape {shapes}: {message}"
-            raise SpecError(src.diag(
+            raise SpecError(plan.diag(
                 f"layer `{node.name}` ({node.cls}) {text}",
                 node.origin.span, hint=_hint_for(node, message, args), notes=node.origin.notes)) from None
         if isinstance(out, (list, tuple)):
-            raise SpecError(src.diag(f"layer `{node.name}` returns several tensors; specc chains single tensors",
+            raise SpecError(plan.diag(f"layer `{node.name}` returns several tensors; specc chains single tensors",
                                      node.origin.span, notes=node.origin.notes))
         layers[node.name] = layer
         tensors[node.name] = out

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import DataError, Diagnostic, Source, did_you_mean
+from .errors import DataError, Diagnostic, did_you_mean
 from .plan import Plan
 
 CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
@@ -161,12 +161,12 @@ class _Located:
     """Raises `DataError`s that point at the `data` setting responsible."""
 
     def __init__(self, plan: Plan):
-        self.src = Source(plan.source, plan.file)
+        self.plan = plan
         self.origins = plan.data.origins if plan.data else {}
 
     def error(self, key: str, message: str, hint: str | None = None) -> DataError:
         origin = self.origins.get(key)
-        return DataError(self.src.diag(message, origin.span if origin else None, hint))
+        return DataError(self.plan.diag(message, origin.span if origin else None, hint))
 
 
 def _resolve_path(plan: Plan, name: str) -> Path:

@@ -11,6 +11,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from .errors import Diagnostic, Source
 from .nodes import Span
 
 
@@ -61,6 +62,11 @@ class TrainPlan(BaseModel):
     early_stopping: Obj | None = None
     origins: dict[str, Origin] = Field(default_factory=dict, exclude=True)
 
+    def span(self, key: str) -> Span | None:
+        """Where setting `key` was written, if it was."""
+        origin = self.origins.get(key)
+        return origin.span if origin else None
+
 
 class DataPlan(BaseModel):
     dataset: str | None = None
@@ -91,3 +97,8 @@ class Plan(BaseModel):
     device_origin: Origin = Field(default_factory=Origin, exclude=True)
     file: str = Field(default="<string>", exclude=True)
     source: str = Field(default="", exclude=True, repr=False)
+
+    def diag(self, message: str, span: Span | None = None, hint: str | None = None,
+             notes: list[str] | None = None) -> Diagnostic:
+        """A diagnostic located in this plan's spec file."""
+        return Source(self.source, self.file).diag(message, span, hint, notes)

@@ -23,9 +23,10 @@ from . import __version__
 from .artifacts import write_atomic, write_atomic_with
 from .build import build_model, make_object
 from .data import Dataset, count_examples, load_dataset, prepare
-from .errors import DataError, Diagnostic, Source, SpecError, UsageError
+from .errors import DataError, Diagnostic, SpecError, UsageError
 from .keras_env import import_keras
-from .plan import Plan
+from .catalog import catalog
+from .plan import Obj, Plan
 
 def select_device(device: str) -> str:
     """Make the requested platform JAX's default device; returns the platform it runs on."""
@@ -103,10 +104,10 @@ class _EpochTimes:
 def _check_labels(plan: Plan, model, data: Dataset) -> None:
     """Sparse class labels must index the model's outputs."""
     loss = plan.train.loss if plan.train else None
-    name = loss if isinstance(loss, str) else getattr(loss, "cls", "")
-    if "sparse_categorical" not in str(name).lower().replace("sparsecategorical", "sparse_categorical"):
+    if isinstance(loss, list) or isinstance(data.y_train, dict) or len(model.outputs) != 1:
         return
-    if isinstance(data.y_train, dict) or len(model.outputs) != 1:
+    cls = loss.cls if isinstance(loss, Obj) else catalog("loss").class_name(str(loss))
+    if cls != "SparseCategoricalCrossentropy":
         return
     classes = model.outputs[0].shape[-1]
     for split, y in (("training", data.y_train), ("test", data.y_test)):
@@ -114,11 +115,9 @@ def _check_labels(plan: Plan, model, data: Dataset) -> None:
             continue
         lo, hi = float(np.min(y)), float(np.max(y))
         if lo < 0 or hi >= classes:
-            src = Source(plan.source, plan.file)
-            origin = plan.train.origins.get("loss") if plan.train else None
-            raise DataError(src.diag(
+            raise DataError(plan.diag(
                 f"{split} labels run from {lo:g} to {hi:g}, but the model has {classes} outputs (classes 0..{classes - 1})",
-                origin.span if origin else None,
+                plan.train.span("loss"),
                 hint="make the last layer as wide as the number of classes"))
 
 
@@ -141,13 +140,13 @@ def run_plan(plan: Plan, out: str | Path | None = None, epochs: int | None = Non
              verbose: int | str | None = None, force: bool = False) -> RunResult:
     """Train, evaluate and save. Raises `SpecError`/`DataError`/`UsageError` for user mistakes."""
     if plan.train is None:
-        raise SpecError(Source(plan.source, plan.file).diag(
+        raise SpecError(plan.diag(
             "the spec has no `train` section; `specc run` needs one", None,
             hint="add `train { loss: sparse_categorical_crossentropy; optimizer: adam; epochs: 5 }`"))
     try:
         platform = select_device(plan.device)
     except DataError as err:  # blame the `device:` line
-        raise DataError(Source(plan.source, plan.file).diag(err.message, plan.device_origin.span, err.hint)) from None
+        raise DataError(plan.diag(err.message, plan.device_origin.span, err.hint)) from None
     keras = import_keras()
     train = plan.train
     if train.seed is not None:
@@ -163,10 +162,9 @@ def run_plan(plan: Plan, out: str | Path | None = None, epochs: int | None = Non
     try:
         compile_model(plan, model)
     except (ValueError, TypeError) as err:
-        origin = train.origins.get("loss")
-        raise SpecError(Source(plan.source, plan.file).diag(
+        raise SpecError(plan.diag(
             f"Keras cannot compile the model with these training settings: {str(err).splitlines()[0][:400]}",
-            origin.span if origin else None)) from None
+            train.span("loss"))) from None
     timer = _EpochTimes()
     callbacks = [timer.callback()]
     if train.early_stopping is not None:
@@ -190,10 +188,9 @@ def run_plan(plan: Plan, out: str | Path | None = None, epochs: int | None = Non
     except (ValueError, TypeError) as err:
         if timer.times:  # it ran whole epochs before failing: not a mismatch of shapes
             raise
-        origin = train.origins.get("loss")
-        raise DataError(Source(plan.source, plan.file).diag(
+        raise DataError(plan.diag(
             f"training failed in its first steps: {str(err).splitlines()[0][:400]}",
-            origin.span if origin else None,
+            train.span("loss"),
             hint=f"check that the loss fits the model's outputs {[tuple(o.shape) for o in model.outputs]} and the "
             f"targets {_shapes(data.y_train)}; kept in {out_dir}: spec.model only")) from None
     seconds = time.perf_counter() - start
@@ -202,17 +199,16 @@ def run_plan(plan: Plan, out: str | Path | None = None, epochs: int | None = Non
     _write_history(out_dir / "history.csv", history)
     if any(not math.isfinite(v) for v in losses):
         bad = next(i for i, v in enumerate(losses) if not math.isfinite(v))
-        origin = train.origins.get("optimizer")
-        raise DataError(Source(plan.source, plan.file).diag(
+        raise DataError(plan.diag(
             f"training stopped: the loss became {losses[bad]} in epoch {bad + 1}; "
             f"kept in {out_dir}: spec.model and history.csv (no model was saved)",
-            origin.span if origin else None,
+            train.span("optimizer"),
             hint="lower the learning rate, or check the data for NaN or huge values"))
     try:
         test = model.evaluate(data.x_test, data.y_test, batch_size=max(train.batch_size, 256), verbose=0,
                               return_dict=True)
     except (ValueError, TypeError) as err:
-        raise DataError(Source(plan.source, plan.file).diag(
+        raise DataError(plan.diag(
             f"evaluation on the test split failed: {str(err).splitlines()[0][:400]}; "
             f"kept in {out_dir}: spec.model and history.csv (no model was saved)", None,
             hint=f"check that the test targets {_shapes(data.y_test)} fit the model's outputs")) from None
