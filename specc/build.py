@@ -11,6 +11,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from .catalog import catalog
 from .errors import SpecError, suggest
 from .keras_env import import_keras, keras_module
 from .plan import LayerNode, Obj, Plan
@@ -32,8 +33,7 @@ def make_object(value: Any) -> Any:
 
 
 def make_layer(node: LayerNode):
-    keras = import_keras()
-    cls = getattr(keras.layers, node.cls)
+    cls = catalog("layer").get_class(node.cls)
     return cls(name=node.name, **{k: make_object(v) for k, v in node.kwargs.items()})
 
 
@@ -102,10 +102,10 @@ def build(plan: Plan) -> Built:
                                      hint=_hint_for(node, message), notes=node.origin.notes)) from None
         args = [tensors[i] for i in node.inputs]
         try:
-            if node.cls in _SEPARATE_INPUTS:  # call(query, value, key): tensors as separate arguments
-                out = layer(*args)
+            if node.cls in _SEPARATE_INPUTS:  # call(query, value, key): one tensor attends to itself
+                out = layer(*(args if len(args) > 1 else args * 2), **node.call_kwargs)
             else:  # merge layers and `Attention` take a list
-                out = layer(args if len(args) > 1 else args[0])
+                out = layer(args if len(args) > 1 else args[0], **node.call_kwargs)
         except Exception as err:  # noqa: BLE001 - the shape rules are Keras's own
             shapes = ", ".join(_shape(a) for a in args)
             message = _keras_message(err)

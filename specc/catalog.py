@@ -69,6 +69,7 @@ class Catalog:
     module_path: str
     classes: dict[str, str] = field(default_factory=dict)  # spec name -> class name in module
     functions: dict[str, str] = field(default_factory=dict)  # spec name -> function name in module
+    extras: dict[str, type] = field(default_factory=dict)  # class name -> specc's own class (`specc.extras`)
     canonical: list[str] = field(default_factory=list)  # names shown in suggestions
 
     def module(self):
@@ -78,7 +79,11 @@ class Catalog:
         return self.classes.get(name)
 
     def get_class(self, class_name: str):
-        return getattr(self.module(), class_name)
+        return self.extras.get(class_name) or getattr(self.module(), class_name)
+
+    def module_of(self, class_name: str) -> str:
+        """The module path an `Obj` of this class is built from."""
+        return "specc.extras" if class_name in self.extras else self.module_path
 
     def knows(self, name: str) -> bool:
         return name in self.classes or name in self.functions
@@ -98,13 +103,14 @@ class Catalog:
         return self.canonical
 
 
-def _index(kind: str, module_path: str, base: type | None, denied=(), aliases=None) -> Catalog:
-    cat = Catalog(kind, module_path)
+def _index(kind: str, module_path: str, base: type | None, denied=(), aliases=None, extras=None) -> Catalog:
+    cat = Catalog(kind, module_path, extras=dict(extras or {}))
     mod = cat.module()
-    for attr in sorted(dir(mod)):
+    members = {attr: getattr(mod, attr) for attr in dir(mod)} | cat.extras
+    for attr in sorted(members):
         if attr.startswith("_") or attr in denied or attr in ("get", "serialize", "deserialize"):
             continue
-        obj = getattr(mod, attr)
+        obj = members[attr]
         if inspect.isclass(obj):
             if base is not None and not issubclass(obj, base):
                 continue
@@ -130,8 +136,10 @@ def _index(kind: str, module_path: str, base: type | None, denied=(), aliases=No
 @functools.lru_cache(maxsize=None)
 def catalog(kind: str) -> Catalog:
     keras = import_keras()
+    from . import extras
+
     if kind == "layer":
-        cat = _index("layer", "keras.layers", keras.layers.Layer, DENIED_LAYERS, LAYER_ALIASES)
+        cat = _index("layer", "keras.layers", keras.layers.Layer, DENIED_LAYERS, LAYER_ALIASES, extras.LAYERS)
         cat.functions.clear()  # keras.layers.add() etc. are functional forms of the classes
         cat.canonical = [c for c in cat.canonical if c in cat.classes]
         return cat
@@ -149,7 +157,7 @@ def catalog(kind: str) -> Catalog:
     }[kind]
     denied = {"LossScaleOptimizer", "MultiOptimizer", "OptimizerMap", "Loss", "Metric", "MeanMetricWrapper",
               "Optimizer", "LearningRateSchedule", "Initializer", "Regularizer", "Constraint", "legacy", "schedules"}
-    return _index(kind, spec[0], spec[1], denied, OBJECT_ALIASES[kind])
+    return _index(kind, spec[0], spec[1], denied, OBJECT_ALIASES[kind], extras.METRICS if kind == "metric" else None)
 
 
 def kind_of_argument(arg: str) -> str | None:
@@ -192,3 +200,15 @@ def signature_of(cls) -> Signature:
         names += [p for p in base.parameters if p not in ("self", "kwargs") and p not in names]
         names += [p for p in ("input_dim", "input_length", "seed") if p not in names]
     return Signature(positional, tuple(names), required)
+
+
+@functools.lru_cache(maxsize=None)
+def call_options_of(cls) -> tuple[str, ...]:
+    """Options a layer takes when called rather than constructed (`use_causal_mask` of attention):
+    the keyword parameters of `call` with a plain default (a flag or number), `training` excepted."""
+    try:
+        params = inspect.signature(cls.call).parameters.values()
+    except (TypeError, ValueError):
+        return ()
+    return tuple(p.name for p in params if p.name != "training" and isinstance(p.default, (bool, int, float))
+                 and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY))

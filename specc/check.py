@@ -13,15 +13,18 @@ import operator
 from typing import Any
 
 from . import nodes as n
-from .catalog import DENIED_LAYERS, METRIC_STRINGS, catalog, kind_of_argument, signature_of
+from .catalog import DENIED_LAYERS, METRIC_STRINGS, call_options_of, catalog, kind_of_argument, signature_of
 from .errors import Diagnostic, InternalError, Source, SpecError, did_you_mean
 from .keras_env import import_keras
-from .plan import DataPlan, InputNode, LayerNode, Obj, Origin, Plan, TrainPlan
+from .plan import DataPlan, InitPlan, InputNode, LayerNode, Obj, Origin, Plan, TrainPlan
 
-SECTIONS = ("data", "train")
+SECTIONS = ("data", "train", "init")
 TOP_SETTINGS = ("device",)
 DEVICES = ("auto", "cpu", "gpu", "tpu")
-DATASETS = ("mnist", "fashion_mnist", "cifar10")
+DATASETS = ("mnist", "fashion_mnist", "cifar10", "sst2", "tiny_shakespeare")
+TOKENIZERS = ("chars", "words", "wordpiece")
+TASKS = ("classify", "next_token", "masked_tokens")
+DATA_FILES = (".npz", ".csv", ".tsv", ".data", ".txt")
 DTYPES = ("float32", "float16", "bfloat16", "float64", "int32", "int64", "uint8", "bool")
 _CONSTANTS = {"true": True, "false": False, "none": None, "True": True, "False": False, "None": None}
 _OPS = {"+": operator.add, "-": operator.sub, "*": operator.mul, "/": operator.truediv,
@@ -141,7 +144,7 @@ class Checker:
                             did_you_mean(call.func, cat.choices()) or _listing(kind, cat.choices()))
         cls = cat.get_class(cls_name)
         kwargs = self.arguments(call, cls, env, f"{kind} `{call.func}`")
-        return Obj(kind=kind, module=cat.module_path, cls=cls_name, kwargs=kwargs)
+        return Obj(kind=kind, module=cat.module_of(cls_name), cls=cls_name, kwargs=kwargs)
 
     def refuse_denied(self, call: n.Call) -> None:
         """Layers that run code or load files are not for specs: say so instead of "unknown layer"."""
@@ -329,7 +332,7 @@ class Checker:
             return self.expand(self.blocks[call.func], call, sources, env)
         cat = catalog("layer")
         cls_name = cat.class_name(call.func)
-        kwargs: dict[str, Any]
+        kwargs: dict[str, Any] | None = None
         spans: dict[str, n.Span] = {}
         if cls_name is None and catalog("activation").knows(call.func) and not call.args and not call.kwargs:
             cls_name, kwargs = "Activation", {"activation": call.func}
@@ -341,8 +344,15 @@ class Checker:
             names = cat.choices() + list(self.blocks) + list(self.tensors)
             hint = did_you_mean(call.func, names) or "see the Keras layer list: any `keras.layers` class by its snake_case name"
             raise self.fail(f"unknown layer `{call.func}`", call.name_span, hint)
-        else:
-            kwargs = self.arguments(call, cat.get_class(cls_name), env, f"layer `{call.func}`", spans)
+        call_kwargs: dict[str, Any] = {}
+        if kwargs is None:
+            cls = cat.get_class(cls_name)
+            at_call = [k for k in call.kwargs if k.name in call_options_of(cls) and k.name not in signature_of(cls).names]
+            for k in at_call:
+                call_kwargs[k.name] = self.value(k.value, env)
+                spans[k.name] = k.span
+            own = call.model_copy(update={"kwargs": [k for k in call.kwargs if k not in at_call]})
+            kwargs = self.arguments(own, cls, env, f"layer `{call.func}`", spans)
         name = kwargs.pop("name", None)
         if name is not None:
             if not isinstance(name, str) or name in self.used_names or name in self.tensors:
@@ -357,7 +367,8 @@ class Checker:
             raise self.fail(f"layer `{call.func}` takes one input, but {len(sources)} tensors flow into it", call.name_span,
                             "merge them first: `[a, b] -> concatenate` (or add, multiply, average, ...)")
         origin = self.origin(call.span).model_copy(update={"args": spans})
-        self.layers.append(LayerNode(name=name, cls=cls_name, kwargs=kwargs, inputs=sources, origin=origin))
+        self.layers.append(LayerNode(name=name, cls=cls_name, kwargs=kwargs, inputs=sources, call_kwargs=call_kwargs,
+                                     origin=origin))
         return name
 
     def fresh(self, base: str) -> str:
@@ -442,7 +453,8 @@ class Checker:
 
     def settings(self, settings: list[n.Setting], allowed: tuple[str, ...], where: str) -> dict[str, n.Setting]:
         out: dict[str, n.Setting] = {}
-        homes = {"`train`": _fields(TrainPlan), "`data`": _fields(DataPlan), "the file": TOP_SETTINGS}
+        homes = {"`train`": _fields(TrainPlan), "`data`": _fields(DataPlan), "`init`": _fields(InitPlan),
+                 "the file": TOP_SETTINGS}
         for s in settings:
             if s.key not in allowed:
                 home = next((h for h, keys in homes.items() if s.key in keys and h != where), None)
@@ -496,6 +508,11 @@ class Checker:
             if isinstance(v, int) and not isinstance(v, bool) and v >= 0:
                 return Obj(kind="callback", module="keras.callbacks", cls="EarlyStopping", kwargs={"patience": v})
             raise self.fail("`early_stopping` takes a patience in epochs or `early_stopping(monitor=val_loss, patience=3)`", e.span)
+        if key == "validation":
+            if not (isinstance(e, n.Call) and e.func == "kfold" and len(e.args) == 1 and not e.kwargs):
+                raise self.fail("`validation` is k-fold cross-validation: `validation: kfold(5)`", e.span,
+                                "for a held-out fraction of the training data use `validation_split: 0.1`")
+            return self.whole(self.value(e.args[0], {}), e.args[0], "kfold", minimum=2)
         v = self.value(e, {})
         if key in ("epochs", "batch_size"):
             return self.whole(v, e, key, minimum=1)
@@ -543,16 +560,34 @@ class Checker:
             if (pair[0] in given) != (pair[1] in given):
                 have, missing = (pair[0], pair[1]) if pair[0] in given else (pair[1], pair[0])
                 self.fail(f"`{have}` needs `{missing}`: they go together", given[have].key_span)
-        if "file" in given and str(plan.get("file", "")).endswith(".csv"):
-            for k in ("features", "target"):
+        table = "file" in given and str(plan.get("file", "")).endswith((".csv", ".tsv", ".data"))
+        if table and "target" not in given and plan.get("task", "classify") == "classify":
+            self.fail("a table of examples needs a `target` column", given["file"].span,
+                      "name the columns: `features: [a, b]` and `target: c`")
+        inputs = sum(isinstance(st, n.Input) for m in self.spec.models[:1] for st in m.body)
+        if table and not any(k in given for k in ("features", "text")) and inputs <= 1:
+            self.fail("a table of examples needs `features` (number columns) or `text` (a text column)",
+                      given["file"].span, "e.g. `features: [area, rooms]`; a model with several inputs reads "
+                      "the columns named after its inputs")
+        text = "tokenizer" in given or "text" in given or plan.get("dataset") in ("sst2", "tiny_shakespeare") \
+            or str(plan.get("file", "")).endswith(".txt")
+        if text:
+            for k in ("sequence_length",):
                 if k not in given:
-                    self.fail(f"a csv file needs `{k}`", given["file"].span,
-                              "name the columns: `features: [a, b]` and `target: c`")
+                    self.fail(f"text data needs `{k}`: the number of tokens per example", sec.span,
+                              "e.g. `sequence_length: 64`, the length of the model's input")
+            if "tokenizer" not in given and "init" not in {s.name for s in self.spec.sections}:
+                self.fail("text data needs a `tokenizer`", sec.span,
+                          "`tokenizer: chars`, `tokenizer: wordpiece(vocab_size=8000)`, or the path of a saved one")
+        elif any(k in given for k in ("sequence_length",)) or plan.get("task", "classify") != "classify":
+            key = "sequence_length" if "sequence_length" in given else "task"
+            self.fail(f"`{key}` is for text data", given[key].key_span,
+                      "add `tokenizer: ...` and a text source (`dataset: sst2`, a `.txt` file, or `text: COLUMN`)")
         return DataPlan(**plan, origins={k: Origin(span=s.span) for k, s in given.items()})
 
     def data_value(self, key: str, s: n.Setting) -> Any:
         e = s.value
-        v = self.value(e, {})
+        v = None if isinstance(e, n.Call) and key in ("tokenizer", "task") else self.value(e, {})
         if key == "dataset":
             if not isinstance(v, str) or v not in DATASETS:
                 raise self.fail(f"unknown dataset {_show(v)}", e.span,
@@ -561,9 +596,59 @@ class Checker:
         if key in ("file", "test_file"):
             if not isinstance(e, n.Str):
                 raise self.fail(f"`{key}` is a path in quotes, e.g. `{key}: \"data/train.npz\"`", e.span)
-            if not v.endswith((".npz", ".csv")):
-                raise self.fail(f"unsupported data file {v!r}", e.span, "specc reads `.npz` and `.csv` files")
+            if not v.endswith(DATA_FILES):
+                raise self.fail(f"unsupported data file {v!r}", e.span,
+                                "specc reads `.npz` arrays, `.csv`/`.tsv`/`.data` tables and `.txt` text")
             return v
+        if key == "images":
+            if not isinstance(e, n.Str):
+                raise self.fail("`images` is a path in quotes: a folder, or a .tar/.tar.gz of one, with one subfolder "
+                                "per class", e.span)
+            return v
+        if key == "image_size":
+            if not (isinstance(v, tuple) and len(v) == 2 and all(isinstance(d, int) and d > 0 for d in v)):
+                raise self.fail("`image_size` is (height, width), e.g. `image_size: (32, 32)`", e.span)
+            return v
+        if key == "columns":
+            if not isinstance(v, list) or not v or not all(isinstance(i, str) for i in v):
+                raise self.fail("`columns` is a list of column names, e.g. `columns: [user, item, rating]`", e.span)
+            return v
+        if key == "delimiter":
+            if not isinstance(e, n.Str) or len(v.encode().decode("unicode_escape")) != 1:
+                raise self.fail("`delimiter` is one character in quotes, e.g. `delimiter: \"\\t\"`", e.span)
+            return v.encode().decode("unicode_escape")
+        if key == "text":
+            if not isinstance(v, str):
+                raise self.fail("`text` is the name of the column holding the text, e.g. `text: sentence`", e.span)
+            return v
+        if key == "sequence_length":
+            return self.whole(v, e, key, minimum=1)
+        if key == "tokenizer":
+            if isinstance(e, n.Str):
+                return {"path": v}
+            call = e if isinstance(e, n.Call) else n.Call(func=str(v), span=e.span, name_span=e.span) \
+                if isinstance(e, n.Name) else None
+            if call is None or call.func not in TOKENIZERS:
+                raise self.fail(f"unknown tokenizer {_show(v)}", e.span,
+                                did_you_mean(str(v), TOKENIZERS) or
+                                f"tokenizers: {', '.join(TOKENIZERS)}, or the path of a saved one in quotes")
+            options = self.options(call, {"vocab_size": None} if call.func != "chars" else {})
+            size = options.get("vocab_size")
+            if size is not None:
+                self.whole(size, e, "vocab_size", minimum=len(("pad", "unk", "mask")) + 1)
+            return {"kind": call.func, "vocab_size": size}
+        if key == "task":
+            call = e if isinstance(e, n.Call) else n.Call(func=str(v), span=e.span, name_span=e.span)
+            if call.func not in TASKS:
+                raise self.fail(f"unknown task {_show(v)}", e.span,
+                                did_you_mean(str(v), TASKS) or f"tasks: {', '.join(TASKS)}")
+            if call.func != "masked_tokens":
+                self.options(call, {})
+                return call.func
+            rate = self.options(call, {"rate": 0.15})["rate"]
+            if not isinstance(rate, (int, float)) or isinstance(rate, bool) or not 0 < rate < 1:
+                raise self.fail(f"`rate` is a fraction in (0, 1), got {_show(rate)}", call.span)
+            return {"kind": "masked_tokens", "rate": float(rate)}
         if key == "features":
             if not isinstance(v, list) or not v or not all(isinstance(i, str) for i in v):
                 raise self.fail("`features` is a list of column names, e.g. `features: [area, rooms]`", e.span)
@@ -604,6 +689,42 @@ class Checker:
             raise self.fail("`one_hot` is `true` (classes counted from the labels) or the number of classes", e.span)
         raise InternalError(f"no check for setting {key!r}")
 
+    def options(self, call: n.Call, defaults: dict[str, Any]) -> dict[str, Any]:
+        """The keyword (or positional) options of a specc call such as `wordpiece(vocab_size=8000)`."""
+        names = list(defaults)
+        if len(call.args) > len(names):
+            raise self.fail(f"`{call.func}` takes {len(names)} argument{'s' if len(names) != 1 else ''}"
+                            f"{': ' + ', '.join(names) if names else ''}", call.args[len(names)].span)
+        out = dict(defaults)
+        for name, arg in zip(names, call.args):
+            out[name] = self.value(arg, {})
+        for kw in call.kwargs:
+            if kw.name not in names:
+                raise self.fail(f"unknown argument `{kw.name}` for `{call.func}`", kw.name_span,
+                                did_you_mean(kw.name, names) or f"it takes: {', '.join(names) or 'no arguments'}")
+            out[kw.name] = self.value(kw.value, {})
+        return out
+
+    def check_init(self, sec: n.Section) -> InitPlan:
+        given = self.settings(sec.settings, _fields(InitPlan), "`init`")
+        if "from" not in given:
+            raise self.fail("`init` needs `from`: the run directory or .keras file whose weights to take", sec.span,
+                            'e.g. `from: "../runs/pretrain"`')
+        e = given["from"].value
+        if not isinstance(e, n.Str):
+            raise self.fail('`from` is a path in quotes, e.g. `from: "../runs/pretrain"`', e.span)
+        plan: dict[str, Any] = {"from": e.value}
+        for key in ("layers", "freeze"):
+            if key in given:
+                v = self.value(given[key].value, {})
+                v = [v] if isinstance(v, str) else v
+                if not isinstance(v, list) or not all(isinstance(i, str) for i in v):
+                    self.fail(f"`{key}` is a list of layer names or patterns, e.g. `{key}: [embedding, \"dense_*\"]`",
+                              given[key].value.span)
+                else:
+                    plan[key] = v
+        return InitPlan(**plan, origins={k: Origin(span=s.span) for k, s in given.items()})
+
     def check_device(self, s: n.Setting) -> str:
         v = self.value(s.value, {})
         if v not in DEVICES:
@@ -614,7 +735,7 @@ class Checker:
 
 def _fields(model) -> tuple[str, ...]:
     """The settings a section takes: its plan's fields."""
-    return tuple(k for k in model.model_fields if k != "origins")
+    return tuple(f.alias or k for k, f in model.model_fields.items() if k != "origins")
 
 
 def _show(v: Any) -> str:
@@ -652,7 +773,7 @@ def _is_merge(cls_name: str) -> bool:
     """Layers that take a list of tensors: Keras's merge layers, and attention (query, value[, key])."""
     from keras.src.layers.merging.base_merge import Merge
 
-    return issubclass(getattr(import_keras().layers, cls_name), Merge) or cls_name in (
+    return issubclass(catalog("layer").get_class(cls_name), Merge) or cls_name in (
         "MultiHeadAttention", "GroupQueryAttention", "Attention", "AdditiveAttention")
 
 
@@ -666,12 +787,13 @@ def check_spec(spec: n.Spec, source: Source | None = None) -> Plan:
     device = ck.guarded(ck.check_device, top["device"]) if "device" in top else "auto"
     train = ck.guarded(ck.check_train, sections["train"]) if "train" in sections else None
     data = ck.guarded(ck.check_data, sections["data"]) if "data" in sections else None
+    init = ck.guarded(ck.check_init, sections["init"]) if "init" in sections else None
     model = ck.guarded(ck.check_model)
     if ck.errors:
         unique = {(d.span.line, d.span.col, d.message) if d.span else (0, 0, d.message): d for d in reversed(ck.errors)}
         raise SpecError(sorted(unique.values(), key=lambda d: (d.span.line, d.span.col) if d.span else (0, 0)))
     assert model is not None
     name, inputs, layers, outputs = model
-    return Plan(name=name, inputs=inputs, layers=layers, outputs=outputs, train=train, data=data,
+    return Plan(name=name, inputs=inputs, layers=layers, outputs=outputs, train=train, data=data, init=init,
                 device=device or "auto", device_origin=Origin(span=top["device"].span) if "device" in top else Origin(),
                 file=src.file, source=src.text)

@@ -1,4 +1,4 @@
-"""The `specc` command line: check, summary, run.
+"""The `specc` command line: check, summary, run, generate.
 
 Exit codes (also in the README and `specc --help`):
   0 success; 1 error in a spec; 2 usage error; 3 data or runtime error;
@@ -61,6 +61,17 @@ def make_parser() -> argparse.ArgumentParser:
     r.add_argument("--limit", type=_positive, metavar="N", help="train on the first N examples only")
     r.add_argument("--force", action="store_true", help="replace a finished run in --out")
     r.add_argument("--quiet", action="store_true", help="no progress output while training")
+    r.add_argument("--init", metavar="PATH", help="take initial weights from this run directory or .keras file "
+                   "(replaces `from` in the spec's `init` section)")
+
+    g = sub.add_parser("generate", help="sample text from a trained next-token model",
+                       description="Print the prompt followed by text sampled from the language model in RUN_DIR.")
+    g.add_argument("run", metavar="RUN_DIR")
+    g.add_argument("--prompt", required=True, metavar="TEXT", help="the text to continue")
+    g.add_argument("--tokens", type=_positive, default=200, metavar="N", help="how many tokens to sample (200)")
+    g.add_argument("--temperature", type=float, default=1.0, metavar="T",
+                   help="sampling temperature: lower is more conservative, 0 always takes the likeliest (1.0)")
+    g.add_argument("--seed", type=int, metavar="N", help="seed of the sampler, for repeatable output")
     return p
 
 
@@ -112,13 +123,30 @@ def cmd_run(args) -> int:
     from .runner import run_plan
 
     spec = load(args.file)
-    result = run_plan(spec.plan, out=args.out, epochs=args.epochs, limit=args.limit,
+    plan = spec.plan
+    if args.init:
+        from pathlib import Path
+
+        from .plan import InitPlan
+
+        # A path given on the command line is relative to the working directory, not to the spec.
+        source = str(Path(args.init).resolve())
+        init = plan.init.model_copy(update={"source": source}) if plan.init else InitPlan(**{"from": source})
+        plan = plan.model_copy(update={"init": init})
+    result = run_plan(plan, out=args.out, epochs=args.epochs, limit=args.limit,
                       verbose=0 if args.quiet else None, force=args.force)
     m = result.metrics
     test = ", ".join(f"{k} {v:.4f}" for k, v in m["test"].items())
     where = "training data (no test split)" if m["test_on"] == "train" else "test"
     print(f"{where}: {test}")
     print(f"params {m['params']:,}; {m['epochs']} epoch{'' if m['epochs'] == 1 else 's'} in {m['seconds']:.1f} s on {m['device']}; saved to {result.out}")
+    return EXIT_OK
+
+
+def cmd_generate(args) -> int:
+    from .generate import generate_text
+
+    print(generate_text(args.run, args.prompt, args.tokens, args.temperature, args.seed))
     return EXIT_OK
 
 
@@ -129,7 +157,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return EXIT_USAGE
     try:
-        return {"check": cmd_check, "summary": cmd_summary, "run": cmd_run}[args.command](args)
+        return {"check": cmd_check, "summary": cmd_summary, "run": cmd_run, "generate": cmd_generate}[args.command](args)
     except UserError as err:
         print(err.render(), file=sys.stderr)
         return err.exit_code

@@ -14,8 +14,9 @@ import hashlib
 import io
 import os
 import tarfile
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -37,6 +38,10 @@ class Dataset:
     y_test: np.ndarray | None
     test_is_train: bool = False  # no held-out data: metrics are on the training data
     origin: str = ""
+    w_train: np.ndarray | None = None  # per-example (or per-token) loss weights
+    w_test: np.ndarray | None = None
+    vocab: Any = None  # the text vocabulary (`specc.text`), saved with the run
+    classes: list[str] | None = None  # class names of an image folder, by label
 
 
 def cache_dir() -> Path:
@@ -80,39 +85,65 @@ def _file_key(path: Path) -> str:
     return hashlib.sha256(f"{path.resolve()}:{st.st_size}:{st.st_mtime_ns}".encode()).hexdigest()[:16]
 
 
-def _load_cifar_tar(path: Path) -> Dataset:
-    """Decode the image-folder tar (`train/<class>/N.jpg`, `test/<class>/N.jpg`) once; cache as npz."""
-    cached = cache_dir() / f"cifar10-mixed-{_file_key(path)}.npz"
-    if cached.is_file():
-        with np.load(cached, allow_pickle=False) as z:
-            return Dataset(z["x_train"], z["y_train"], z["x_test"], z["y_test"], origin=str(path))
-    from PIL import Image
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp")
 
-    images: dict[str, list] = {"train": [], "test": []}
-    labels: dict[str, list] = {"train": [], "test": []}
-    names: dict[str, list] = {"train": [], "test": []}
+
+def _image_members(path: Path):
+    """(relative path parts, read()) for every image file in a folder or a tar of one."""
+    if path.is_dir():
+        for f in sorted(path.rglob("*")):
+            if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES:
+                yield f.relative_to(path).parts, f.read_bytes
+        return
     with tarfile.open(path, "r:*") as tar:
         for member in tar:
-            parts = Path(member.name).parts
-            if not member.isfile() or len(parts) < 3 or parts[-3] not in images or parts[-2] not in CIFAR10_CLASSES:
-                continue
-            split, cls = parts[-3], parts[-2]
-            with Image.open(io.BytesIO(tar.extractfile(member).read())) as im:  # type: ignore[union-attr]
-                images[split].append(np.asarray(im.convert("RGB"), dtype=np.uint8))
-            labels[split].append(CIFAR10_CLASSES.index(cls))
-            names[split].append(member.name)
-    arrays = {}
-    for split in ("train", "test"):
-        if not images[split]:
-            raise DataError(Diagnostic(f"{path} holds no `{split}/<class>/*.jpg` images"))
-        # The archive is sorted by class; like the official batches, examples are stored in one fixed
-        # mixed order, so that `--limit N` and `validation_split` see every class.
-        order = np.argsort(np.array(names[split]), kind="stable")  # independent of the tar's member order
+            if member.isfile() and Path(member.name).suffix.lower() in IMAGE_SUFFIXES:
+                yield Path(member.name).parts, tar.extractfile(member).read  # type: ignore[union-attr]
+
+
+def load_image_tree(path: Path, size: tuple[int, int] | None = None, cache_name: str = "images") -> Dataset:
+    """Images in `<class>/<file>` folders, or `train/<class>/<file>` and `test/<class>/<file>`, from a
+    folder or a tar of one. Labels number the class folders in sorted order. Decoded once; the arrays
+    are cached under `$SPECC_CACHE_DIR`, so a second run does not decode again."""
+    key = _file_key(path) if path.is_file() else hashlib.sha256(
+        "".join(f"{f}:{f.stat().st_mtime_ns}" for f in sorted(path.rglob("*")) if f.is_file()).encode()).hexdigest()[:16]
+    cached = cache_dir() / f"{cache_name}-{key}{'-%dx%d' % size if size else ''}.npz"
+    if cached.is_file():
+        with np.load(cached, allow_pickle=False) as z:
+            test = "x_test" in z.files
+            return Dataset(z["x_train"], z["y_train"], z["x_test"] if test else None, z["y_test"] if test else None,
+                           origin=str(path), classes=[str(c) for c in z["classes"]])
+    from PIL import Image
+
+    found: dict[str, list[tuple[str, str, np.ndarray]]] = {}
+    for parts, read in _image_members(path):
+        split_at = next((i for i, p in enumerate(parts[:-2]) if p in ("train", "test")), None)
+        split = parts[split_at] if split_at is not None else "train"
+        if len(parts) < 2:
+            continue
+        with Image.open(io.BytesIO(read())) as im:
+            im = im.convert("RGB")
+            if size:
+                im = im.resize((size[1], size[0]))
+            found.setdefault(split, []).append((parts[-2], "/".join(parts), np.asarray(im, dtype=np.uint8)))
+    if not found.get("train"):
+        raise DataError(Diagnostic(f"{path} holds no images in `<class>/<file>` or `train/<class>/<file>` folders"))
+    classes = sorted({c for items in found.values() for c, _, _ in items})
+    arrays: dict[str, np.ndarray] = {"classes": np.array(classes)}
+    for split, items in found.items():
+        shapes = {a.shape for _, _, a in items}
+        if len(shapes) > 1:
+            raise DataError(Diagnostic(f"{path}: the {split} images differ in size ({', '.join(map(str, sorted(shapes)[:3]))})",
+                                       hint="add `image_size: (height, width)` to `data` to resize them"))
+        # Folders list examples class by class; like the official CIFAR batches, examples are kept in one
+        # fixed mixed order, so that `--limit N` and `validation_split` see every class.
+        order = np.argsort(np.array([name for _, name, _ in items]), kind="stable")
         order = order[np.random.default_rng(0).permutation(len(order))]
-        arrays[f"x_{split}"] = np.stack(images[split])[order]
-        arrays[f"y_{split}"] = np.array(labels[split], dtype=np.uint8)[order]
+        arrays[f"x_{split}"] = np.stack([a for _, _, a in items])[order]
+        arrays[f"y_{split}"] = np.array([classes.index(c) for c, _, _ in items], dtype=np.int32)[order]
     _save_npz_atomic(cached, arrays)
-    return Dataset(arrays["x_train"], arrays["y_train"], arrays["x_test"], arrays["y_test"], origin=str(path))
+    return Dataset(arrays["x_train"], arrays["y_train"], arrays.get("x_test"), arrays.get("y_test"), origin=str(path),
+                   classes=classes)
 
 
 def _save_npz_atomic(path: Path, arrays: dict) -> None:
@@ -123,6 +154,36 @@ def _save_npz_atomic(path: Path, arrays: dict) -> None:
         write_atomic(path, lambda f: np.savez(f, **arrays))
     except OSError:
         pass  # a cache that cannot be written only costs time
+
+
+# name -> (folder in $SPECC_DATA_DIR, what it holds)
+TEXT_DATASETS = {"sst2": ("sst2", "`train.tsv` and `dev.tsv` (columns `sentence`, `label`)"),
+                 "tiny_shakespeare": ("tinyshakespeare", "`input.txt`")}
+
+
+def _load_text_dataset(name: str, folder: Path) -> Dataset | None:
+    if name == "tiny_shakespeare":
+        path = folder / "input.txt"
+        if not path.is_file():
+            return None
+        text = path.read_text(encoding="utf-8")
+        cut = int(len(text) * 0.9)  # nanoGPT's split: the first 90% trains, the last 10% validates
+        return Dataset(_texts([text[:cut]]), None, _texts([text[cut:]]), None, origin=str(path))  # type: ignore[arg-type]
+    train, dev = folder / "train.tsv", folder / "dev.tsv"
+    if not (train.is_file() and dev.is_file()):
+        return None
+    splits = []
+    for path in (train, dev):
+        header, rows = read_table(path, "\t")
+        sentence, label = header.index("sentence"), header.index("label")
+        splits += [_texts([r[sentence].strip() for r in rows]), np.array([int(r[label]) for r in rows], dtype=np.int32)]
+    return Dataset(*splits, origin=str(folder))
+
+
+def _texts(items: list[str]) -> np.ndarray:
+    out = np.empty(len(items), dtype=object)
+    out[:] = items
+    return out
 
 
 def load_builtin(name: str) -> Dataset:
@@ -137,7 +198,18 @@ def load_builtin(name: str) -> Dataset:
         elif name == "cifar10":
             tar = folder / "cifar10-jpeg.tar.gz"
             if tar.is_file():
-                return _load_cifar_tar(tar)
+                ds = load_image_tree(tar, cache_name="cifar10")
+                if ds.classes != list(CIFAR10_CLASSES):
+                    raise DataError(Diagnostic(f"{tar} has classes {ds.classes}, not CIFAR-10's"))
+                return ds
+        elif name in TEXT_DATASETS:
+            ds = _load_text_dataset(name, root / TEXT_DATASETS[name][0])
+            if ds:
+                return ds
+    if name in TEXT_DATASETS:
+        raise DataError(Diagnostic(f"dataset `{name}` not found (looked in: {'; '.join(looked) or 'nowhere: SPECC_DATA_DIR is not set'})",
+                                   hint=f"set SPECC_DATA_DIR to a folder holding `{TEXT_DATASETS[name][0]}/` with "
+                                   f"{TEXT_DATASETS[name][1]}"))
     keras_home = os.path.join(os.environ.get("KERAS_HOME", os.path.expanduser("~/.keras")), "datasets")
     looked.append(f"{keras_home} (Keras's cache, then a download)")
     from .keras_env import import_keras
@@ -169,16 +241,8 @@ class _Located:
         return DataError(self.plan.diag(message, origin.span if origin else None, hint))
 
 
-def _resolve_path(plan: Plan, name: str) -> Path:
-    path = Path(name)
-    if not path.is_absolute():
-        base = Path(plan.file).parent if plan.file and not plan.file.startswith("<") else Path.cwd()
-        path = base / path
-    return path
-
-
 def _load_npz(plan: Plan, key: str, where: _Located) -> dict[str, np.ndarray]:
-    path = _resolve_path(plan, getattr(plan.data, key))
+    path = plan.path(getattr(plan.data, key))
     if not path.is_file():
         raise where.error(key, f"data file not found: {path}")
     try:
@@ -188,36 +252,74 @@ def _load_npz(plan: Plan, key: str, where: _Located) -> dict[str, np.ndarray]:
         raise where.error(key, f"cannot read {path} as .npz: {err}") from None
 
 
-def _load_csv(plan: Plan, key: str, where: _Located) -> tuple[np.ndarray, np.ndarray]:
+def read_table(path: Path, delimiter: str, columns: list[str] | None = None) -> tuple[list[str], list[list[str]]]:
+    """(column names, rows) of a delimited text file; `columns` names them when there is no header row.
+    Tab-separated files are read without quoting (as GLUE and MovieLens write them)."""
+    quoting = csv.QUOTE_NONE if delimiter == "\t" else csv.QUOTE_MINIMAL
+    with open(path, newline="", encoding="utf-8-sig") as f:
+        rows = [r for r in csv.reader(f, delimiter=delimiter, quoting=quoting) if r]
+    header = list(columns) if columns else (rows.pop(0) if rows else [])
+    return header, rows
+
+
+def _load_table(plan: Plan, key: str, where: _Located):
+    """(x, y) from a csv/tsv/data file: number columns (`features`), a text column (`text`), or, for a
+    model with several inputs, the columns named after the inputs; `target` is y."""
     d = plan.data
     assert d is not None
-    path = _resolve_path(plan, getattr(d, key))
+    path = plan.path(getattr(d, key))
+    if not path.is_file():
+        raise where.error(key, f"data file not found: {path}")
+    delimiter = d.delimiter or ("\t" if path.suffix in (".tsv", ".data") else ",")
+    try:
+        columns, rows = read_table(path, delimiter, d.columns)
+    except (UnicodeDecodeError, csv.Error) as err:
+        raise where.error(key, f"cannot read {path} as delimited text: {err}") from None
+    if not columns or not rows:
+        raise where.error(key, f"{path} is empty" if not columns else f"{path} has a header but no rows")
+    short = next((i for i, r in enumerate(rows) if len(r) < len(columns)), None)
+    if short is not None:
+        line = short + (1 if d.columns else 2)
+        raise where.error(key, f"{path.name}, line {line}: {len(rows[short])} fields, expected {len(columns)} "
+                          f"({', '.join(columns)})",
+                          f"is the delimiter {delimiter!r} right? set `delimiter:` in `data`" if len(rows[short]) == 1 else None)
+    several = len(plan.inputs) > 1 and not d.features and not d.text
+    wanted = ([(i.name, "columns" if d.columns else key) for i in plan.inputs] if several
+              else [(c, "features") for c in d.features or []]) + [(c, k) for c, k in ((d.text, "text"), (d.target, "target")) if c]
+    for col, setting in wanted:
+        if col not in columns:
+            why = " (a model with several inputs reads the columns named after its inputs)" if several else ""
+            raise where.error(setting if where.origins.get(setting) else key,
+                              f"column `{col}` is not in {path.name}{why}; its columns are: {', '.join(columns)}",
+                              did_you_mean(col, columns))
+
+    def numbers(name: str) -> np.ndarray:
+        i = columns.index(name)
+        try:
+            return np.array([float(r[i]) for r in rows], dtype=np.float32)
+        except (TypeError, ValueError):
+            bad = next(k for k, r in enumerate(rows) if not _is_float(r[i]))
+            line = bad + (1 if d.columns else 2)
+            raise where.error(key, f"{path.name}, line {line}, column `{name}`: {rows[bad][i]!r} is not a number") from None
+
+    if d.text:
+        x: Any = _texts([r[columns.index(d.text)] for r in rows])
+    elif several:
+        x = {i.name: numbers(i.name) for i in plan.inputs}
+    else:
+        x = np.stack([numbers(c) for c in d.features or []], axis=1)
+    return x, numbers(d.target) if d.target else None
+
+
+def _load_text_file(plan: Plan, key: str, where: _Located):
+    """A plain text corpus: the whole file is one stream of text."""
+    path = plan.path(getattr(plan.data, key))
     if not path.is_file():
         raise where.error(key, f"data file not found: {path}")
     try:
-        with open(path, newline="", encoding="utf-8-sig") as f:
-            reader = csv.DictReader(f)
-            columns = reader.fieldnames or []
-            rows = list(reader)
-    except (UnicodeDecodeError, csv.Error) as err:
-        raise where.error(key, f"cannot read {path} as csv text: {err}") from None
-    if not columns or not rows:
-        raise where.error(key, f"{path} is empty" if not columns else f"{path} has a header but no rows")
-    for col in list(d.features or []) + [d.target]:
-        if col not in columns:
-            setting = "target" if col == d.target else "features"
-            raise where.error(setting, f"column `{col}` is not in {path.name}; its columns are: {', '.join(columns)}",
-                              did_you_mean(col, columns))
-
-    def column(name: str) -> np.ndarray:
-        try:
-            return np.array([float(r[name]) for r in rows], dtype=np.float32)
-        except (TypeError, ValueError):
-            bad = next(i for i, r in enumerate(rows) if not _is_float(r[name]))
-            raise where.error(key, f"{path.name}, row {bad + 2}, column `{name}`: {rows[bad][name]!r} is not a number") from None
-
-    x = np.stack([column(c) for c in d.features or []], axis=1)
-    return x, column(d.target)  # type: ignore[arg-type]
+        return _texts([path.read_text(encoding="utf-8")]), None
+    except UnicodeDecodeError as err:
+        raise where.error(key, f"{path} is not UTF-8 text: {err}") from None
 
 
 def _load_file(plan: Plan, key: str, where: _Located):
@@ -226,8 +328,10 @@ def _load_file(plan: Plan, key: str, where: _Located):
     The loader follows each file's own extension. For `test_file` the first pair is the test split."""
     d = plan.data
     name = getattr(d, key)
-    if name.endswith(".csv"):
-        return (*_load_csv(plan, key, where), None, None)
+    if name.endswith((".csv", ".tsv", ".data")):
+        return (*_load_table(plan, key, where), None, None)
+    if name.endswith(".txt"):
+        return (*_load_text_file(plan, key, where), None, None)
     arrays = _load_npz(plan, key, where)
     if len(plan.inputs) > 1 or len(plan.outputs) > 1:
         return _named_arrays(plan, arrays, where, key)
@@ -273,10 +377,22 @@ def load_dataset(plan: Plan) -> Dataset:
             return load_builtin(d.dataset)
         except DataError as err:  # blame the `dataset:` line of the spec
             raise where.error("dataset", err.first.message, err.first.hint) from None
+    if d.images:
+        path = plan.path(d.images)
+        if not path.exists():
+            raise where.error("images", f"image folder not found: {path}")
+        try:
+            return _split(load_image_tree(path, d.image_size), d.test_split)
+        except DataError as err:
+            raise where.error("images", err.first.message, err.first.hint) from None
     if d.file:
         x, y, xt, yt = _load_file(plan, "file", where)
         if d.test_file:
             xt, yt, _, _ = _load_file(plan, "test_file", where)
+        if d.file.endswith(".txt") and xt is None and d.test_split > 0:  # a corpus splits at a character
+            text = x[0]
+            cut = len(text) - max(1, int(round(len(text) * d.test_split)))
+            return Dataset(_texts([text[:cut]]), None, _texts([text[cut:]]), None, origin=d.file)  # type: ignore[arg-type]
         return _split(Dataset(x, y, xt, yt, origin=d.file), d.test_split)
     x, y = np.asarray(d.x, dtype=np.float32), np.asarray(d.y, dtype=np.float32)
     xt = np.asarray(d.x_test, dtype=np.float32) if isinstance(d.x_test, list) else None
@@ -311,7 +427,9 @@ def count_examples(a) -> int:
     return len(next(iter(a.values()))) if isinstance(a, dict) else len(a)
 
 
-def _take(a, sl: slice):
+def take(a, sl):
+    if a is None:
+        return None
     return {k: v[sl] for k, v in a.items()} if isinstance(a, dict) else a[sl]
 
 
@@ -321,9 +439,9 @@ def _split(ds: Dataset, test_split: float) -> Dataset:
     if test_split > 0:
         k = count_examples(ds.x_train) - max(1, int(round(count_examples(ds.x_train) * test_split)))
         head, tail = slice(None, k), slice(k, None)
-        return Dataset(_take(ds.x_train, head), _take(ds.y_train, head), _take(ds.x_train, tail),
-                       _take(ds.y_train, tail), origin=ds.origin)
-    return Dataset(ds.x_train, ds.y_train, ds.x_train, ds.y_train, test_is_train=True, origin=ds.origin)
+        return replace(ds, x_train=take(ds.x_train, head), y_train=take(ds.y_train, head),
+                       x_test=take(ds.x_train, tail), y_test=take(ds.y_train, tail))
+    return replace(ds, x_test=ds.x_train, y_test=ds.y_train, test_is_train=True)
 
 
 # --- preprocessing -----------------------------------------------------------
@@ -334,7 +452,9 @@ def prepare(plan: Plan, ds: Dataset, limit: int | None = None) -> Dataset:
     d = plan.data
     assert d is not None
     where = _Located(plan)
-    culprit = "dataset" if d.dataset else "file" if d.file else "x"
+    culprit = "dataset" if d.dataset else "file" if d.file else "images" if d.images else "x"
+    if d.is_text or (d.file or "").endswith(".txt"):
+        ds = _prepare_text(plan, ds, where, culprit)
     for split, xs, ys in (("training", ds.x_train, ds.y_train), ("test", ds.x_test, ds.y_test)):
         if xs is None or ys is None:
             continue
@@ -347,10 +467,10 @@ def prepare(plan: Plan, ds: Dataset, limit: int | None = None) -> Dataset:
                               f"{sorted({len(a) for a in arrays})}")
     classes = _count_classes(d.one_hot, ds) if d.one_hot else None  # from all labels, before any limit
     if limit is not None:
-        ds = Dataset(_take(ds.x_train, slice(limit)), _take(ds.y_train, slice(limit)), ds.x_test, ds.y_test,
-                     ds.test_is_train, ds.origin)
+        ds = replace(ds, x_train=take(ds.x_train, slice(limit)), y_train=take(ds.y_train, slice(limit)),
+                     w_train=take(ds.w_train, slice(limit)))
         if ds.test_is_train:
-            ds.x_test, ds.y_test = ds.x_train, ds.y_train
+            ds.x_test, ds.y_test, ds.w_test = ds.x_train, ds.y_train, ds.w_train
 
     def fit_x(x):
         if isinstance(x, dict):
@@ -381,10 +501,83 @@ def prepare(plan: Plan, ds: Dataset, limit: int | None = None) -> Dataset:
 
     x_train, y_train = fit_x(ds.x_train), fit_y(ds.y_train)
     if ds.test_is_train:
-        return Dataset(x_train, y_train, x_train, y_train, True, ds.origin)
+        return replace(ds, x_train=x_train, y_train=y_train, x_test=x_train, y_test=y_train, w_test=ds.w_train)
     x_test = fit_x(ds.x_test) if ds.x_test is not None else None
     y_test = fit_y(ds.y_test) if ds.y_test is not None else None
-    return Dataset(x_train, y_train, x_test, y_test, False, ds.origin)
+    return replace(ds, x_train=x_train, y_train=y_train, x_test=x_test, y_test=y_test)
+
+
+# --- text ----------------------------------------------------------------------
+
+
+def _prepare_text(plan: Plan, ds: Dataset, where: _Located, culprit: str) -> Dataset:
+    """Texts -> token ids: train (or load) the vocabulary, then shape the examples for the task."""
+    from .text import encode_texts, mask_tokens, next_token_windows
+
+    d = plan.data
+    assert d is not None and d.sequence_length is not None
+    if not _holds_text(ds.x_train):
+        raise where.error(culprit, "the data holds no text for the tokenizer",
+                          "name the text column (`text: sentence`) or use a `.txt` file")
+    vocab = _vocabulary(plan, ds, where)
+    task = d.task if isinstance(d.task, str) else d.task["kind"]
+    length = d.sequence_length
+    rng = np.random.default_rng(plan.train.seed if plan.train and plan.train.seed is not None else 0)
+    corpus = len(ds.x_train) == 1 and ds.y_train is None  # one stream of text, not examples
+
+    def sequences(texts) -> np.ndarray:  # (examples, length) ids
+        if corpus:
+            return next_token_windows(vocab.ids("".join(texts)), length)[0]
+        return encode_texts(vocab, [str(t) for t in texts], length)
+
+    def shaped(texts, labels):
+        if task == "next_token":  # y is x shifted by one token
+            return (*next_token_windows(vocab.ids(("" if corpus else "\n").join(texts)), length), None)
+        x = sequences(texts)
+        if task == "masked_tokens":
+            return mask_tokens(x, d.task["rate"], vocab.size, rng)
+        if labels is None:
+            raise where.error("task" if where.origins.get("task") else culprit,
+                              "this text has no labels to classify",
+                              "name the label column (`target: label`), or pre-train with `task: next_token` or "
+                              "`task: masked_tokens`")
+        return x, labels, None
+
+    x, y, w = shaped(ds.x_train, ds.y_train)
+    out = replace(ds, x_train=x, y_train=y, w_train=w, vocab=vocab)
+    if ds.test_is_train:
+        return replace(out, x_test=x, y_test=y, w_test=w)
+    if ds.x_test is not None:
+        xt, yt, wt = shaped(ds.x_test, ds.y_test)
+        out = replace(out, x_test=xt, y_test=yt, w_test=wt)
+    return out
+
+
+def _holds_text(x) -> bool:
+    return isinstance(x, np.ndarray) and x.dtype == object and len(x) > 0 and isinstance(x[0], str)
+
+
+def _vocabulary(plan: Plan, ds: Dataset, where: _Located):
+    """The `tokenizer` trained on the training text, or a saved one: the path given, else the vocabulary
+    of the run that `init` starts from (its embeddings only make sense with it)."""
+    from .text import train_vocabulary, vocabulary_from_json
+
+    d = plan.data
+    assert d is not None
+    tok = d.tokenizer
+    if tok is not None and "path" not in tok:
+        return train_vocabulary(tok["kind"], [str(t) for t in ds.x_train], tok["vocab_size"])
+    name, span = (tok["path"], d.span("tokenizer")) if tok else (plan.init.source, plan.init.span("from"))  # type: ignore[union-attr]
+    path = plan.path(name)
+    if path.is_dir():
+        path = path / "tokenizer.json"
+    if not path.is_file():
+        raise DataError(plan.diag(f"no saved vocabulary at {path}", span,
+                                  "name a run directory of a text model, or its `tokenizer.json`"))
+    try:
+        return vocabulary_from_json(path.read_text(encoding="utf-8"))
+    except (ValueError, KeyError, TypeError, UnicodeDecodeError) as err:
+        raise DataError(plan.diag(f"cannot read the vocabulary in {path}: {err}", span)) from None
 
 
 def _count_classes(one_hot: bool | int, ds: Dataset) -> int:

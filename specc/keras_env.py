@@ -22,6 +22,10 @@ def import_keras():
 
 def keras_module(path: str):
     """`"keras.optimizers.schedules"` -> that module, Keras imported lazily."""
+    if path == "specc.extras":
+        from . import extras
+
+        return extras
     mod = import_keras()
     for part in path.split(".")[1:]:
         mod = getattr(mod, part)

@@ -7,6 +7,7 @@ strings, tuples, lists) or `Obj` for a configured Keras object (`l2(1e-4)`).
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -47,10 +48,22 @@ class LayerNode(BaseModel):
     cls: str
     kwargs: dict[str, Any]
     inputs: list[str]
+    call_kwargs: dict[str, Any] = {}  # options of the call, not the constructor (`use_causal_mask`)
     origin: Origin = Field(default_factory=Origin, exclude=True)
 
 
-class TrainPlan(BaseModel):
+class Settings(BaseModel):
+    """A settings section's values, with where each setting was written."""
+
+    origins: dict[str, Origin] = Field(default_factory=dict, exclude=True)
+
+    def span(self, key: str) -> Span | None:
+        """Where setting `key` was written, if it was."""
+        origin = self.origins.get(key)
+        return origin.span if origin else None
+
+
+class TrainPlan(Settings):
     loss: Any = None  # str or Obj
     optimizer: Any = "adam"  # str or Obj
     metrics: list[Any] = []
@@ -60,15 +73,10 @@ class TrainPlan(BaseModel):
     seed: int | None = None
     shuffle: bool = True
     early_stopping: Obj | None = None
-    origins: dict[str, Origin] = Field(default_factory=dict, exclude=True)
-
-    def span(self, key: str) -> Span | None:
-        """Where setting `key` was written, if it was."""
-        origin = self.origins.get(key)
-        return origin.span if origin else None
+    validation: int | None = None  # k of k-fold cross-validation: `validation: kfold(5)`
 
 
-class DataPlan(BaseModel):
+class DataPlan(Settings):
     dataset: str | None = None
     file: str | None = None
     test_file: str | None = None
@@ -83,7 +91,26 @@ class DataPlan(BaseModel):
     flatten: bool = False
     reshape: tuple[int, ...] | None = None
     one_hot: bool | int = False
-    origins: dict[str, Origin] = Field(default_factory=dict, exclude=True)
+    columns: list[str] | None = None  # column names of a delimited file without a header row
+    delimiter: str | None = None  # default: tab for .tsv and .data, comma otherwise
+    text: str | None = None  # the column holding text
+    tokenizer: Any = None  # {"kind": chars|words|wordpiece, "vocab_size": N} or a path to a saved one
+    sequence_length: int | None = None
+    task: Any = "classify"  # classify, next_token, or {"kind": "masked_tokens", "rate": 0.15}
+    images: str | None = None  # a folder (or tar) with one subfolder per class
+    image_size: tuple[int, int] | None = None
+
+    @property
+    def is_text(self) -> bool:
+        return self.tokenizer is not None or self.text is not None or self.dataset in ("sst2", "tiny_shakespeare")
+
+
+class InitPlan(Settings):
+    """Weights taken from an earlier run (`init` section): which layers, and which to freeze."""
+
+    source: str = Field(alias="from")  # a run directory or a .keras file, relative to the spec file
+    layers: list[str] | None = None  # names or glob patterns; None: every layer both models have
+    freeze: list[str] = []
 
 
 class Plan(BaseModel):
@@ -93,10 +120,19 @@ class Plan(BaseModel):
     outputs: list[str]
     train: TrainPlan | None = None
     data: DataPlan | None = None
+    init: InitPlan | None = None
     device: str = "auto"
     device_origin: Origin = Field(default_factory=Origin, exclude=True)
     file: str = Field(default="<string>", exclude=True)
     source: str = Field(default="", exclude=True, repr=False)
+
+    def path(self, name: str) -> Path:
+        """A path the spec names: relative paths start at the spec file's folder (or the working directory)."""
+        path = Path(name)
+        if not path.is_absolute():
+            base = Path(self.file).parent if self.file and not self.file.startswith("<") else Path.cwd()
+            path = base / path
+        return path
 
     def diag(self, message: str, span: Span | None = None, hint: str | None = None,
              notes: list[str] | None = None) -> Diagnostic:

@@ -22,8 +22,8 @@ import numpy as np
 from . import __version__
 from .artifacts import write_atomic, write_atomic_with
 from .build import build_model, make_object
-from .data import Dataset, count_examples, load_dataset, prepare
-from .errors import DataError, Diagnostic, SpecError, UsageError
+from .data import Dataset, count_examples, load_dataset, prepare, take
+from .errors import DataError, Diagnostic, SpecError, UsageError, did_you_mean
 from .keras_env import import_keras
 from .catalog import catalog
 from .plan import Obj, Plan
@@ -121,12 +121,88 @@ def _check_labels(plan: Plan, model, data: Dataset) -> None:
                 hint="make the last layer as wide as the number of classes"))
 
 
-def compile_model(plan: Plan, model) -> None:
-    """Compile with the spec's optimizer, loss and metrics (the `train` section)."""
+def compile_model(plan: Plan, model, weighted: bool = False) -> None:
+    """Compile with the spec's optimizer, loss and metrics (the `train` section). With per-token loss
+    weights (masked-token pre-training), the metrics are weighted the same way."""
     train = plan.train
     assert train is not None
+    metrics = [make_object(m) for m in train.metrics]
     model.compile(optimizer=make_object(train.optimizer), loss=make_object(train.loss),
-                  metrics=[make_object(m) for m in train.metrics])
+                  metrics=None if weighted else metrics, weighted_metrics=metrics if weighted else None)
+
+
+def apply_init(plan: Plan, model) -> list[str]:
+    """Copy weights from the run or `.keras` file `init` names into the layers it names (glob patterns;
+    all layers both models have by default), then freeze the `freeze` layers. Returns the layers taken."""
+    from fnmatch import fnmatchcase
+
+    from .extras import load_model
+
+    init = plan.init
+    assert init is not None
+    path = plan.path(init.source)
+    file = path / "model.keras" if path.is_dir() else path
+    if not file.is_file():
+        raise DataError(plan.diag(f"`init` found no saved model at {file}", init.span("from"),
+                                  "name a finished run directory (it holds model.keras) or a .keras file"))
+    try:
+        source = load_model(file)
+    except Exception as err:  # noqa: BLE001 - a corrupt or foreign file
+        raise DataError(plan.diag(f"`init` cannot load {file}: {str(err).splitlines()[0][:300]}",
+                                  init.span("from"))) from None
+    theirs = {layer.name: layer for layer in source.layers if layer.weights}
+    ours = {layer.name: layer for layer in model.layers if layer.weights}
+    taken: list[str] = []
+    for pattern in init.layers or ["*"]:
+        names = [name for name in ours if fnmatchcase(name, pattern)]
+        if init.layers and not [name for name in names if name in theirs]:
+            where = "this model" if not names else str(file)
+            close = did_you_mean(pattern, list(ours if not names else theirs))
+            raise SpecError(plan.diag(f"`init` names layer `{pattern}`, but {where} has no layer with weights by that name",
+                                      init.span("layers"), close or f"layers both have: {', '.join(n for n in ours if n in theirs) or 'none'}"))
+        for name in names:
+            if name not in theirs:
+                continue
+            want = [tuple(w.shape) for w in ours[name].weights]
+            have = [tuple(w.shape) for w in theirs[name].weights]
+            if want != have:
+                raise SpecError(plan.diag(
+                    f"`init` cannot copy layer `{name}`: its weights have shapes {have} in {file} but {want} here",
+                    init.span("layers") or init.span("from"),
+                    "give the layer the same arguments as in the run it comes from, or leave it out of `layers`"))
+            ours[name].set_weights(theirs[name].get_weights())
+            taken.append(name)
+    every = {layer.name: layer for layer in model.layers}
+    for pattern in init.freeze:
+        names = [name for name in every if fnmatchcase(name, pattern)]
+        if not names:
+            raise SpecError(plan.diag(f"`freeze` names layer `{pattern}`, but the model has no such layer",
+                                      init.span("freeze"), did_you_mean(pattern, list(every))))
+        for name in names:
+            every[name].trainable = False
+    return list(dict.fromkeys(taken))
+
+
+def _check_ids(plan: Plan, data: Dataset) -> None:
+    """Integer inputs that feed an `embedding` must be ids below its `input_dim`: JAX does not check."""
+    for inp in plan.inputs:
+        if not inp.dtype.startswith(("int", "uint")):
+            continue
+        for node in plan.layers:
+            if node.cls != "Embedding" or inp.name not in node.inputs:
+                continue
+            size = node.kwargs.get("input_dim")
+            for split, x in (("training", data.x_train), ("test", data.x_test)):
+                x = x.get(inp.name) if isinstance(x, dict) else x
+                if x is None or not len(x) or not isinstance(size, int):
+                    continue
+                lo, hi = int(np.min(x)), int(np.max(x))
+                if hi >= size or lo < 0:
+                    vocab = f" (the vocabulary has {data.vocab.size} tokens)" if data.vocab is not None else ""
+                    raise DataError(plan.diag(
+                        f"{split} ids of input `{inp.name}` run from {lo} to {hi}{vocab}, but `{node.name}` has "
+                        f"input_dim {size} (ids 0..{size - 1})", node.origin.span,
+                        f"make input_dim at least {hi + 1}", node.origin.notes))
 
 
 def fit_options(plan: Plan) -> dict[str, Any]:
@@ -154,13 +230,22 @@ def run_plan(plan: Plan, out: str | Path | None = None, epochs: int | None = Non
     data = prepare(plan, load_dataset(plan), limit)
     model = build_model(plan)
     _check_labels(plan, model, data)
+    _check_ids(plan, data)
+    taken = apply_init(plan, model) if plan.init else []
+    if verbose is None:
+        verbose = 1 if sys.stdout.isatty() else 2
+    folds = _cross_validate(plan, data, epochs, verbose) if train.validation else None
     out_dir = Path(out) if out else default_out(plan.file)
     _prepare_out(out_dir, force)
     if plan.source:
         write_atomic(out_dir / "spec.model", plan.source)
+    if data.vocab is not None:
+        write_atomic(out_dir / "tokenizer.json", data.vocab.to_json())
+    if data.classes is not None:
+        write_atomic(out_dir / "classes.json", json.dumps(data.classes) + "\n")
 
     try:
-        compile_model(plan, model)
+        compile_model(plan, model, weighted=data.w_train is not None)
     except (ValueError, TypeError) as err:
         raise SpecError(plan.diag(
             f"Keras cannot compile the model with these training settings: {str(err).splitlines()[0][:400]}",
@@ -170,8 +255,9 @@ def run_plan(plan: Plan, out: str | Path | None = None, epochs: int | None = Non
     if train.early_stopping is not None:
         callbacks.append(make_object(train.early_stopping))
     n_epochs = epochs if epochs is not None else train.epochs
-    if verbose is None:
-        verbose = 1 if sys.stdout.isatty() else 2
+    if verbose and taken:
+        print(f"init: {len(taken)} layers from {plan.init.source}: {', '.join(taken)}"  # type: ignore[union-attr]
+              + (f"; frozen: {', '.join(plan.init.freeze)}" if plan.init.freeze else ""), flush=True)  # type: ignore[union-attr]
     if verbose:
         test = "the training data" if data.test_is_train else f"{count_examples(data.x_test):,} test examples"
         print(f"training `{plan.name}` ({model.count_params():,} params) on {count_examples(data.x_train):,} examples "
@@ -179,8 +265,8 @@ def run_plan(plan: Plan, out: str | Path | None = None, epochs: int | None = Non
               f"evaluating on {test}; writing {out_dir}", flush=True)
     start = time.perf_counter()
     try:
-        fit = model.fit(data.x_train, data.y_train, epochs=n_epochs, callbacks=callbacks, verbose=verbose,
-                        **fit_options(plan))
+        fit = model.fit(data.x_train, data.y_train, sample_weight=data.w_train, epochs=n_epochs, callbacks=callbacks,
+                        verbose=verbose, **fit_options(plan))
     except KeyboardInterrupt:
         print(f"specc: interrupted during training; {out_dir} holds spec.model only (no model was saved)",
               file=sys.stderr)
@@ -205,8 +291,8 @@ def run_plan(plan: Plan, out: str | Path | None = None, epochs: int | None = Non
             train.span("optimizer"),
             hint="lower the learning rate, or check the data for NaN or huge values"))
     try:
-        test = model.evaluate(data.x_test, data.y_test, batch_size=max(train.batch_size, 256), verbose=0,
-                              return_dict=True)
+        test = model.evaluate(data.x_test, data.y_test, sample_weight=data.w_test, batch_size=max(train.batch_size, 256),
+                              verbose=0, return_dict=True)
     except (ValueError, TypeError) as err:
         raise DataError(plan.diag(
             f"evaluation on the test split failed: {str(err).splitlines()[0][:400]}; "
@@ -230,8 +316,54 @@ def run_plan(plan: Plan, out: str | Path | None = None, epochs: int | None = Non
         "device": platform,
         "versions": _versions(),
     }
+    if folds is not None:
+        metrics["cross_validation"] = folds
+    if taken:
+        metrics["init"] = {"from": plan.init.source, "layers": taken, "frozen": plan.init.freeze}  # type: ignore[union-attr]
+    if data.vocab is not None:
+        metrics["vocabulary"] = {"kind": data.vocab.kind, "size": data.vocab.size}
     write_atomic(out_dir / "metrics.json", json.dumps(metrics, indent=2) + "\n")
     return RunResult(out=out_dir, metrics=metrics, history=history, model=model)
+
+
+def _cross_validate(plan: Plan, data: Dataset, epochs: int | None, verbose) -> dict[str, Any]:
+    """k-fold cross-validation on the training data: a fresh model per fold, trained on the other k-1
+    folds and evaluated on its own. Returns each metric's mean, standard deviation and fold values."""
+    train = plan.train
+    assert train is not None and train.validation is not None
+    k = train.validation
+    n = count_examples(data.x_train)
+    if n < k:
+        raise DataError(plan.diag(f"{k}-fold cross-validation needs at least {k} training examples, got {n}",
+                                  train.span("validation")))
+    order = np.random.default_rng(train.seed or 0).permutation(n)
+    parts = np.array_split(order, k)
+    scores: dict[str, list[float]] = {}
+    keras = import_keras()
+    for i, held in enumerate(parts):
+        rest = np.concatenate([p for j, p in enumerate(parts) if j != i])
+        if train.seed is not None:
+            keras.utils.set_random_seed(train.seed + i)
+        model = build_model(plan)
+        if plan.init:
+            apply_init(plan, model)
+        compile_model(plan, model, weighted=data.w_train is not None)
+        model.fit(take(data.x_train, rest), take(data.y_train, rest), sample_weight=take(data.w_train, rest),
+                  epochs=epochs if epochs is not None else train.epochs, verbose=0, **fit_options(plan))
+        result = model.evaluate(take(data.x_train, held), take(data.y_train, held),
+                                sample_weight=take(data.w_train, held), verbose=0, return_dict=True)
+        for name, value in result.items():
+            scores.setdefault(name, []).append(float(value))
+        if verbose:
+            shown = ", ".join(f"{name} {float(v):.4g}" for name, v in result.items())
+            print(f"fold {i + 1}/{k}: {shown}", flush=True)
+    if train.seed is not None:
+        keras.utils.set_random_seed(train.seed)  # the final model trains as it would without folds
+    summary = {name: {"mean": float(np.mean(v)), "std": float(np.std(v, ddof=1)), "folds": v} for name, v in scores.items()}
+    if verbose:
+        print(f"{k}-fold cross-validation: " + ", ".join(
+            f"{name} {s['mean']:.4g} ± {s['std']:.2g}" for name, s in summary.items()), flush=True)
+    return {"k": k, **summary}
 
 
 def _shapes(a) -> str:

@@ -87,7 +87,7 @@ def test_csv_empty_and_non_numeric(tmp_path):
     with pytest.raises(specc.DataError, match="h.csv is empty"):
         load_dataset(specc.load(tmp_path / "s.model").plan)
     (tmp_path / "h.csv").write_text("a,b,c\n1,2,3\n4,x,6\n")
-    with pytest.raises(specc.DataError, match=r"h.csv, row 3, column `b`: 'x' is not a number"):
+    with pytest.raises(specc.DataError, match=r"h.csv, line 3, column `b`: 'x' is not a number"):
         load_dataset(specc.load(tmp_path / "s.model").plan)
 
 
@@ -178,7 +178,7 @@ def test_test_file_of_another_kind(tmp_path):
 def test_csv_that_is_not_text(tmp_path):
     (tmp_path / "h.csv").write_bytes(b"a,b,c\n\xff\xfe\x00,2,3\n")
     (tmp_path / "s.model").write_text(MODEL + 'data {\n  file: "h.csv"\n  features: [a, b]\n  target: c\n}\n')
-    with pytest.raises(specc.DataError, match="cannot read .*h.csv as csv text") as info:
+    with pytest.raises(specc.DataError, match="cannot read .*h.csv as delimited text") as info:
         load_dataset(specc.load(tmp_path / "s.model").plan)
     assert info.value.line == 6
 

@@ -45,11 +45,39 @@ def hand_written(name):
                              L.GlobalAveragePooling2D(), L.Dense(10, activation="softmax")])
     if name == "linear_regression":
         return k.Sequential([k.Input((1,)), L.Dense(1)])
+    if name == "cifar10_resnet20":
+        return resnet20_by_hand()
     raise KeyError(name)
 
 
+def resnet20_by_hand():
+    """ResNet-20 (He et al. 2015, CIFAR-10 variant, projection shortcuts) as Keras code."""
+    k = keras()
+    L = k.layers
+
+    def conv_bn(x, filters, size=3, stride=1):
+        x = L.Conv2D(filters, size, strides=stride, padding="same", use_bias=False,
+                     kernel_initializer="he_normal", kernel_regularizer=k.regularizers.L2(1e-4))(x)
+        return L.BatchNormalization(momentum=0.9)(x)
+
+    def block(x, filters, down=False):
+        y = conv_bn(x, filters, stride=2 if down else 1)
+        y = conv_bn(L.ReLU()(y), filters)
+        shortcut = conv_bn(x, filters, size=1, stride=2) if down else x
+        return L.ReLU()(L.Add()([y, shortcut]))
+
+    inputs = k.Input((32, 32, 3))
+    x = L.RandomFlip("horizontal")(L.RandomCrop(32, 32)(L.ZeroPadding2D(4)(inputs)))
+    x = L.ReLU()(conv_bn(x, 16))
+    for stage, filters in enumerate((16, 32, 64)):
+        for i in range(3):
+            x = block(x, filters, down=stage > 0 and i == 0)
+    outputs = L.Dense(10, activation="softmax")(L.GlobalAveragePooling2D()(x))
+    return k.Model(inputs, outputs)
+
+
 EXPECTED_PARAMS = {"mnist": 34_826, "mnist_mlp": 101_770, "mnist_sgd": 27_210, "linear_regression": 2,
-                   "cifar10_cnn": 289_642}
+                   "cifar10_cnn": 289_642, "cifar10_resnet20": 274_042}
 
 
 def test_every_spec_is_covered():
@@ -62,7 +90,7 @@ def test_spec_matches_hand_written_keras(path):
     reference = hand_written(path.stem)
     assert model.count_params() == reference.count_params() == EXPECTED_PARAMS[path.stem]
     ours = [(type(l).__name__, tuple(l.output.shape)) for l in model.layers if type(l).__name__ != "InputLayer"]
-    theirs = [(type(l).__name__, tuple(l.output.shape)) for l in reference.layers]
+    theirs = [(type(l).__name__, tuple(l.output.shape)) for l in reference.layers if type(l).__name__ != "InputLayer"]
     # MaxPool2D is Keras's own alias of MaxPooling2D: the same class.
     assert ours == theirs
 
@@ -87,7 +115,7 @@ def test_linear_regression_matches_least_squares(tmp_path):
 
 
 @pytest.mark.parametrize("name, limit, floor", [("mnist_mlp", 6000, 0.85), ("mnist_sgd", 6000, 0.85),
-                                                ("cifar10_cnn", 5000, 0.25)])
+                                                ("cifar10_cnn", 5000, 0.25), ("cifar10_resnet20", 5000, 0.25)])
 def test_short_run_learns(tmp_path, data_dir, name, limit, floor):
     result = specc.load(ROOT / "specs" / f"{name}.model").run(out=tmp_path / "run", epochs=1, limit=limit)
     assert result.metrics["examples"] == limit

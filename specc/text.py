@@ -1,0 +1,147 @@
+"""Text to token ids: character vocabularies, and word/WordPiece vocabularies trained with
+Hugging Face `tokenizers` (Rust, no TensorFlow).
+
+Every vocabulary reserves id 0 for padding, 1 for unknown text and 2 for the mask of masked-token
+pre-training; a run saves its vocabulary as `tokenizer.json` and later runs (`specc generate`,
+a fine-tuning spec that starts from the run) read it back.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Iterable
+
+import numpy as np
+
+SPECIALS = ("[PAD]", "[UNK]", "[MASK]")
+PAD, UNK, MASK = 0, 1, 2
+KINDS = ("chars", "words", "wordpiece")
+
+
+class CharVocabulary:
+    """One id per character seen in the training text (sorted), after the special ids."""
+
+    kind = "chars"
+
+    def __init__(self, chars: Iterable[str]):
+        self.chars = list(chars)
+        self.index = {c: i + len(SPECIALS) for i, c in enumerate(self.chars)}
+
+    @classmethod
+    def train(cls, texts: Iterable[str], vocab_size: int | None = None) -> "CharVocabulary":
+        seen: set[str] = set()
+        for t in texts:
+            seen.update(t)
+        return cls(sorted(seen))
+
+    @property
+    def size(self) -> int:
+        return len(SPECIALS) + len(self.chars)
+
+    def ids(self, text: str) -> np.ndarray:
+        return np.array([self.index.get(c, UNK) for c in text], dtype=np.int32)
+
+    def decode(self, ids: Iterable[int]) -> str:
+        return "".join(self.chars[i - len(SPECIALS)] for i in ids if i >= len(SPECIALS))
+
+    def to_json(self) -> str:
+        return json.dumps({"specc_vocabulary": "chars", "specials": SPECIALS, "chars": self.chars})
+
+
+class HFVocabulary:
+    """A Hugging Face `tokenizers` model (word-level or WordPiece) split on whitespace and punctuation."""
+
+    def __init__(self, tokenizer, kind: str):
+        self.tok, self.kind = tokenizer, kind
+
+    @classmethod
+    def train(cls, texts: Iterable[str], kind: str, vocab_size: int) -> "HFVocabulary":
+        from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+        if kind == "words":
+            tok = Tokenizer(models.WordLevel(unk_token="[UNK]"))
+            trainer = trainers.WordLevelTrainer(vocab_size=vocab_size, special_tokens=list(SPECIALS), show_progress=False)
+        else:
+            tok = Tokenizer(models.WordPiece(unk_token="[UNK]"))
+            tok.decoder = decoders.WordPiece()
+            trainer = trainers.WordPieceTrainer(vocab_size=vocab_size, special_tokens=list(SPECIALS), show_progress=False)
+        tok.pre_tokenizer = pre_tokenizers.Whitespace()
+        tok.train_from_iterator(texts, trainer=trainer)
+        return cls(tok, kind)
+
+    @property
+    def size(self) -> int:
+        return self.tok.get_vocab_size()
+
+    def ids(self, text: str) -> np.ndarray:
+        return np.array(self.tok.encode(text).ids, dtype=np.int32)
+
+    def batch(self, texts: list[str], length: int) -> np.ndarray:
+        self.tok.enable_truncation(max_length=length)
+        self.tok.enable_padding(length=length, pad_id=PAD, pad_token="[PAD]")
+        try:
+            return np.array([e.ids for e in self.tok.encode_batch(texts)], dtype=np.int32)
+        finally:
+            self.tok.no_truncation()
+            self.tok.no_padding()
+
+    def decode(self, ids: Iterable[int]) -> str:
+        return self.tok.decode([int(i) for i in ids])
+
+    def to_json(self) -> str:
+        return json.dumps({"specc_vocabulary": self.kind, "tokenizer": json.loads(self.tok.to_str())})
+
+
+Vocabulary = CharVocabulary | HFVocabulary
+
+
+def train_vocabulary(kind: str, texts: list[str], vocab_size: int | None) -> Vocabulary:
+    if kind == "chars":
+        return CharVocabulary.train(texts)
+    return HFVocabulary.train(texts, kind, vocab_size or 30_000)
+
+
+def vocabulary_from_json(text: str) -> Vocabulary:
+    """A vocabulary saved by `to_json`. Raises ValueError if the text is not one."""
+    data = json.loads(text)
+    kind = data.get("specc_vocabulary") if isinstance(data, dict) else None
+    if kind == "chars" and isinstance(data.get("chars"), list):
+        return CharVocabulary(str(c) for c in data["chars"])
+    if kind in ("words", "wordpiece"):
+        from tokenizers import Tokenizer
+
+        return HFVocabulary(Tokenizer.from_str(json.dumps(data["tokenizer"])), kind)
+    raise ValueError("not a vocabulary written by specc (no `specc_vocabulary` key)")
+
+
+def encode_texts(vocab: Vocabulary, texts: list[str], length: int) -> np.ndarray:
+    """(examples, length) ids: each text truncated or padded with id 0 at the end."""
+    if isinstance(vocab, HFVocabulary):
+        return vocab.batch(texts, length)
+    out = np.zeros((len(texts), length), dtype=np.int32)
+    for i, t in enumerate(texts):
+        ids = vocab.ids(t)[:length]
+        out[i, : len(ids)] = ids
+    return out
+
+
+def next_token_windows(ids: np.ndarray, length: int) -> tuple[np.ndarray, np.ndarray]:
+    """Consecutive windows of a token stream: x = ids[i:i+length], y = ids[i+1:i+length+1]."""
+    count = (len(ids) - 1) // length
+    x = ids[: count * length].reshape(count, length)  # (windows, length)
+    y = ids[1: count * length + 1].reshape(count, length)  # the same windows shifted by one token
+    return x, y
+
+
+def mask_tokens(ids: np.ndarray, rate: float, vocab_size: int, rng: np.random.Generator):
+    """BERT's masking: `rate` of the non-padding tokens are chosen; of those, 80% become [MASK],
+    10% a random token, 10% stay. Returns (inputs, targets, weights); the weights are 1 at the
+    chosen positions only, so the loss is the loss of predicting them."""
+    real = ids >= len(SPECIALS)
+    chosen = real & (rng.random(ids.shape) < rate)
+    roll = rng.random(ids.shape)
+    inputs = ids.copy()
+    inputs[chosen & (roll < 0.8)] = MASK
+    swap = chosen & (roll >= 0.8) & (roll < 0.9)
+    inputs[swap] = rng.integers(len(SPECIALS), vocab_size, size=int(swap.sum()))
+    return inputs, ids.copy(), chosen.astype(np.float32)
