@@ -139,6 +139,12 @@ def _hint_for(node: LayerNode, message: str, args=None) -> str | None:
                     "reshape first (e.g. `reshape((28, 28, 1))`) or fix the input shape")
         return f"`{node.cls}` expects {want - 1}-D examples but gets {got - 1}-D ones; add `flatten` or a pooling layer before it"
     if "incompatible shapes" in message.lower() or "must have the same shape" in message.lower():
+        shapes = [tuple(a.shape) for a in args or []]
+        if len(shapes) == 2 and len(shapes[0]) == len(shapes[1]) == 4 and shapes[0][1:3] != shapes[1][1:3]:
+            small = min(shapes, key=lambda t: t[1] or 0)
+            return ("the merged tensors must have matching shapes, but one branch changes height and width; "
+                    "give the other the same strides, e.g. a projection shortcut "
+                    f"`branch {{ conv2d({small[-1]}, 1, strides=2) }}`")
         return "the merged tensors must have matching shapes; adjust the filters/units of one branch"
     m = re.search(r"one of \{([^}]*)\}", message)
     if m:

@@ -16,12 +16,12 @@ from . import nodes as n
 from .catalog import DENIED_LAYERS, METRIC_STRINGS, call_options_of, catalog, kind_of_argument, signature_of
 from .errors import Diagnostic, InternalError, Source, SpecError, did_you_mean
 from .keras_env import import_keras
-from .plan import DataPlan, InitPlan, InputNode, LayerNode, Obj, Origin, Plan, TrainPlan
+from .plan import TEXT_DATASETS, DataPlan, InitPlan, InputNode, LayerNode, Obj, Origin, Plan, TrainPlan
 
 SECTIONS = ("data", "train", "init")
 TOP_SETTINGS = ("device",)
 DEVICES = ("auto", "cpu", "gpu", "tpu")
-DATASETS = ("mnist", "fashion_mnist", "cifar10", "sst2", "tiny_shakespeare")
+DATASETS = ("mnist", "fashion_mnist", "cifar10") + TEXT_DATASETS
 TOKENIZERS = ("chars", "words", "wordpiece")
 TASKS = ("classify", "next_token", "masked_tokens")
 DATA_FILES = (".npz", ".csv", ".tsv", ".data", ".txt")
@@ -546,9 +546,10 @@ class Checker:
             if v is not None:
                 plan[key] = v
         inline = "x" in given and isinstance(plan.get("x"), list)
-        sources = [k for k in ("dataset", "file") if k in given] + (["x"] if inline else [])
+        sources = [k for k in ("dataset", "file", "images") if k in given] + (["x"] if inline else [])
         if not sources and "x" not in given:
-            self.fail("`data` needs a source: `dataset: mnist`, `file: \"data.csv\"`, or inline `x: [...]` and `y: [...]`", sec.span)
+            self.fail("`data` needs a source: `dataset: mnist`, `file: \"data.csv\"`, `images: \"folder\"`, or inline "
+                      "`x: [...]` and `y: [...]`", sec.span)
         elif len(sources) > 1:
             self.fail(f"`data` has more than one source ({', '.join(sources)}); keep one", given[sources[1]].key_span)
         if "file" not in given:
@@ -569,21 +570,19 @@ class Checker:
             self.fail("a table of examples needs `features` (number columns) or `text` (a text column)",
                       given["file"].span, "e.g. `features: [area, rooms]`; a model with several inputs reads "
                       "the columns named after its inputs")
-        text = "tokenizer" in given or "text" in given or plan.get("dataset") in ("sst2", "tiny_shakespeare") \
-            or str(plan.get("file", "")).endswith(".txt")
-        if text:
-            for k in ("sequence_length",):
-                if k not in given:
-                    self.fail(f"text data needs `{k}`: the number of tokens per example", sec.span,
-                              "e.g. `sequence_length: 64`, the length of the model's input")
+        data = DataPlan(**plan, origins={k: Origin(span=s.span) for k, s in given.items()})
+        if data.is_text:
+            if "sequence_length" not in given:
+                self.fail("text data needs `sequence_length`: the number of tokens per example", sec.span,
+                          "e.g. `sequence_length: 64`, the length of the model's input")
             if "tokenizer" not in given and "init" not in {s.name for s in self.spec.sections}:
                 self.fail("text data needs a `tokenizer`", sec.span,
                           "`tokenizer: chars`, `tokenizer: wordpiece(vocab_size=8000)`, or the path of a saved one")
-        elif any(k in given for k in ("sequence_length",)) or plan.get("task", "classify") != "classify":
+        elif "sequence_length" in given or "task" in given:
             key = "sequence_length" if "sequence_length" in given else "task"
             self.fail(f"`{key}` is for text data", given[key].key_span,
                       "add `tokenizer: ...` and a text source (`dataset: sst2`, a `.txt` file, or `text: COLUMN`)")
-        return DataPlan(**plan, origins={k: Origin(span=s.span) for k, s in given.items()})
+        return data
 
     def data_value(self, key: str, s: n.Setting) -> Any:
         e = s.value
@@ -629,8 +628,9 @@ class Checker:
             call = e if isinstance(e, n.Call) else n.Call(func=str(v), span=e.span, name_span=e.span) \
                 if isinstance(e, n.Name) else None
             if call is None or call.func not in TOKENIZERS:
-                raise self.fail(f"unknown tokenizer {_show(v)}", e.span,
-                                did_you_mean(str(v), TOKENIZERS) or
+                got = call.func if call else v
+                raise self.fail(f"unknown tokenizer {_show(got)}", e.span,
+                                did_you_mean(str(got), TOKENIZERS) or
                                 f"tokenizers: {', '.join(TOKENIZERS)}, or the path of a saved one in quotes")
             options = self.options(call, {"vocab_size": None} if call.func != "chars" else {})
             size = options.get("vocab_size")
@@ -640,8 +640,8 @@ class Checker:
         if key == "task":
             call = e if isinstance(e, n.Call) else n.Call(func=str(v), span=e.span, name_span=e.span)
             if call.func not in TASKS:
-                raise self.fail(f"unknown task {_show(v)}", e.span,
-                                did_you_mean(str(v), TASKS) or f"tasks: {', '.join(TASKS)}")
+                raise self.fail(f"unknown task {_show(call.func)}", e.span,
+                                did_you_mean(call.func, TASKS) or f"tasks: {', '.join(TASKS)}")
             if call.func != "masked_tokens":
                 self.options(call, {})
                 return call.func

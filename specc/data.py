@@ -453,7 +453,7 @@ def prepare(plan: Plan, ds: Dataset, limit: int | None = None) -> Dataset:
     assert d is not None
     where = _Located(plan)
     culprit = "dataset" if d.dataset else "file" if d.file else "images" if d.images else "x"
-    if d.is_text or (d.file or "").endswith(".txt"):
+    if d.is_text:
         ds = _prepare_text(plan, ds, where, culprit)
     for split, xs, ys in (("training", ds.x_train, ds.y_train), ("test", ds.x_test, ds.y_test)):
         if xs is None or ys is None:

@@ -23,13 +23,14 @@ class PositionEmbedding(keras.layers.Layer):
 
     `sequence_length` is the longest sequence it takes; shorter ones use the first positions."""
 
-    def __init__(self, sequence_length, initializer="glorot_uniform", **kwargs):
+    def __init__(self, sequence_length, initializer=None, **kwargs):
         super().__init__(**kwargs)
         self.supports_masking = True  # a padding mask from `embedding(..., mask_zero=true)` passes through
         if int(sequence_length) < 1:
             raise ValueError(f"`sequence_length` must be at least 1, got {sequence_length}")
         self.sequence_length = int(sequence_length)
-        self.initializer = keras.initializers.get(initializer)
+        # BERT's and GPT-2's initialization: N(0, 0.02) truncated, small beside the token embeddings.
+        self.initializer = keras.initializers.get(initializer or keras.initializers.TruncatedNormal(stddev=0.02))
 
     def build(self, input_shape):
         steps = input_shape[-2]

@@ -52,6 +52,9 @@ class LayerNode(BaseModel):
     origin: Origin = Field(default_factory=Origin, exclude=True)
 
 
+TEXT_DATASETS = ("sst2", "tiny_shakespeare")
+
+
 class Settings(BaseModel):
     """A settings section's values, with where each setting was written."""
 
@@ -102,7 +105,9 @@ class DataPlan(Settings):
 
     @property
     def is_text(self) -> bool:
-        return self.tokenizer is not None or self.text is not None or self.dataset in ("sst2", "tiny_shakespeare")
+        """Whether the examples are text for a tokenizer."""
+        return (self.tokenizer is not None or self.text is not None or self.dataset in TEXT_DATASETS
+                or (self.file or "").endswith(".txt"))
 
 
 class InitPlan(Settings):

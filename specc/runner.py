@@ -127,7 +127,14 @@ def compile_model(plan: Plan, model, weighted: bool = False) -> None:
     train = plan.train
     assert train is not None
     metrics = [make_object(m) for m in train.metrics]
-    model.compile(optimizer=make_object(train.optimizer), loss=make_object(train.loss),
+    loss = make_object(train.loss)
+    if weighted:  # the loss is the mean over the weighted positions, whatever the padding mask
+        cls = catalog("loss").class_name(loss) if isinstance(loss, str) else None
+        if cls:
+            loss = catalog("loss").get_class(cls)()
+        if isinstance(loss, import_keras().losses.Loss):
+            loss.reduction = "mean_with_sample_weight"
+    model.compile(optimizer=make_object(train.optimizer), loss=loss,
                   metrics=None if weighted else metrics, weighted_metrics=metrics if weighted else None)
 
 
@@ -183,6 +190,15 @@ def apply_init(plan: Plan, model) -> list[str]:
     return list(dict.fromkeys(taken))
 
 
+def adapt_layers(plan: Plan, model, x) -> None:
+    """Keras preprocessing layers that learn from data (`normalization`) and read a model input directly
+    are adapted to the training examples, Keras's own `adapt()`; their statistics are saved in the model."""
+    inputs = {i.name for i in plan.inputs}
+    for node in plan.layers:
+        if node.cls == "Normalization" and "mean" not in node.kwargs and len(node.inputs) == 1 and node.inputs[0] in inputs:
+            model.get_layer(node.name).adapt(x[node.inputs[0]] if isinstance(x, dict) else x)
+
+
 def _check_ids(plan: Plan, data: Dataset) -> None:
     """Integer inputs that feed an `embedding` must be ids below its `input_dim`: JAX does not check."""
     for inp in plan.inputs:
@@ -232,6 +248,7 @@ def run_plan(plan: Plan, out: str | Path | None = None, epochs: int | None = Non
     _check_labels(plan, model, data)
     _check_ids(plan, data)
     taken = apply_init(plan, model) if plan.init else []
+    adapt_layers(plan, model, data.x_train)
     if verbose is None:
         verbose = 1 if sys.stdout.isatty() else 2
     folds = _cross_validate(plan, data, epochs, verbose) if train.validation else None
@@ -347,6 +364,7 @@ def _cross_validate(plan: Plan, data: Dataset, epochs: int | None, verbose) -> d
         model = build_model(plan)
         if plan.init:
             apply_init(plan, model)
+        adapt_layers(plan, model, take(data.x_train, rest))
         compile_model(plan, model, weighted=data.w_train is not None)
         model.fit(take(data.x_train, rest), take(data.y_train, rest), sample_weight=take(data.w_train, rest),
                   epochs=epochs if epochs is not None else train.epochs, verbose=0, **fit_options(plan))
@@ -362,7 +380,7 @@ def _cross_validate(plan: Plan, data: Dataset, epochs: int | None, verbose) -> d
     summary = {name: {"mean": float(np.mean(v)), "std": float(np.std(v, ddof=1)), "folds": v} for name, v in scores.items()}
     if verbose:
         print(f"{k}-fold cross-validation: " + ", ".join(
-            f"{name} {s['mean']:.4g} ± {s['std']:.2g}" for name, s in summary.items()), flush=True)
+            f"{name} {s['mean']:.4g} ± {s['std']:.3g}" for name, s in summary.items()), flush=True)
     return {"k": k, **summary}
 
 

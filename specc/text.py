@@ -136,7 +136,7 @@ def next_token_windows(ids: np.ndarray, length: int) -> tuple[np.ndarray, np.nda
 def mask_tokens(ids: np.ndarray, rate: float, vocab_size: int, rng: np.random.Generator):
     """BERT's masking: `rate` of the non-padding tokens are chosen; of those, 80% become [MASK],
     10% a random token, 10% stay. Returns (inputs, targets, weights); the weights are 1 at the
-    chosen positions only, so the loss is the loss of predicting them."""
+    chosen positions and 0 elsewhere (the runner makes the loss their weighted mean)."""
     real = ids >= len(SPECIALS)
     chosen = real & (rng.random(ids.shape) < rate)
     roll = rng.random(ids.shape)
