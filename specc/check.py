@@ -723,7 +723,13 @@ class Checker:
                               given[key].value.span)
                 else:
                     plan[key] = v
-        return InitPlan(**plan, origins={k: Origin(span=s.span) for k, s in given.items()})
+        origins = {k: Origin(span=s.span) for k, s in given.items()}
+        for key in ("layers", "freeze"):  # each named layer's own span, for errors about it
+            value = given[key].value if key in given else None
+            for item in value.items if isinstance(value, n.List) else []:
+                if isinstance(item, (n.Name, n.Str)):
+                    origins[f"{key}:{item.id if isinstance(item, n.Name) else item.value}"] = Origin(span=item.span)
+        return InitPlan(**plan, origins=origins)
 
     def check_device(self, s: n.Setting) -> str:
         v = self.value(s.value, {})

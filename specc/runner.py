@@ -166,7 +166,7 @@ def apply_init(plan: Plan, model) -> list[str]:
             where = "this model" if not names else str(file)
             close = did_you_mean(pattern, list(ours if not names else theirs))
             raise SpecError(plan.diag(f"`init` names layer `{pattern}`, but {where} has no layer with weights by that name",
-                                      init.span("layers"), close or f"layers both have: {', '.join(n for n in ours if n in theirs) or 'none'}"))
+                                      init.span(f"layers:{pattern}") or init.span("layers"), close or f"layers both have: {', '.join(n for n in ours if n in theirs) or 'none'}"))
         for name in names:
             if name not in theirs:
                 continue
@@ -175,7 +175,7 @@ def apply_init(plan: Plan, model) -> list[str]:
             if want != have:
                 raise SpecError(plan.diag(
                     f"`init` cannot copy layer `{name}`: its weights have shapes {have} in {file} but {want} here",
-                    init.span("layers") or init.span("from"),
+                    init.span(f"layers:{name}") or init.span("layers") or init.span("from"),
                     "give the layer the same arguments as in the run it comes from, or leave it out of `layers`"))
             ours[name].set_weights(theirs[name].get_weights())
             taken.append(name)
@@ -184,7 +184,8 @@ def apply_init(plan: Plan, model) -> list[str]:
         names = [name for name in every if fnmatchcase(name, pattern)]
         if not names:
             raise SpecError(plan.diag(f"`freeze` names layer `{pattern}`, but the model has no such layer",
-                                      init.span("freeze"), did_you_mean(pattern, list(every))))
+                                      init.span(f"freeze:{pattern}") or init.span("freeze"),
+                                      did_you_mean(pattern, list(every))))
         for name in names:
             every[name].trainable = False
     return list(dict.fromkeys(taken))

@@ -204,3 +204,156 @@ def test_inline_shape_errors_blame_the_data_not_another_setting():
     with pytest.raises(specc.DataError) as info:
         prepare(spec.plan, load_dataset(spec.plan))
     assert info.value.line == 7 and info.value.message.startswith("data examples have shape (2,)")
+
+
+# --- the data of the model families ---------------------------------------------------
+
+
+def _write_images(folder, sizes=((8, 8),) * 3):
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for cls, base in (("cats", 40), ("dogs", 200)):
+        (folder / cls).mkdir(parents=True)
+        for k, size in enumerate(sizes):
+            pixels = np.clip(base + rng.normal(0, 10, size + (3,)), 0, 255).astype("uint8")
+            Image.fromarray(pixels).save(folder / cls / f"{k}.png")
+
+
+IMAGE_MODEL = """model m {
+  input image: (8, 8, 3)
+  flatten
+  dense(2, activation=softmax)
+}
+"""
+
+
+def test_image_folder_is_decoded_once_and_cached(tmp_path, monkeypatch):
+    monkeypatch.setenv("SPECC_CACHE_DIR", str(tmp_path / "cache"))
+    _write_images(tmp_path / "pets")
+    (tmp_path / "s.model").write_text(IMAGE_MODEL + 'data {\n  images: "pets"\n  test_split: 0.34\n  scale: 1/255\n}\n')
+    plan = specc.load(tmp_path / "s.model").plan
+    first = load_dataset(plan)
+    assert first.classes == ["cats", "dogs"]
+    assert first.x_train.shape == (4, 8, 8, 3) and first.x_test.shape == (2, 8, 8, 3)
+    # Labels follow the folders: the cats are dark, the dogs bright.
+    everything = np.concatenate([first.x_train, first.x_test]).mean(axis=(1, 2, 3))
+    labels = np.concatenate([first.y_train, first.y_test])
+    assert np.all((everything > 120) == (labels == 1))
+    assert len(list((tmp_path / "cache").glob("images-*.npz"))) == 1
+    second = load_dataset(plan)
+    assert np.array_equal(first.x_train, second.x_train) and second.classes == first.classes
+    assert len(list((tmp_path / "cache").glob("images-*.npz"))) == 1
+
+
+def test_image_folder_tar_and_training_save_class_names(tmp_path, monkeypatch):
+    import json
+    import tarfile
+
+    monkeypatch.setenv("SPECC_CACHE_DIR", str(tmp_path / "cache"))
+    _write_images(tmp_path / "src" / "train")
+    _write_images(tmp_path / "src" / "test", sizes=((8, 8),))
+    with tarfile.open(tmp_path / "pets.tar.gz", "w:gz") as tar:
+        tar.add(tmp_path / "src" / "train", arcname="train")
+        tar.add(tmp_path / "src" / "test", arcname="test")
+    (tmp_path / "s.model").write_text(IMAGE_MODEL + 'data {\n  images: "pets.tar.gz"\n  scale: 1/255\n}\n'
+                                      "train {\n  loss: sparse_categorical_crossentropy\n  epochs: 1\n}\n")
+    result = specc.load(tmp_path / "s.model").run(out=tmp_path / "run", verbose=0)
+    assert result.metrics["examples"] == 6 and result.metrics["test_on"] == "test"
+    assert json.loads((tmp_path / "run" / "classes.json").read_text()) == ["cats", "dogs"]
+
+
+def test_images_of_different_sizes_need_image_size(tmp_path, monkeypatch):
+    monkeypatch.setenv("SPECC_CACHE_DIR", str(tmp_path / "cache"))
+    _write_images(tmp_path / "pets", sizes=((8, 8), (9, 8)))
+    (tmp_path / "s.model").write_text(IMAGE_MODEL + 'data {\n  images: "pets"\n}\n')
+    with pytest.raises(specc.DataError, match="differ in size") as info:
+        load_dataset(specc.load(tmp_path / "s.model").plan)
+    assert info.value.line == 7 and "image_size" in info.value.hint
+    (tmp_path / "s.model").write_text(IMAGE_MODEL + 'data {\n  images: "pets"\n  image_size: (8, 8)\n}\n')
+    assert load_dataset(specc.load(tmp_path / "s.model").plan).x_train.shape == (4, 8, 8, 3)
+
+
+TEXT_MODEL = "model m {\n  input t: (6,) int32\n  embedding(50, 4)\n  gap1d\n  dense(2, activation=softmax)\n}\n"
+
+
+def test_tsv_text_column_is_tokenized_with_a_trained_vocabulary(tmp_path):
+    (tmp_path / "r.tsv").write_text("review\tpositive\ngreat fun film\t1\ndull , dull film\t0\n"
+                                    "great great cast\t1\na dull plot\t0\n")
+    (tmp_path / "s.model").write_text(TEXT_MODEL + 'data {\n  file: "r.tsv"\n  text: review\n  target: positive\n'
+                                      "  tokenizer: words(vocab_size=50)\n  sequence_length: 6\n}\n")
+    plan = specc.load(tmp_path / "s.model").plan
+    ds = prepare(plan, load_dataset(plan))
+    assert ds.x_train.shape == (4, 6) and ds.x_train.dtype == np.int32
+    assert ds.y_train.tolist() == [1, 0, 1, 0]
+    dull = ds.vocab.ids("dull")[0]
+    assert ds.x_train[1].tolist()[:4] == [dull, ds.vocab.ids(",")[0], dull, ds.vocab.ids("film")[0]]
+    assert ds.x_train[1, 4:].tolist() == [0, 0]  # padding
+    assert ds.vocab.decode(ds.x_train[0]) == "great fun film"
+
+
+def test_text_without_labels_cannot_be_classified(tmp_path):
+    (tmp_path / "t.txt").write_text("to be or not to be\n" * 20)
+    (tmp_path / "s.model").write_text(TEXT_MODEL + 'data {\n  file: "t.txt"\n  tokenizer: chars\n  sequence_length: 6\n}\n')
+    plan = specc.load(tmp_path / "s.model").plan
+    with pytest.raises(specc.DataError, match="this text has no labels") as info:
+        prepare(plan, load_dataset(plan))
+    assert "task: next_token" in info.value.hint
+
+
+def test_next_token_windows_of_a_text_file(tmp_path):
+    text = "abcdefghij" * 10
+    (tmp_path / "t.txt").write_text(text)
+    (tmp_path / "s.model").write_text(
+        'model m {\n  input t: (6,) int32\n  embedding(20, 4)\n  dense(20)\n}\n'
+        'data {\n  file: "t.txt"\n  tokenizer: chars\n  sequence_length: 6\n  task: next_token\n  test_split: 0.2\n}\n')
+    plan = specc.load(tmp_path / "s.model").plan
+    ds = prepare(plan, load_dataset(plan))
+    vocab = ds.vocab
+    assert vocab.decode(ds.x_train[0]) == "abcdef" and vocab.decode(ds.y_train[0]) == "bcdefg"
+    assert len(ds.x_train) == (80 - 1) // 6 and len(ds.x_test) == (20 - 1) // 6  # first 80% trains
+
+
+def test_masked_tokens_choose_a_fraction_of_the_real_tokens():
+    from specc.text import MASK, SPECIALS, mask_tokens
+
+    rng = np.random.default_rng(0)
+    ids = rng.integers(len(SPECIALS), 100, size=(2000, 20)).astype("int32")
+    ids[:, 15:] = 0  # padding is never chosen
+    x, y, w = mask_tokens(ids, 0.15, 100, rng)
+    assert np.array_equal(y, ids) and set(np.unique(w)) == {0.0, 1.0}
+    assert w[:, 15:].sum() == 0
+    chosen = w == 1
+    assert abs(chosen[:, :15].mean() - 0.15) < 0.01
+    assert abs((x[chosen] == MASK).mean() - 0.8) < 0.02  # 80% masked, 10% random, 10% kept
+    assert abs((x[chosen] == ids[chosen]).mean() - 0.1) < 0.02 + 0.01  # kept, plus random hits
+    assert np.array_equal(x[~chosen], ids[~chosen])
+
+
+def test_movielens_style_table_without_header(tmp_path):
+    (tmp_path / "u.data").write_text("1\t10\t4\t881250949\n2\t11\t3\t881250950\n")
+    (tmp_path / "s.model").write_text(
+        "model m {\n  input user: (1,) int32\n  input item: (1,) int32\n  u = user -> embedding(5, 2) -> flatten\n"
+        "  v = item -> embedding(20, 2) -> flatten\n  [u, v] -> dot(axes=1)\n}\n"
+        'data {\n  file: "u.data"\n  columns: [user, item, rating, timestamp]\n  target: rating\n}\n')
+    ds = load_dataset(specc.load(tmp_path / "s.model").plan)
+    assert ds.x_train["user"].tolist() == [1, 2] and ds.x_train["item"].tolist() == [10, 11]
+    assert ds.y_train.tolist() == [4, 3]
+
+
+def test_wrong_delimiter_is_named(tmp_path):
+    (tmp_path / "h.csv").write_text("a;b;c\n1;2;3\n")
+    (tmp_path / "s.model").write_text(MODEL + 'data {\n  file: "h.csv"\n  columns: [a, b, c]\n  features: [a, b]\n'
+                                      "  target: c\n}\n")
+    with pytest.raises(specc.DataError, match="1 fields, expected 3") as info:
+        load_dataset(specc.load(tmp_path / "s.model").plan)
+    assert "delimiter" in info.value.hint
+
+
+def test_ids_beyond_the_embedding_are_refused_at_its_line(tmp_path):
+    (tmp_path / "s.model").write_text(
+        "model m {\n  input t: (2,) int32\n  embedding(10, 4)\n  flatten\n  dense(1)\n}\n"
+        "data {\n  x: [[1, 2], [3, 12]]\n  y: [0, 1]\n}\ntrain {\n  loss: mse\n}\n")
+    with pytest.raises(specc.DataError, match=r"ids of input `t` run from 1 to 12, but `embedding` has input_dim 10") as info:
+        specc.load(tmp_path / "s.model").run(out=tmp_path / "run", verbose=0)
+    assert info.value.line == 3 and info.value.hint == "make input_dim at least 13"

@@ -150,3 +150,68 @@ def test_tabular_regression_with_kfold_matches_least_squares(tmp_path):
     ls_mae = float(np.mean(np.abs(design[cut:] @ coef - table[cut:, 10])))
     assert 35 < ls_mae < 50, ls_mae  # the reference itself
     assert result.metrics["test"]["mae"] < 1.1 * ls_mae, (result.metrics["test"], ls_mae)
+
+
+SMALL = """model m {{
+  input x: (4,)
+  dense({width}, activation=relu)
+  dense(2, activation=softmax, name=head)
+}}
+data {{
+  x: [[0, 0, 1, 1], [1, 1, 0, 0], [0, 1, 0, 1], [1, 0, 1, 0]]
+  y: [0, 1, 0, 1]
+}}
+train {{
+  loss: sparse_categorical_crossentropy
+  epochs: 2
+  batch_size: 2
+}}
+"""
+
+
+@pytest.fixture
+def small_run(tmp_path):
+    (tmp_path / "pre.model").write_text(SMALL.format(width=8))
+    specc.load(tmp_path / "pre.model").run(out=tmp_path / "pre", verbose=0)
+    return tmp_path
+
+
+def _init_spec(folder: Path, width: int, init: str) -> Path:
+    path = folder / "ft.model"
+    path.write_text(SMALL.format(width=width) + "init {\n" + init + "}\n")
+    return path
+
+
+def test_init_takes_the_named_layers_and_freezes(small_run):
+    path = _init_spec(small_run, 8, '  from: "pre"\n  layers: ["dense*"]\n  freeze: [dense]\n')
+    from specc.extras import load_model
+
+    pre = load_model(small_run / "pre" / "model.keras")
+    result = specc.load(path).run(out=small_run / "ft", verbose=0)
+    assert result.metrics["init"] == {"from": "pre", "layers": ["dense"], "frozen": ["dense"]}
+    # The frozen layer still holds the pre-trained weights after training; the head was trained afresh.
+    for a, b in zip(result.model.get_layer("dense").get_weights(), pre.get_layer("dense").get_weights()):
+        assert np.array_equal(a, b)
+    assert not np.array_equal(result.model.get_layer("head").get_weights()[0], pre.get_layer("head").get_weights()[0])
+
+
+@pytest.mark.parametrize("init, line, message", [
+    ('  from: "pre"\n  layers: [dense, encoder]\n', (17, 19), "`init` names layer `encoder`, but this model has no layer"),
+    ('  from: "nowhere"\n', (16, 3), "`init` found no saved model at"),
+    ('  from: "pre"\n  freeze: [dense_9]\n', (17, 12), "`freeze` names layer `dense_9`, but the model has no such layer"),
+])
+def test_init_mistakes_point_at_their_line(small_run, init, line, message):
+    path = _init_spec(small_run, 8, init)
+    with pytest.raises(specc.UserError) as info:
+        specc.load(path).run(out=small_run / "ft", verbose=0)
+    assert info.value.message.startswith(message), info.value.render()
+    assert (info.value.line, info.value.first.span.col) == line, info.value.render()
+
+
+def test_init_of_a_layer_with_other_shapes_is_refused(small_run):
+    path = _init_spec(small_run, 16, '  from: "pre"\n  layers: [dense]\n')
+    with pytest.raises(specc.SpecError) as info:
+        specc.load(path).run(out=small_run / "ft", verbose=0)
+    assert info.value.line == 17
+    assert info.value.message == ("`init` cannot copy layer `dense`: its weights have shapes [(4, 8), (8,)] in "
+                                  f"{small_run / 'pre' / 'model.keras'} but [(4, 16), (16,)] here")
