@@ -107,7 +107,7 @@ def load_image_tree(path: Path, size: tuple[int, int] | None = None, cache_name:
     are cached under `$SPECC_CACHE_DIR`, so a second run does not decode again."""
     key = _file_key(path) if path.is_file() else hashlib.sha256(
         "".join(f"{f}:{f.stat().st_mtime_ns}" for f in sorted(path.rglob("*")) if f.is_file()).encode()).hexdigest()[:16]
-    cached = cache_dir() / f"{cache_name}-{key}{'-%dx%d' % size if size else ''}.npz"
+    cached = cache_dir() / f"{cache_name}-{key}{f'-{size[0]}x{size[1]}' if size else ''}.npz"
     if cached.is_file():
         with np.load(cached, allow_pickle=False) as z:
             test = "x_test" in z.files

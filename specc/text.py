@@ -9,7 +9,7 @@ a fine-tuning spec that starts from the run) read it back.
 from __future__ import annotations
 
 import json
-from typing import Iterable
+from collections.abc import Iterable
 
 import numpy as np
 
@@ -28,7 +28,7 @@ class CharVocabulary:
         self.index = {c: i + len(SPECIALS) for i, c in enumerate(self.chars)}
 
     @classmethod
-    def train(cls, texts: Iterable[str], vocab_size: int | None = None) -> "CharVocabulary":
+    def train(cls, texts: Iterable[str], vocab_size: int | None = None) -> CharVocabulary:
         seen: set[str] = set()
         for t in texts:
             seen.update(t)
@@ -55,7 +55,7 @@ class HFVocabulary:
         self.tok, self.kind = tokenizer, kind
 
     @classmethod
-    def train(cls, texts: Iterable[str], kind: str, vocab_size: int) -> "HFVocabulary":
+    def train(cls, texts: Iterable[str], kind: str, vocab_size: int) -> HFVocabulary:
         from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
         if kind == "words":

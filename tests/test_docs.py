@@ -23,3 +23,15 @@ def test_doc_example(text):
     assert ast.models, "each example shows a model"
     built = build(specc.loads(text, "docs/language.md").plan)
     assert built.model.count_params() > 0
+
+
+FAMILIES = DOC.parent / "families.md"
+FAMILY_SPECS = ("cifar10_resnet20", "shakespeare_gpt", "sst2_bert_pretrain", "sst2_bert_finetune", "sst2_lstm",
+                "reverse_digits", "recommender", "movielens", "diabetes_regression")
+
+
+def test_families_doc_shows_each_family_spec_as_it_is():
+    """docs/families.md shows the specs whole; a spec edited without its copy there fails here."""
+    blocks = re.findall(r"```model\n(.*?)```", FAMILIES.read_text(), re.S)
+    specs = DOC.parent.parent / "specs"
+    assert sorted(blocks) == sorted((specs / f"{name}.model").read_text() for name in FAMILY_SPECS)
