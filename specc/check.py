@@ -16,6 +16,7 @@ from . import nodes as n
 from .catalog import DENIED_LAYERS, METRIC_STRINGS, call_options_of, catalog, kind_of_argument, signature_of
 from .errors import Diagnostic, InternalError, Source, SpecError, did_you_mean
 from .keras_env import import_keras
+from .text import SPECIALS
 from .plan import TEXT_DATASETS, DataPlan, InitPlan, InputNode, LayerNode, Obj, Origin, Plan, TrainPlan
 
 SECTIONS = ("data", "train", "init")
@@ -635,7 +636,7 @@ class Checker:
             options = self.options(call, {"vocab_size": None} if call.func != "chars" else {})
             size = options.get("vocab_size")
             if size is not None:
-                self.whole(size, e, "vocab_size", minimum=len(("pad", "unk", "mask")) + 1)
+                self.whole(size, e, "vocab_size", minimum=len(SPECIALS) + 1)  # the special ids and one token
             return {"kind": call.func, "vocab_size": size}
         if key == "task":
             call = e if isinstance(e, n.Call) else n.Call(func=str(v), span=e.span, name_span=e.span)

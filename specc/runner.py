@@ -248,8 +248,8 @@ def run_plan(plan: Plan, out: str | Path | None = None, epochs: int | None = Non
     model = build_model(plan)
     _check_labels(plan, model, data)
     _check_ids(plan, data)
-    taken = apply_init(plan, model) if plan.init else []
     adapt_layers(plan, model, data.x_train)
+    taken = apply_init(plan, model) if plan.init else []  # after adapt: weights taken from a run win
     if verbose is None:
         verbose = 1 if sys.stdout.isatty() else 2
     folds = _cross_validate(plan, data, epochs, verbose) if train.validation else None
@@ -363,9 +363,9 @@ def _cross_validate(plan: Plan, data: Dataset, epochs: int | None, verbose) -> d
         if train.seed is not None:
             keras.utils.set_random_seed(train.seed + i)
         model = build_model(plan)
+        adapt_layers(plan, model, take(data.x_train, rest))
         if plan.init:
             apply_init(plan, model)
-        adapt_layers(plan, model, take(data.x_train, rest))
         compile_model(plan, model, weighted=data.w_train is not None)
         model.fit(take(data.x_train, rest), take(data.y_train, rest), sample_weight=take(data.w_train, rest),
                   epochs=epochs if epochs is not None else train.epochs, verbose=0, **fit_options(plan))

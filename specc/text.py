@@ -67,6 +67,12 @@ class HFVocabulary:
             trainer = trainers.WordPieceTrainer(vocab_size=vocab_size, special_tokens=list(SPECIALS), show_progress=False)
         tok.pre_tokenizer = pre_tokenizers.Whitespace()
         tok.train_from_iterator(texts, trainer=trainer)
+        # The trainer numbers tokens of equal count in an arbitrary order that changes from run to run;
+        # renumber them (special ids first, then in sorted order) so that a spec always gets one vocabulary.
+        learned = sorted(t for t in tok.get_vocab() if t not in SPECIALS)
+        ids = {t: i for i, t in enumerate([*SPECIALS, *learned])}
+        tok.model = (models.WordLevel(ids, unk_token="[UNK]") if kind == "words"
+                     else models.WordPiece(ids, unk_token="[UNK]"))
         return cls(tok, kind)
 
     @property

@@ -219,7 +219,7 @@ def test_init_of_a_layer_with_other_shapes_is_refused(small_run):
 
 def test_bert_pretrain_then_finetune_through_the_cli(tmp_path, data_dir):
     """Both BERT specs train (briefly); the fine-tuning run takes the encoder and the vocabulary
-    of the pre-training run given with --init, and keeps the frozen embeddings as they were."""
+    of the pre-training run given with --init."""
     pre, ft = tmp_path / "pre", tmp_path / "ft"
     proc = specc_cli("run", SPECS / "sst2_bert_pretrain.model", "--out", pre, "--epochs", 1, "--limit", 3000, "--quiet")
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -231,7 +231,7 @@ def test_bert_pretrain_then_finetune_through_the_cli(tmp_path, data_dir):
                      "--limit", 1000, "--quiet")
     assert proc.returncode == 0, proc.stderr[-3000:]
     metrics = json.loads((ft / "metrics.json").read_text())
-    assert metrics["init"]["from"] == str(pre.resolve()) and metrics["init"]["frozen"] == ["embedding"]
+    assert metrics["init"]["from"] == str(pre.resolve()) and metrics["init"]["frozen"] == []
     assert {"embedding", "position_embedding", "multi_head_attention", "multi_head_attention_1", "dense_3"} \
         <= set(metrics["init"]["layers"])
     assert "classifier" not in metrics["init"]["layers"] and "mlm_head" not in metrics["init"]["layers"]
@@ -239,5 +239,6 @@ def test_bert_pretrain_then_finetune_through_the_cli(tmp_path, data_dir):
     from specc.extras import load_model
 
     before, after = load_model(pre / "model.keras"), load_model(ft / "model.keras")
-    assert np.array_equal(before.get_layer("embedding").get_weights()[0], after.get_layer("embedding").get_weights()[0])
-    assert not np.array_equal(before.get_layer("dense").get_weights()[0], after.get_layer("dense").get_weights()[0])
+    # Fine-tuning started from the pre-trained encoder and moved it a little.
+    moved = after.get_layer("dense").get_weights()[0] - before.get_layer("dense").get_weights()[0]
+    assert 0 < np.abs(moved).max() < 0.1 * np.abs(before.get_layer("dense").get_weights()[0]).max()
