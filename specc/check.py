@@ -635,8 +635,8 @@ class Checker:
                                 f"tokenizers: {', '.join(TOKENIZERS)}, or the path of a saved one in quotes")
             options = self.options(call, {"vocab_size": None} if call.func != "chars" else {})
             size = options.get("vocab_size")
-            if size is not None:
-                self.whole(size, e, "vocab_size", minimum=len(SPECIALS) + 1)  # the special ids and one token
+            if size is not None:  # at least the special ids and one token
+                size = self.whole(size, e, "vocab_size", minimum=len(SPECIALS) + 1)
             return {"kind": call.func, "vocab_size": size}
         if key == "task":
             call = e if isinstance(e, n.Call) else n.Call(func=str(v), span=e.span, name_span=e.span)

@@ -129,6 +129,7 @@ def load_image_tree(path: Path, size: tuple[int, int] | None = None, cache_name:
     if not found.get("train"):
         raise DataError(Diagnostic(f"{path} holds no images in `<class>/<file>` or `train/<class>/<file>` folders"))
     classes = sorted({c for items in found.values() for c, _, _ in items})
+    label = {c: i for i, c in enumerate(classes)}
     arrays: dict[str, np.ndarray] = {"classes": np.array(classes)}
     for split, items in found.items():
         shapes = {a.shape for _, _, a in items}
@@ -140,7 +141,7 @@ def load_image_tree(path: Path, size: tuple[int, int] | None = None, cache_name:
         order = np.argsort(np.array([name for _, name, _ in items]), kind="stable")
         order = order[np.random.default_rng(0).permutation(len(order))]
         arrays[f"x_{split}"] = np.stack([a for _, _, a in items])[order]
-        arrays[f"y_{split}"] = np.array([classes.index(c) for c, _, _ in items], dtype=np.int32)[order]
+        arrays[f"y_{split}"] = np.array([label[c] for c, _, _ in items], dtype=np.int32)[order]
     _save_npz_atomic(cached, arrays)
     return Dataset(arrays["x_train"], arrays["y_train"], arrays.get("x_test"), arrays.get("y_test"), origin=str(path),
                    classes=classes)
