@@ -117,10 +117,10 @@ def load_image_tree(path: Path, size: tuple[int, int] | None = None, cache_name:
 
     found: dict[str, list[tuple[str, str, np.ndarray]]] = {}
     for parts, read in _image_members(path):
+        if len(parts) < 2:  # an image outside any class folder
+            continue
         split_at = next((i for i, p in enumerate(parts[:-2]) if p in ("train", "test")), None)
         split = parts[split_at] if split_at is not None else "train"
-        if len(parts) < 2:
-            continue
         with Image.open(io.BytesIO(read())) as im:
             im = im.convert("RGB")
             if size:
@@ -242,10 +242,16 @@ class _Located:
         return DataError(self.plan.diag(message, origin.span if origin else None, hint))
 
 
-def _load_npz(plan: Plan, key: str, where: _Located) -> dict[str, np.ndarray]:
+def _data_file(plan: Plan, key: str, where: _Located) -> Path:
+    """The existing file that setting `key` (`file` or `test_file`) names."""
     path = plan.path(getattr(plan.data, key))
     if not path.is_file():
         raise where.error(key, f"data file not found: {path}")
+    return path
+
+
+def _load_npz(plan: Plan, key: str, where: _Located) -> dict[str, np.ndarray]:
+    path = _data_file(plan, key, where)
     try:
         with np.load(path, allow_pickle=False) as z:  # never unpickle: a data file cannot run code
             return {k: z[k] for k in z.files}
@@ -268,9 +274,7 @@ def _load_table(plan: Plan, key: str, where: _Located):
     model with several inputs, the columns named after the inputs; `target` is y."""
     d = plan.data
     assert d is not None
-    path = plan.path(getattr(d, key))
-    if not path.is_file():
-        raise where.error(key, f"data file not found: {path}")
+    path = _data_file(plan, key, where)
     delimiter = d.delimiter or ("\t" if path.suffix in (".tsv", ".data") else ",")
     try:
         columns, rows = read_table(path, delimiter, d.columns)
@@ -314,9 +318,7 @@ def _load_table(plan: Plan, key: str, where: _Located):
 
 def _load_text_file(plan: Plan, key: str, where: _Located):
     """A plain text corpus: the whole file is one stream of text."""
-    path = plan.path(getattr(plan.data, key))
-    if not path.is_file():
-        raise where.error(key, f"data file not found: {path}")
+    path = _data_file(plan, key, where)
     try:
         return _texts([path.read_text(encoding="utf-8")]), None
     except UnicodeDecodeError as err:
