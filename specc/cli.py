@@ -1,4 +1,4 @@
-"""The `specc` command line: check, summary, run, generate.
+"""The `specc` command line: check, summary, run, generate, emit, fmt, diff, graph, import, schema.
 
 Exit codes (also in the README and `specc --help`):
   0 success; 1 error in a spec; 2 usage error; 3 data or runtime error;
@@ -72,6 +72,42 @@ def make_parser() -> argparse.ArgumentParser:
     g.add_argument("--temperature", type=float, default=1.0, metavar="T",
                    help="sampling temperature: lower is more conservative, 0 always takes the likeliest (1.0)")
     g.add_argument("--seed", type=int, metavar="N", help="seed of the sampler, for repeatable output")
+
+    e = sub.add_parser("emit", help="write standalone Keras 3 Python code for the model",
+                       description="Write a standalone Python file with Keras 3 code that builds the same model "
+                       "(and, with --train, the training script).")
+    e.add_argument("file", metavar="FILE")
+    e.add_argument("-o", "--out", metavar="PY", help="write to this file (default: standard output)")
+    e.add_argument("--train", action="store_true", help="also emit data loading, compile, fit and evaluate")
+
+    f = sub.add_parser("fmt", help="rewrite specs in the canonical layout",
+                       description="Rewrite .model files in one canonical layout; comments are kept and meaning never changes.")
+    f.add_argument("files", nargs="+", metavar="FILE")
+    f.add_argument("--check", action="store_true", help="change nothing; exit 1 if a file would change")
+    f.add_argument("--diff", action="store_true", help="change nothing; print what would change as a unified diff")
+
+    d = sub.add_parser("diff", help="semantic diff of two architectures (also a git diff driver)",
+                       description="Compare two specs as networks and training settings, not as text: layers added, "
+                       "removed or changed, parameter counts, settings. With the 7 arguments git passes to an "
+                       "external diff driver, it works as one (see the README).")
+    d.add_argument("files", nargs="+", metavar="FILE", help="A.model B.model (or git's 7 arguments)")
+    d.add_argument("--format", choices=("text", "json"), default="text", help="for people, or JSON for tools")
+
+    gr = sub.add_parser("graph", help="draw the network: Mermaid, Graphviz DOT, SVG or PNG",
+                        description="Draw the network with each layer's output shape and parameter count. "
+                        "Mermaid and DOT need nothing installed; SVG and PNG need Graphviz's `dot`.")
+    gr.add_argument("file", metavar="FILE")
+    gr.add_argument("-o", "--out", metavar="PATH", help=".mmd, .dot, .svg or .png (default: Mermaid on standard output)")
+    gr.add_argument("--format", choices=("mmd", "dot", "svg", "png"), help="override the format the suffix implies")
+
+    im = sub.add_parser("import", help="turn a Keras model (.keras file) into a spec",
+                        description="Write a .model spec for a saved Keras model; says which layer cannot be "
+                        "expressed, and why, when one cannot.")
+    im.add_argument("model", metavar="MODEL.keras")
+    im.add_argument("-o", "--out", metavar="FILE", help="write to this file (default: standard output)")
+
+    sub.add_parser("schema", help="print the JSON Schema of the spec AST",
+                   description="Print the JSON Schema of the parsed spec (the AST `specc check --format json` tools read).")
     return p
 
 
@@ -150,6 +186,25 @@ def cmd_generate(args) -> int:
     return EXIT_OK
 
 
+def cmd_schema(args) -> int:
+    from .nodes import Spec
+
+    print(json.dumps(Spec.model_json_schema(), indent=2))
+    return EXIT_OK
+
+
+def _command(name: str):
+    """The function running a subcommand; the heavier ones live beside their stage and load only when asked."""
+    local = {"check": cmd_check, "summary": cmd_summary, "run": cmd_run, "generate": cmd_generate,
+             "schema": cmd_schema}
+    if name in local:
+        return local[name]
+    import importlib
+
+    module = {"emit": "emit", "fmt": "fmt", "diff": "diff", "graph": "graph", "import": "importer"}[name]
+    return getattr(importlib.import_module(f".{module}", __package__), f"cmd_{name}")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = make_parser()
     args = parser.parse_args(argv)
@@ -157,7 +212,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return EXIT_USAGE
     try:
-        return {"check": cmd_check, "summary": cmd_summary, "run": cmd_run, "generate": cmd_generate}[args.command](args)
+        return _command(args.command)(args)
     except UserError as err:
         print(err.render(), file=sys.stderr)
         return err.exit_code

@@ -42,6 +42,7 @@ class Node(BaseModel):
 class Number(Node):
     tag: Literal["number"] = "number"
     value: int | float
+    text: str | None = Field(default=None, exclude=True, repr=False)  # as written (`1e-4`, `32_000`), for `fmt`
 
 
 class Str(Node):

@@ -250,7 +250,7 @@ class _Lower(Transformer):
     # expressions
     @v_args(meta=True)
     def int(self, meta, items):
-        return n.Number(value=_number(items[0]), span=_span(meta))
+        return n.Number(value=_number(items[0]), text=str(items[0]), span=_span(meta))
 
     float = int
 
@@ -311,7 +311,8 @@ class _Lower(Transformer):
     def neg(self, meta, items):
         operand = items[0]
         if isinstance(operand, n.Number):  # fold `-1` into a literal
-            return n.Number(value=-operand.value, span=_span(meta))
+            text = f"-{operand.text}" if operand.text and operand.text[0] != "-" else None
+            return n.Number(value=-operand.value, text=text, span=_span(meta))
         return n.Neg(operand=operand, span=_span(meta))
 
     # model statements
