@@ -7,6 +7,7 @@ of the layer that raised it. Keras computes every shape; specc has no shape rule
 
 from __future__ import annotations
 
+import contextlib
 import re
 from dataclasses import dataclass
 from typing import Any
@@ -18,7 +19,8 @@ from .plan import LayerNode, Obj, Plan
 
 
 # Layers whose call takes several tensors as separate arguments rather than as one list.
-_SEPARATE_INPUTS = {"MultiHeadAttention", "GroupQueryAttention"}
+SEPARATE_INPUTS = {"MultiHeadAttention", "GroupQueryAttention"}
+_SEPARATE_INPUTS = SEPARATE_INPUTS  # TEMP: importer.py still uses the old name
 
 
 def make_object(value: Any) -> Any:
@@ -102,7 +104,7 @@ def build(plan: Plan) -> Built:
                                      hint=_hint_for(node, message), notes=node.origin.notes)) from None
         args = [tensors[i] for i in node.inputs]
         try:
-            if node.cls in _SEPARATE_INPUTS:  # call(query, value, key): one tensor attends to itself
+            if node.cls in SEPARATE_INPUTS:  # call(query, value, key): one tensor attends to itself
                 out = layer(*(args if len(args) > 1 else args * 2), **node.call_kwargs)
             else:  # merge layers and `Attention` take a list
                 out = layer(args if len(args) > 1 else args[0], **node.call_kwargs)
@@ -194,3 +196,20 @@ def format_summary(plan: Plan, rows: list[LayerRow], total: int) -> str:
             lines.append("  " + "  ".join("-" * w for w in widths))
     lines.append(f"total params: {total:,}")
     return "\n".join(lines)
+
+
+@contextlib.contextmanager
+def shapes_only():
+    """Build models whose variables are never initialized: shapes and parameter counts are right,
+    weights are absent. Initializing would compile every initializer with XLA (seconds per model),
+    which `diff` and `graph` never need. Uses Keras's stateless scope and its list of pending variables."""
+    from keras.src.backend.common import global_state
+
+    keras = import_keras()
+    pending = global_state.get_global_attribute("uninitialized_variables", [], set_to_default=True)
+    before = len(pending)
+    try:
+        with keras.StatelessScope(initialize_variables=False):
+            yield
+    finally:
+        del pending[before:]  # ours: nothing is to initialize them later
