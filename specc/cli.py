@@ -1,4 +1,4 @@
-"""The `specc` command line: check, summary, run, generate, emit, fmt, diff, graph, import, schema.
+"""The `specc` command line: check, summary, run, generate, emit, fmt, diff, graph, import, parse, schema.
 
 Exit codes (also in the README and `specc --help`):
   0 success; 1 error in a spec; 2 usage error; 3 data or runtime error;
@@ -106,8 +106,12 @@ def make_parser() -> argparse.ArgumentParser:
     im.add_argument("model", metavar="MODEL.keras")
     im.add_argument("-o", "--out", metavar="FILE", help="write to this file (default: standard output)")
 
-    sub.add_parser("schema", help="print the JSON Schema of the spec AST",
-                   description="Print the JSON Schema of the parsed spec (the AST `specc check --format json` tools read).")
+    pa = sub.add_parser("parse", help="print a spec's syntax tree as JSON (for editors and tools)",
+                        description="Print the AST of a spec as JSON, with source spans; `specc schema` describes it.")
+    pa.add_argument("file", metavar="FILE")
+
+    sub.add_parser("schema", help="print the JSON Schema of the AST that `specc parse` prints",
+                   description="Print the JSON Schema (draft 2020-12) of the AST that `specc parse` prints.")
     return p
 
 
@@ -187,16 +191,25 @@ def cmd_generate(args) -> int:
 
 
 def cmd_schema(args) -> int:
-    from .nodes import Spec
+    from .nodes import ast_schema
 
-    print(json.dumps(Spec.model_json_schema(), indent=2))
+    print(json.dumps(ast_schema(), indent=2))
+    return EXIT_OK
+
+
+def cmd_parse(args) -> int:
+    from .api import read_spec
+    from .nodes import dump_ast
+    from .syntax import parse_text
+
+    print(json.dumps(dump_ast(parse_text(read_spec(args.file), args.file)), indent=2))
     return EXIT_OK
 
 
 def _command(name: str):
     """The function running a subcommand; the heavier ones live beside their stage and load only when asked."""
     local = {"check": cmd_check, "summary": cmd_summary, "run": cmd_run, "generate": cmd_generate,
-             "schema": cmd_schema}
+             "schema": cmd_schema, "parse": cmd_parse}
     if name in local:
         return local[name]
     import importlib

@@ -219,5 +219,22 @@ class Spec(Node):
     settings: list[Setting] = []
 
 
+def dump_ast(value):
+    """The AST as JSON-ready data with every field, spans and spellings included (what `specc parse`
+    prints and `specc schema` describes); `Spec.model_validate` reads it back."""
+    if isinstance(value, BaseModel):
+        return {name: dump_ast(getattr(value, name)) for name in type(value).model_fields}
+    if isinstance(value, list):
+        return [dump_ast(v) for v in value]
+    return value
+
+
+def ast_schema() -> dict:
+    """The JSON Schema (draft 2020-12) of `dump_ast(spec)`."""
+    schema = Spec.model_json_schema()
+    return {"$schema": "https://json-schema.org/draft/2020-12/schema", "title": "specc spec AST",
+            "description": "A parsed .model file, as printed by `specc parse FILE`.", **schema}
+
+
 for _cls in (Kwarg, Call, Tuple, List, BinOp, Neg, Repeat, Branch, Parallel, Block, Model):
     _cls.model_rebuild()
