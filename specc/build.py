@@ -20,7 +20,6 @@ from .plan import LayerNode, Obj, Plan
 
 # Layers whose call takes several tensors as separate arguments rather than as one list.
 SEPARATE_INPUTS = {"MultiHeadAttention", "GroupQueryAttention"}
-_SEPARATE_INPUTS = SEPARATE_INPUTS  # TEMP: importer.py still uses the old name
 
 
 def make_object(value: Any) -> Any:

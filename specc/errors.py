@@ -31,7 +31,7 @@ EXIT_INTERRUPTED = 130
 
 EXIT_CODES = {
     EXIT_OK: "success",
-    EXIT_SPEC: "the spec has an error (syntax, names, arguments, shapes)",
+    EXIT_SPEC: "the spec has an error (syntax, names, arguments, shapes), or `fmt --check` would change it",
     EXIT_USAGE: "the command line is wrong (unknown option, missing file, run directory already used)",
     EXIT_DATA: "data or runtime error (dataset missing, bad data, device unavailable, loss became NaN)",
     EXIT_INTERNAL: "internal error: a bug in specc, please report it with the traceback",
