@@ -11,9 +11,10 @@ import argparse
 import json
 import sys
 import traceback
+from pathlib import Path
 
 from . import __version__
-from .errors import EXIT_CODES, EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, UserError
+from .errors import Diagnostic, EXIT_CODES, EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, UsageError, UserError
 
 EPILOG = "exit codes:\n" + "\n".join(f"  {code:<4} {why}" for code, why in EXIT_CODES.items())
 
@@ -55,7 +56,7 @@ def make_parser() -> argparse.ArgumentParser:
     r = sub.add_parser("run", help="train, evaluate on the test split, save the run",
                        description="Train the model, evaluate it on the test split, and write model.keras, "
                        "metrics.json and history.csv into the run directory.")
-    r.add_argument("file", metavar="FILE")
+    r.add_argument("file", metavar="FILE", nargs="?", help="the spec (with --resume: default RUN_DIR/spec.model)")
     r.add_argument("--out", metavar="DIR", help="run directory (default: runs/NAME-TIMESTAMP)")
     r.add_argument("--epochs", type=_positive, metavar="N", help="override the spec's epochs")
     r.add_argument("--limit", type=_positive, metavar="N", help="train on the first N examples only")
@@ -63,6 +64,13 @@ def make_parser() -> argparse.ArgumentParser:
     r.add_argument("--quiet", action="store_true", help="no progress output while training")
     r.add_argument("--init", metavar="PATH", help="take initial weights from this run directory or .keras file "
                    "(replaces `from` in the spec's `init` section)")
+    r.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR from its last complete epoch "
+                   "(after a crash or a kill); ends as the uninterrupted run would")
+    multi = r.add_argument_group("several processes (multi-host, as jax.distributed.initialize; "
+                                 "default: JAX's own environment variables)")
+    multi.add_argument("--coordinator", metavar="HOST:PORT", help="address of process 0")
+    multi.add_argument("--num-processes", type=_positive, metavar="N", help="how many processes train together")
+    multi.add_argument("--process-id", type=int, metavar="I", help="this process's index, 0..N-1")
 
     g = sub.add_parser("generate", help="sample text from a trained next-token model",
                        description="Print the prompt followed by text sampled from the language model in RUN_DIR.")
@@ -72,6 +80,26 @@ def make_parser() -> argparse.ArgumentParser:
     g.add_argument("--temperature", type=float, default=1.0, metavar="T",
                    help="sampling temperature: lower is more conservative, 0 always takes the likeliest (1.0)")
     g.add_argument("--seed", type=int, metavar="N", help="seed of the sampler, for repeatable output")
+
+    ev = sub.add_parser("eval", help="evaluate a trained run on its test split or on other data",
+                        description="Evaluate the model of RUN_DIR with the spec's loss and metrics.")
+    ev.add_argument("run", metavar="RUN_DIR")
+    ev.add_argument("--data", metavar="FILE", help="a data file in the spec's format instead of the run's test split")
+    ev.add_argument("--format", choices=("text", "json"), default="text")
+
+    pr = sub.add_parser("predict", help="predictions of a trained run for new inputs",
+                        description="Predict with the model of RUN_DIR: INPUT is a .npy or .csv file, an image file, "
+                        "or a folder of images.")
+    pr.add_argument("run", metavar="RUN_DIR")
+    pr.add_argument("input", metavar="INPUT")
+    pr.add_argument("-o", "--out", metavar="FILE", help="write predictions here (.npy or .csv) instead of printing them")
+
+    ex = sub.add_parser("export", help="export a trained run: .keras, weights, or int8-quantized",
+                        description="Export the model of RUN_DIR. int8 uses Keras's own quantization and reports size "
+                        "and test metrics before and after.")
+    ex.add_argument("run", metavar="RUN_DIR")
+    ex.add_argument("--format", choices=("keras", "weights", "int8"), default="keras")
+    ex.add_argument("-o", "--out", metavar="PATH", help="where to write (default: inside RUN_DIR/export/)")
 
     e = sub.add_parser("emit", help="write standalone Keras 3 Python code for the model",
                        description="Write a standalone Python file with Keras 3 code that builds the same model "
@@ -162,11 +190,15 @@ def cmd_run(args) -> int:
     from .api import load
     from .runner import run_plan
 
-    spec = load(args.file)
+    if args.coordinator or args.num_processes or args.process_id is not None:
+        from .distribute import initialize_processes
+
+        initialize_processes(args.coordinator, args.num_processes, args.process_id)
+    if args.file is None and args.resume is None:
+        raise UsageError(Diagnostic("`specc run` needs a spec FILE (or `--resume RUN_DIR`)", file="specc run"))
+    spec = load(args.file or Path(args.resume) / "spec.model")
     plan = spec.plan
     if args.init:
-        from pathlib import Path
-
         from .plan import InitPlan
 
         # A path given on the command line is relative to the working directory, not to the spec.
@@ -174,7 +206,7 @@ def cmd_run(args) -> int:
         init = plan.init.model_copy(update={"source": source}) if plan.init else InitPlan(**{"from": source})
         plan = plan.model_copy(update={"init": init})
     result = run_plan(plan, out=args.out, epochs=args.epochs, limit=args.limit,
-                      verbose=0 if args.quiet else None, force=args.force)
+                      verbose=0 if args.quiet else None, force=args.force, resume=args.resume)
     m = result.metrics
     test = ", ".join(f"{k} {v:.4f}" for k, v in m["test"].items())
     where = "training data (no test split)" if m["test_on"] == "train" else "test"
@@ -214,7 +246,8 @@ def _command(name: str):
         return local[name]
     import importlib
 
-    module = {"emit": "emit", "fmt": "fmt", "diff": "diff", "graph": "graph", "import": "importer"}[name]
+    module = {"emit": "emit", "fmt": "fmt", "diff": "diff", "graph": "graph", "import": "importer",
+              "eval": "inference", "predict": "inference", "export": "export"}[name]
     return getattr(importlib.import_module(f".{module}", __package__), f"cmd_{name}")
 
 
