@@ -230,8 +230,10 @@ def fit_options(plan: Plan) -> dict[str, Any]:
 
 
 def run_plan(plan: Plan, out: str | Path | None = None, epochs: int | None = None, limit: int | None = None,
-             verbose: int | str | None = None, force: bool = False) -> RunResult:
+             verbose: int | str | None = None, force: bool = False, resume: str | Path | None = None) -> RunResult:
     """Train, evaluate and save. Raises `SpecError`/`DataError`/`UsageError` for user mistakes."""
+    if resume is not None:
+        raise UsageError(Diagnostic("`--resume` is not available yet", file=str(resume)))
     if plan.train is None:
         raise SpecError(plan.diag(
             "the spec has no `train` section; `specc run` needs one", None,
