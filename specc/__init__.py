@@ -5,6 +5,8 @@
     spec.summary()                           # layers, output shapes, parameters
     model = spec.build_model()               # a fresh keras.Model
     result = spec.run(out="runs/mnist", epochs=1, limit=1000)
+    text = specc.import_model(model)         # a keras.Model -> spec text
+    code = specc.emit(spec)                  # spec -> standalone Keras code
 """
 
 __version__ = "0.1.0"
@@ -13,12 +15,12 @@ from .errors import DataError, InternalError, SpecError, UsageError, UserError  
 
 
 def __getattr__(name: str):
-    """`load`, `loads` and `CompiledSpec` are imported on first use, so `specc --help` starts fast."""
-    if name in ("load", "loads", "CompiledSpec"):
+    """The API is imported on first use, so `specc --help` starts fast."""
+    if name in ("load", "loads", "CompiledSpec", "import_model", "emit", "format_text"):
         from . import api
 
         return getattr(api, name)
     raise AttributeError(f"module 'specc' has no attribute {name!r}")
 
-__all__ = ["load", "loads", "CompiledSpec", "SpecError", "DataError", "UsageError", "UserError", "InternalError",
+__all__ = ["load", "loads", "CompiledSpec", "import_model", "emit", "format_text", "SpecError", "DataError", "UsageError", "UserError", "InternalError",
            "__version__"]

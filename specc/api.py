@@ -65,3 +65,25 @@ def read_spec(path: str | Path) -> str:
 def load(path: str | Path) -> CompiledSpec:
     """Parse and check a `.model` file."""
     return loads(read_spec(path), str(path))
+
+
+def import_model(model, name: str | None = None) -> str:
+    """Spec text for a `keras.Model` built in Python (`specc import` for files). Raises `UsageError`
+    naming the layer when the model uses something the language cannot express."""
+    from .importer import import_model as _import
+
+    return _import(model, name=name)
+
+
+def emit(spec: CompiledSpec, train: bool = False) -> str:
+    """Standalone Keras 3 Python code that builds (and with `train`, trains) the spec's model."""
+    from .emit import emit_python
+
+    return emit_python(spec.plan, train=train)
+
+
+def format_text(text: str, file: str = "<string>") -> str:
+    """Spec text in the canonical layout (`specc fmt`); comments kept, meaning unchanged."""
+    from .fmt import format_text as _format
+
+    return _format(text, file)

@@ -269,3 +269,17 @@ def test_missing_or_wrong_file(tmp_path, capsys):
     assert "Keras cannot load it" in caught.value.message and caught.value.exit_code == 2
     assert main(["import", str(ROOT / "specs/mnist.model")]) == 2  # a spec, not a Keras file
     assert "expected a Keras 3 `.keras` file" in capsys.readouterr().err
+
+
+def test_python_api_imports_a_model_built_in_python():
+    import keras
+
+    import specc
+
+    inputs = keras.Input((8,), name="features")
+    hidden = keras.layers.Dense(16, activation="relu")(inputs)
+    model = keras.Model(inputs, keras.layers.Dense(3, activation="softmax")(hidden))
+    text = specc.import_model(model)
+    rebuilt = specc.loads(text).build_model()
+    assert rebuilt.count_params() == model.count_params() == 8 * 16 + 16 + 16 * 3 + 3
+    assert "dense(16, activation=relu)" in text
