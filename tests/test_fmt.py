@@ -62,12 +62,11 @@ def test_fmt_is_idempotent_keeps_comments_and_meaning(name, text):
     assert _comments(out) == _comments(text)
 
 
-@pytest.mark.parametrize("name,text", [c for c in CORPUS if not c[0].startswith("errors/") and "fmt" not in c[0]
-                                        and not c[0].endswith(".formatted")],
-                         ids=lambda v: v if isinstance(v, str) and len(v) < 40 else "")
+MEANINGFUL = [(p.name, p.read_text()) for p in SPECS] + _doc_examples()  # specs that check, not only parse
+
+
+@pytest.mark.parametrize("name,text", MEANINGFUL, ids=[c[0] for c in MEANINGFUL])
 def test_formatted_spec_has_the_same_plan(name, text):
-    if name in {p.name for p in FIXTURES.glob("*.model")}:
-        pytest.skip("fixtures need not check")
     plan = specc.loads(text, name).plan
     again = specc.loads(format_text(text, name), name).plan
     assert again.model_dump() == plan.model_dump()
