@@ -32,10 +32,11 @@ class CompiledSpec:
         return format_summary(self.plan, rows, total)
 
     def run(self, out: str | Path | None = None, epochs: int | None = None, limit: int | None = None,
-            verbose: Any = 0, force: bool = False):
+            verbose: Any = 0, force: bool = False, resume: str | Path | None = None):
+        """Train, evaluate and save (`specc run`); `resume`: continue that run directory."""
         from .runner import run_plan
 
-        return run_plan(self.plan, out=out, epochs=epochs, limit=limit, verbose=verbose, force=force)
+        return run_plan(self.plan, out=out, epochs=epochs, limit=limit, verbose=verbose, force=force, resume=resume)
 
 
 def loads(text: str, file: str = "<string>") -> CompiledSpec:

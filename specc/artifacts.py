@@ -1,4 +1,9 @@
-"""Atomic writes: a crash never leaves a half-written file that looks complete."""
+"""Atomic writes: a crash never leaves a half-written file that looks complete.
+
+Each file is written under a hidden temporary name beside it (`.NAME.partial-XXXXXXXX`), synced to disk, and
+renamed over `NAME` only when whole. A process killed mid-write leaves at most such a partial file, which
+`remove_partial_files` clears (a resumed run does).
+"""
 
 from __future__ import annotations
 
@@ -6,6 +11,9 @@ import os
 import tempfile
 from pathlib import Path
 from typing import Callable, IO
+
+
+PARTIAL = ".partial-"  # in the names of files still being written
 
 
 def _umask_mode() -> int:
@@ -21,7 +29,7 @@ def write_atomic_with(path: str | Path, save: Callable[[str], None], suffix: str
     On any failure the temporary file is removed and `path` is left as it was.
     """
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=suffix)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}{PARTIAL}", suffix=suffix)
     os.close(fd)
     try:
         save(tmp)
@@ -59,3 +67,15 @@ def write_atomic(path: str | Path, content: str | bytes | Callable[[IO[bytes]], 
                 content(f)
 
     return write_atomic_with(path, save)
+
+
+def remove_partial_files(folder: str | Path) -> list[str]:
+    """Delete what killed writes left in `folder` (hidden `.NAME.partial-*` files); returns their names."""
+    gone = []
+    for f in Path(folder).glob(f".*{PARTIAL}*"):
+        try:
+            f.unlink()
+            gone.append(f.name)
+        except OSError:
+            pass
+    return gone

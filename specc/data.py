@@ -252,6 +252,8 @@ def _data_file(plan: Plan, key: str, where: _Located) -> Path:
 
 def _load_npz(plan: Plan, key: str, where: _Located) -> dict[str, np.ndarray]:
     path = _data_file(plan, key, where)
+    if path.stat().st_size == 0:
+        raise where.error(key, f"{path} is empty (0 bytes)")
     try:
         with np.load(path, allow_pickle=False) as z:  # never unpickle: a data file cannot run code
             return {k: z[k] for k in z.files}
@@ -281,7 +283,7 @@ def _load_table(plan: Plan, key: str, where: _Located):
     except (UnicodeDecodeError, csv.Error) as err:
         raise where.error(key, f"cannot read {path} as delimited text: {err}") from None
     if not columns or not rows:
-        raise where.error(key, f"{path} is empty" if not columns else f"{path} has a header but no rows")
+        raise where.error(key, f"{path} has a header but no rows" if columns and not d.columns else f"{path} is empty")
     short = next((i for i, r in enumerate(rows) if len(r) < len(columns)), None)
     if short is not None:
         line = short + (1 if d.columns else 2)
@@ -462,12 +464,12 @@ def prepare(plan: Plan, ds: Dataset, limit: int | None = None) -> Dataset:
         if xs is None or ys is None:
             continue
         arrays = [a for side in (xs, ys) for a in (side.values() if isinstance(side, dict) else [side])]
-        if split == "training" and count_examples(xs) == 0:
-            raise where.error(culprit, "the training data is empty")
+        key = "test_file" if split == "test" and d.test_file else culprit
+        if count_examples(xs) == 0:
+            raise where.error(key, f"the {split} data from {data_source(plan, ds, split)} is empty (0 examples)")
         if len({len(a) for a in arrays}) > 1:
-            key = "test_file" if split == "test" and d.test_file else culprit
             raise where.error(key, f"the {split} arrays disagree on the number of examples: "
-                              f"{sorted({len(a) for a in arrays})}")
+                              f"{sorted({len(a) for a in arrays})} (in {data_source(plan, ds, split)})")
     classes = _count_classes(d.one_hot, ds) if d.one_hot else None  # from all labels, before any limit
     if limit is not None:
         ds = replace(ds, x_train=take(ds.x_train, slice(limit)), y_train=take(ds.y_train, slice(limit)),
@@ -503,11 +505,36 @@ def prepare(plan: Plan, ds: Dataset, limit: int | None = None) -> Dataset:
         return y
 
     x_train, y_train = fit_x(ds.x_train), fit_y(ds.y_train)
+    _check_finite(plan, ds, "training", x_train, y_train, where, culprit)
     if ds.test_is_train:
         return replace(ds, x_train=x_train, y_train=y_train, x_test=x_train, y_test=y_train, w_test=ds.w_train)
     x_test = fit_x(ds.x_test) if ds.x_test is not None else None
     y_test = fit_y(ds.y_test) if ds.y_test is not None else None
+    _check_finite(plan, ds, "test", x_test, y_test, where, "test_file" if d.test_file else culprit)
     return replace(ds, x_train=x_train, y_train=y_train, x_test=x_test, y_test=y_test)
+
+
+def data_source(plan: Plan, ds: Dataset, split: str = "training") -> str:
+    """Where a split's examples come from, for messages: a file as the spec names it, a dataset's folder."""
+    d = plan.data
+    if split == "test" and d is not None and d.test_file:
+        return d.test_file
+    return "the inline arrays" if ds.origin == "inline" else ds.origin or "the data"
+
+
+def _check_finite(plan: Plan, ds: Dataset, split: str, x, y, where: _Located, key: str) -> None:
+    """NaN or infinite values in examples or targets would only show as a NaN loss: find them before training."""
+    for side, value in (("examples", x), ("targets", y)):
+        for name, a in (value.items() if isinstance(value, dict) else [("", value)]):
+            if not isinstance(a, np.ndarray) or a.dtype.kind != "f" or np.isfinite(np.sum(a, dtype=np.float64)):
+                continue  # one pass and no copy; a sum that overflows is looked at closely
+            bad = np.argwhere(~np.isfinite(a))
+            if len(bad):
+                at = tuple(int(i) for i in bad[0])
+                raise where.error(key, f"the {split} {side}{f' `{name}`' if name else ''} from {data_source(plan, ds, split)} "
+                                  f"hold {a[at]} (at index {at[0] if len(at) == 1 else at}; {len(bad)} value"
+                                  f"{'s' if len(bad) > 1 else ''} in all)",
+                                  "remove those examples or fill in the missing values")
 
 
 # --- text ----------------------------------------------------------------------

@@ -1,14 +1,16 @@
 """Stage 4: run a plan: device, data, compile, fit, evaluate, and the run directory.
 
-A run directory holds `spec.model` (the spec as run), `model.keras`,
-`metrics.json` and `history.csv`; each is written atomically, the model and
-metrics last, so a directory with `metrics.json` is a finished run.
+A run directory holds `spec.model` (the spec as run) and `run.json` (its hash, the run's settings, versions,
+devices, seed) from the start; `checkpoint.npz` and `history.csv` after every epoch (every few, for epochs
+much shorter than writing a checkpoint: `specc.checkpoint`); then `model.keras`, `curves.png` and
+`metrics.json`. Each is written atomically and `metrics.json` last, so a directory with `metrics.json` is a
+finished run (its checkpoint is then removed), and one with a checkpoint but no `metrics.json` can be
+resumed (`run_plan(..., resume=DIR)`).
 """
 
 from __future__ import annotations
 
-import csv
-import io
+import hashlib
 import json
 import math
 import sys
@@ -20,9 +22,9 @@ from typing import Any
 import numpy as np
 
 from . import __version__
-from .artifacts import write_atomic, write_atomic_with
+from .artifacts import remove_partial_files, write_atomic, write_atomic_with
 from .build import build_model, make_object
-from .data import Dataset, count_examples, load_dataset, prepare, take
+from .data import Dataset, count_examples, data_source, load_dataset, prepare, take
 from .errors import DataError, Diagnostic, SpecError, UsageError, did_you_mean
 from .keras_env import import_keras
 from .catalog import catalog
@@ -58,67 +60,126 @@ def default_out(spec_file: str) -> Path:
     return Path("runs") / f"{stem}-{time.strftime('%Y%m%d-%H%M%S')}"
 
 
+CHECKPOINT = "checkpoint.npz"
+# Everything a run writes; `--force` removes them in this order (results first), partial files after.
+RUN_FILES = ("metrics.json", "model.keras", "curves.png", CHECKPOINT, "history.csv", "run.json", "tokenizer.json",
+             "classes.json")
+
+
+def spec_hash(plan: Plan) -> str:
+    """The SHA-256 of the spec's text: a resumed run must train the very spec its run started with."""
+    return hashlib.sha256(plan.source.encode("utf-8")).hexdigest()
+
+
+def _checkpoint_meta(path: Path) -> dict[str, Any]:
+    from .checkpoint import read_checkpoint
+
+    return read_checkpoint(path, meta_only=True)[0]
+
+
 def _prepare_out(out: Path, force: bool) -> None:
-    """Make the run directory. With `force`, an old run's results go first, metrics.json before
-    model.keras, so that a failing new run never sits beside the old run's metrics."""
+    """Make the run directory. A finished or unfinished run there is refused; with `force`, its files go
+    first, metrics.json before the rest, so that a failing new run never sits beside the old run's metrics."""
     finished = [f for f in ("metrics.json", "model.keras") if (out / f).exists()]
     if finished and not force:
         raise UsageError(Diagnostic(f"{out} already holds a run; refusing to overwrite it",
                                     hint="choose another `--out`, or pass `--force` to replace it"))
+    if (out / CHECKPOINT).exists() and not force:
+        done = _checkpoint_meta(out / CHECKPOINT).get("epoch", "?")
+        raise UsageError(Diagnostic(f"{out} holds an unfinished run (checkpoint after epoch {done}); refusing to overwrite it",
+                                    hint=f"continue it with `specc run --resume {out}`, or pass `--force` to start over"))
     try:
-        for f in finished:
-            (out / f).unlink()
+        if force:
+            for f in RUN_FILES:
+                (out / f).unlink(missing_ok=True)
+            if out.is_dir():
+                remove_partial_files(out)
         out.mkdir(parents=True, exist_ok=True)
     except OSError as err:
         raise UsageError(Diagnostic(f"cannot use {out} as the run directory: {err.strerror or err}",
                                     hint="choose another `--out`")) from None
 
 
-class _EpochTimes:
-    """Epoch wall times, and a stop when the loss stops being finite.
+def _open_resume(plan: Plan, run_dir: Path, out, epochs: int | None, limit: int | None) -> tuple[Plan, dict, dict, dict]:
+    """Check that `run_dir` holds an unfinished run of this very spec; returns the plan as the run started
+    it (its folder for relative paths, its `init`), its `run.json`, and its checkpoint's meta and arrays."""
+    from .checkpoint import read_checkpoint
 
-    Only epoch-level hooks: a per-batch hook (Keras's TerminateOnNaN) would force a host
-    sync on every step, which costs speed on JAX.
-    """
+    def refuse(message: str, hint: str | None = None):
+        return UsageError(Diagnostic(message, file=str(run_dir), hint=hint))
 
-    def __init__(self):
-        self.times: list[float] = []
+    if out is not None and Path(out).resolve() != run_dir.resolve():
+        raise refuse("`--resume` continues the run in its own directory; `--out` names another",
+                     "leave out `--out`")
+    if not run_dir.is_dir():
+        raise refuse("no run directory here", "name the directory of a run that was interrupted")
+    if (run_dir / "metrics.json").exists():
+        raise refuse("this run is finished (it has metrics.json); there is nothing to resume",
+                     "start a new run with `specc run SPEC --out NEW_DIR`")
+    if not (run_dir / CHECKPOINT).exists() or not (run_dir / "run.json").exists():
+        raise refuse(f"no {CHECKPOINT} here: the run stopped before its first epoch ended",
+                     f"start it again: `specc run SPEC --out {run_dir} --force`")
+    try:
+        info = json.loads((run_dir / "run.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError) as err:
+        raise DataError(Diagnostic(f"cannot read {run_dir / 'run.json'}: {err}")) from None
+    meta, arrays = read_checkpoint(run_dir / CHECKPOINT)
+    here = spec_hash(plan)
+    if here != info["spec_sha256"] or here != meta["spec_sha256"]:
+        raise refuse(f"{plan.file} differs from the spec this run started with (sha256 {here[:12]} here, "
+                     f"{info['spec_sha256'][:12]} in run.json)",
+                     f"`specc run --resume {run_dir}` resumes with the run's own spec.model; to train a changed spec, "
+                     f"start a new run (`--init {run_dir}` starts it from the checkpoint's weights)")
+    for option, given in (("epochs", epochs), ("limit", limit)):
+        if given is not None and given != info[option]:
+            raise refuse(f"`--{option} {given}` differs from this run's ({info[option]})",
+                         f"leave out `--{option}`: a resumed run keeps the settings it started with")
+    # Relative paths in the spec (data files, `init`) resolve from where the spec was, not from run_dir.
+    update: dict[str, Any] = {}
+    if info.get("spec_path") and Path(plan.file).resolve() == (run_dir / "spec.model").resolve():
+        update["file"] = info["spec_path"]
+    if info.get("init"):
+        from .plan import InitPlan
 
-    def callback(self):
-        keras = import_keras()
-        outer = self
-
-        class EpochTimes(keras.callbacks.Callback):
-            def on_epoch_begin(self, epoch, logs=None):
-                self.t0 = time.perf_counter()
-
-            def on_epoch_end(self, epoch, logs=None):
-                outer.times.append(time.perf_counter() - self.t0)
-                loss = (logs or {}).get("loss")
-                if loss is not None and not math.isfinite(float(loss)):
-                    self.model.stop_training = True
-
-        return EpochTimes()
+        update["init"] = (plan.init.model_copy(update={"source": info["init"]}) if plan.init
+                          else InitPlan(**{"from": info["init"]}))
+    return plan.model_copy(update=update), info, meta, arrays
 
 
 def _check_labels(plan: Plan, model, data: Dataset) -> None:
-    """Sparse class labels must index the model's outputs."""
+    """Class labels must fit the loss: whole numbers indexing the model's outputs for a sparse categorical loss,
+    0..1 for binary cross-entropy; never NaN."""
     loss = plan.train.loss if plan.train else None
     if isinstance(loss, list) or isinstance(data.y_train, dict) or len(model.outputs) != 1:
         return
     cls = loss.cls if isinstance(loss, Obj) else catalog("loss").class_name(str(loss))
-    if cls != "SparseCategoricalCrossentropy":
+    if cls not in ("SparseCategoricalCrossentropy", "BinaryCrossentropy", "BinaryFocalCrossentropy"):
         return
     classes = model.outputs[0].shape[-1]
     for split, y in (("training", data.y_train), ("test", data.y_test)):
-        if y is None or not len(y):
+        if y is None or not len(y) or y.dtype.kind not in "iuf":
             continue
+        source = data_source(plan, data, "test" if split == "test" else "training")
+
+        def wrong(message: str, hint: str) -> DataError:
+            return DataError(plan.diag(message, plan.train.span("loss"), hint))  # type: ignore[union-attr]
+
         lo, hi = float(np.min(y)), float(np.max(y))
+        if math.isnan(lo) or math.isnan(hi):
+            raise wrong(f"{split} labels from {source} include NaN", "remove those examples or fill in their labels")
+        if cls != "SparseCategoricalCrossentropy":
+            if lo < 0 or hi > 1:
+                raise wrong(f"{split} labels from {source} run from {lo:g} to {hi:g}, but {cls} needs labels in 0..1",
+                            "use 0 and 1 for the two classes, or `sparse_categorical_crossentropy` for more classes")
+            continue
         if lo < 0 or hi >= classes:
-            raise DataError(plan.diag(
-                f"{split} labels run from {lo:g} to {hi:g}, but the model has {classes} outputs (classes 0..{classes - 1})",
-                plan.train.span("loss"),
-                hint="make the last layer as wide as the number of classes"))
+            raise wrong(f"{split} labels run from {lo:g} to {hi:g}, but the model has {classes} outputs (classes 0..{classes - 1})",
+                        f"the labels come from {source}: make the last layer as wide as the number of classes")
+        if y.dtype.kind == "f" and not np.array_equal(y, np.floor(y)):
+            odd = y[y != np.floor(y)].flat[0]
+            raise wrong(f"{split} labels from {source} include {odd:g}, which is not a class number: "
+                        f"{cls} needs whole numbers 0..{classes - 1}",
+                        "round or encode the labels as class numbers, or use a loss for real-valued targets (`mse`)")
 
 
 def compile_model(plan: Plan, model, weighted: bool = False) -> None:
@@ -140,24 +201,31 @@ def compile_model(plan: Plan, model, weighted: bool = False) -> None:
 
 def apply_init(plan: Plan, model) -> list[str]:
     """Copy weights from the run or `.keras` file `init` names into the layers it names (glob patterns;
-    all layers both models have by default), then freeze the `freeze` layers. Returns the layers taken."""
+    all layers both models have by default), then freeze the `freeze` layers. Returns the layers taken.
+    A run without `model.keras` (stopped, or killed) gives the weights of its checkpoint."""
     from fnmatch import fnmatchcase
-
-    from .extras import load_model
 
     init = plan.init
     assert init is not None
     path = plan.path(init.source)
     file = path / "model.keras" if path.is_dir() else path
+    if path.is_dir() and not file.is_file() and (path / CHECKPOINT).is_file():
+        file = path / CHECKPOINT
     if not file.is_file():
         raise DataError(plan.diag(f"`init` found no saved model at {file}", init.span("from"),
-                                  "name a finished run directory (it holds model.keras) or a .keras file"))
+                                  "name a run directory (it holds model.keras or a checkpoint) or a .keras file"))
     try:
-        source = load_model(file)
+        if file.name == CHECKPOINT:
+            from .checkpoint import checkpoint_weights
+
+            theirs = checkpoint_weights(file)
+        else:
+            from .extras import load_model
+
+            theirs = {layer.name: layer.get_weights() for layer in load_model(file).layers if layer.weights}
     except Exception as err:  # noqa: BLE001 - a corrupt or foreign file
         raise DataError(plan.diag(f"`init` cannot load {file}: {str(err).splitlines()[0][:300]}",
                                   init.span("from"))) from None
-    theirs = {layer.name: layer for layer in source.layers if layer.weights}
     ours = {layer.name: layer for layer in model.layers if layer.weights}
     taken: list[str] = []
     for pattern in init.layers or ["*"]:
@@ -171,13 +239,13 @@ def apply_init(plan: Plan, model) -> list[str]:
             if name not in theirs:
                 continue
             want = [tuple(w.shape) for w in ours[name].weights]
-            have = [tuple(w.shape) for w in theirs[name].weights]
+            have = [tuple(w.shape) for w in theirs[name]]
             if want != have:
                 raise SpecError(plan.diag(
                     f"`init` cannot copy layer `{name}`: its weights have shapes {have} in {file} but {want} here",
                     init.span(f"layers:{name}") or init.span("layers") or init.span("from"),
                     "give the layer the same arguments as in the run it comes from, or leave it out of `layers`"))
-            ours[name].set_weights(theirs[name].get_weights())
+            ours[name].set_weights(theirs[name])
             taken.append(name)
     every = {layer.name: layer for layer in model.layers}
     for pattern in init.freeze:
@@ -226,22 +294,31 @@ def fit_options(plan: Plan) -> dict[str, Any]:
     """The `model.fit` arguments the spec's `train` section sets (besides data, epochs and callbacks)."""
     train = plan.train
     assert train is not None
-    return {"batch_size": train.batch_size, "validation_split": train.validation_split, "shuffle": train.shuffle}
+    from .distribute import local_batch_size
+
+    return {"batch_size": local_batch_size(train.batch_size),  # each process feeds its share of every batch
+            "validation_split": train.validation_split, "shuffle": train.shuffle}
 
 
 def run_plan(plan: Plan, out: str | Path | None = None, epochs: int | None = None, limit: int | None = None,
              verbose: int | str | None = None, force: bool = False, resume: str | Path | None = None) -> RunResult:
-    """Train, evaluate and save. Raises `SpecError`/`DataError`/`UsageError` for user mistakes."""
-    if resume is not None:
-        raise UsageError(Diagnostic("`--resume` is not available yet", file=str(resume)))
+    """Train, evaluate and save; with `resume` (a run directory), continue that run from its last checkpoint
+    with the settings it started with. Raises `SpecError`/`DataError`/`UsageError` for user mistakes."""
     if plan.train is None:
         raise SpecError(plan.diag(
             "the spec has no `train` section; `specc run` needs one", None,
             hint="add `train { loss: sparse_categorical_crossentropy; optimizer: adam; epochs: 5 }`"))
+    ckpt: dict[str, Any] | None = None
+    if resume is not None:
+        plan, info, ckpt, arrays = _open_resume(plan, Path(resume), out, epochs, limit)
+        out, epochs, limit = resume, info["epochs"], info["limit"]
     try:
         platform = select_device(plan.device)
     except DataError as err:  # blame the `device:` line
         raise DataError(plan.diag(err.message, plan.device_origin.span, err.hint)) from None
+    from .distribute import configure_distribution, describe, eval_batch_size, process_out_dir, shard_data
+
+    distribution = configure_distribution(plan)  # the `device` section's `parallel`, before the model is built
     keras = import_keras()
     train = plan.train
     if train.seed is not None:
@@ -254,96 +331,151 @@ def run_plan(plan: Plan, out: str | Path | None = None, epochs: int | None = Non
     taken = apply_init(plan, model) if plan.init else []  # after adapt: weights taken from a run win
     if verbose is None:
         verbose = 1 if sys.stdout.isatty() else 2
-    folds = _cross_validate(plan, data, epochs, verbose) if train.validation else None
-    out_dir = Path(out) if out else default_out(plan.file)
-    _prepare_out(out_dir, force)
-    if plan.source:
-        write_atomic(out_dir / "spec.model", plan.source)
-    if data.vocab is not None:
-        write_atomic(out_dir / "tokenizer.json", data.vocab.to_json())
-    if data.classes is not None:
-        write_atomic(out_dir / "classes.json", json.dumps(data.classes) + "\n")
+    n_epochs = epochs if epochs is not None else train.epochs
+    if ckpt is not None:
+        folds = ckpt.get("cross_validation")
+    else:
+        folds = _cross_validate(plan, data, n_epochs, verbose) if train.validation else None
+    out_dir = process_out_dir(Path(out) if out else default_out(plan.file))  # process 0 alone writes the run
+    if ckpt is None:
+        _prepare_out(out_dir, force)
+        if plan.source:
+            write_atomic(out_dir / "spec.model", plan.source)
+        info = _write_run_info(plan, out_dir, n_epochs, limit, platform)
+        if data.vocab is not None:
+            write_atomic(out_dir / "tokenizer.json", data.vocab.to_json())
+        if data.classes is not None:
+            write_atomic(out_dir / "classes.json", json.dumps(data.classes) + "\n")
 
+    data = shard_data(plan, data, bool(verbose))  # with `parallel`: this process's share, batches split evenly
+    examples = count_examples(data.x_train) * (distribution.data_shards if distribution else 1)  # all processes'
     try:
         compile_model(plan, model, weighted=data.w_train is not None)
     except (ValueError, TypeError) as err:
         raise SpecError(plan.diag(
             f"Keras cannot compile the model with these training settings: {str(err).splitlines()[0][:400]}",
             train.span("loss"))) from None
-    timer = _EpochTimes()
-    callbacks = [timer.callback()]
-    if train.early_stopping is not None:
-        callbacks.append(make_object(train.early_stopping))
-    n_epochs = epochs if epochs is not None else train.epochs
+    from .checkpoint import EpochCheckpoint, FiniteLoss, write_history
+
+    guard = FiniteLoss()
+    stopper = make_object(train.early_stopping) if train.early_stopping is not None else None
+    resumed_at = (ckpt.get("resumed_at", []) + [ckpt["epoch"]]) if ckpt else []
+    saver = EpochCheckpoint(out_dir / CHECKPOINT, out_dir / "history.csv",
+                            {"spec_sha256": info["spec_sha256"], "cross_validation": folds, "resumed_at": resumed_at},
+                            guard, state=(ckpt, arrays) if ckpt else None, early_stopping=stopper)
+    callbacks = [guard, *([stopper] if stopper else []), saver]  # the saver last: it records early stopping's verdict
+    done = saver.done
+    if ckpt is not None:
+        remove_partial_files(out_dir)
+        write_history(out_dir / "history.csv", saver.history)  # history.csv may lag the checkpoint by one epoch
     if verbose and taken:
         print(f"init: {len(taken)} layers from {plan.init.source}: {', '.join(taken)}"  # type: ignore[union-attr]
               + (f"; frozen: {', '.join(plan.init.freeze)}" if plan.init.freeze else ""), flush=True)  # type: ignore[union-attr]
     if verbose:
         test = "the training data" if data.test_is_train else f"{count_examples(data.x_test):,} test examples"
-        print(f"training `{plan.name}` ({model.count_params():,} params) on {count_examples(data.x_train):,} examples "
-              f"for {n_epochs} epoch{'s' if n_epochs != 1 else ''} of batch {train.batch_size} on {platform}; "
+        what = f"resuming `{plan.name}` after epoch {done} of {n_epochs}" if ckpt else f"training `{plan.name}`"
+        print(f"{what} ({model.count_params():,} params) on {examples:,} examples "
+              f"for {n_epochs} epoch{'s' if n_epochs != 1 else ''} of batch {train.batch_size} on {describe(platform)}; "
               f"evaluating on {test}; writing {out_dir}", flush=True)
-    start = time.perf_counter()
     try:
-        fit = model.fit(data.x_train, data.y_train, sample_weight=data.w_train, epochs=n_epochs, callbacks=callbacks,
-                        verbose=verbose, **fit_options(plan))
+        model.fit(data.x_train, data.y_train, sample_weight=data.w_train, callbacks=callbacks, verbose=verbose,
+                  epochs=done if ckpt and ckpt.get("stopped") else n_epochs, initial_epoch=done, **fit_options(plan))
     except KeyboardInterrupt:
-        print(f"specc: interrupted during training; {out_dir} holds spec.model only (no model was saved)",
-              file=sys.stderr)
+        print(f"specc: interrupted during training; {_kept(out_dir)}"
+              + (f"; continue with `specc run --resume {out_dir}`" if saver.saved else ""), file=sys.stderr)
         raise
     except (ValueError, TypeError) as err:
-        if timer.times:  # it ran whole epochs before failing: not a mismatch of shapes
+        if saver.new_epochs:  # it ran whole epochs before failing: not a mismatch of shapes
             raise
         raise DataError(plan.diag(
             f"training failed in its first steps: {str(err).splitlines()[0][:400]}",
             train.span("loss"),
             hint=f"check that the loss fits the model's outputs {[tuple(o.shape) for o in model.outputs]} and the "
-            f"targets {_shapes(data.y_train)}; kept in {out_dir}: spec.model only")) from None
-    seconds = time.perf_counter() - start
-    history = {k: [float(v) for v in vs] for k, vs in fit.history.items()}
-    losses = history.get("loss", [])
-    _write_history(out_dir / "history.csv", history)
-    if any(not math.isfinite(v) for v in losses):
-        bad = next(i for i, v in enumerate(losses) if not math.isfinite(v))
+            f"targets {_shapes(data.y_train)}; {_kept(out_dir)}")) from None
+    seconds = saver.seconds()
+    history = saver.history
+    if guard.bad is not None:
+        epoch, step, loss = guard.bad
+        steps = math.ceil(int(examples * (1 - train.validation_split)) / train.batch_size)
+        where = f"epoch {epoch + 1}" + (f", step {step + 1} of {steps}" if step is not None else "")
+        restart = (f"; `specc run SPEC --init {out_dir}` starts a new run from the weights after epoch {saver.saved}"
+                   if saver.saved else "")
         raise DataError(plan.diag(
-            f"training stopped: the loss became {losses[bad]} in epoch {bad + 1}; "
-            f"kept in {out_dir}: spec.model and history.csv (no model was saved)",
-            train.span("optimizer"),
-            hint="lower the learning rate, or check the data for NaN or huge values"))
+            f"training stopped: the loss became {loss} in {where}; {_kept(out_dir)}", train.span("optimizer"),
+            hint=f"lower the learning rate, or check the data for NaN or huge values{restart}"))
     try:
-        test = model.evaluate(data.x_test, data.y_test, sample_weight=data.w_test, batch_size=max(train.batch_size, 256),
+        test = model.evaluate(data.x_test, data.y_test, sample_weight=data.w_test, batch_size=eval_batch_size(train.batch_size),
                               verbose=0, return_dict=True)
     except (ValueError, TypeError) as err:
         raise DataError(plan.diag(
-            f"evaluation on the test split failed: {str(err).splitlines()[0][:400]}; "
-            f"kept in {out_dir}: spec.model and history.csv (no model was saved)", None,
+            f"evaluation on the test split failed: {str(err).splitlines()[0][:400]}; {_kept(out_dir)}", None,
             hint=f"check that the test targets {_shapes(data.y_test)} fit the model's outputs")) from None
     write_atomic_with(out_dir / "model.keras", model.save, suffix=".keras")
+    _plot_curves(out_dir / "curves.png", history, plan.name)
     metrics = {
         "spec": plan.file,
+        "spec_sha256": info["spec_sha256"],
         "model": plan.name,
         "test": {k: float(v) for k, v in test.items()},
         "test_on": "train" if data.test_is_train else "test",
         "train": {k: v[-1] for k, v in history.items() if not k.startswith("val_")},
         "validation": {k[4:]: v[-1] for k, v in history.items() if k.startswith("val_")},
         "params": int(model.count_params()),
-        "epochs": len(losses),
+        "epochs": len(history.get("loss", [])),
         "seconds": round(seconds, 3),
-        "epoch_seconds": [round(t, 3) for t in timer.times],
-        "examples": count_examples(data.x_train),
+        "epoch_seconds": [round(t, 3) for t in saver.times],
+        "examples": examples,
         "batch_size": train.batch_size,
         "seed": train.seed,
         "device": platform,
+        "devices": info["devices"],
         "versions": _versions(),
     }
+    if resumed_at:
+        metrics["resumed_after_epochs"] = resumed_at
     if folds is not None:
         metrics["cross_validation"] = folds
+    if distribution is not None:
+        metrics["distribution"] = distribution.as_json()
     if taken:
         metrics["init"] = {"from": plan.init.source, "layers": taken, "frozen": plan.init.freeze}  # type: ignore[union-attr]
     if data.vocab is not None:
         metrics["vocabulary"] = {"kind": data.vocab.kind, "size": data.vocab.size}
     write_atomic(out_dir / "metrics.json", json.dumps(metrics, indent=2) + "\n")
+    (out_dir / CHECKPOINT).unlink(missing_ok=True)  # a finished run needs no checkpoint
     return RunResult(out=out_dir, metrics=metrics, history=history, model=model)
+
+
+def _write_run_info(plan: Plan, out_dir: Path, epochs: int, limit: int | None, platform: str) -> dict[str, Any]:
+    """`run.json`, written when a run starts: the spec (path and hash), the settings a resume must keep
+    (epochs, limit, init), the seed, and what it runs on (versions, devices)."""
+    import jax
+
+    info = {"spec": plan.file, "spec_path": None if plan.file.startswith("<") else str(Path(plan.file).resolve()),
+            "spec_sha256": spec_hash(plan), "model": plan.name, "seed": plan.train.seed if plan.train else None,
+            "epochs": epochs, "limit": limit, "init": str(plan.path(plan.init.source).resolve()) if plan.init else None,
+            "device": platform, "devices": [f"{d.platform}:{d.id} {d.device_kind}" for d in jax.devices()],
+            "versions": _versions(), "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+    write_atomic(out_dir / "run.json", json.dumps(info, indent=2) + "\n")
+    return info
+
+
+def _kept(out_dir: Path) -> str:
+    """What a stopped run left, for its error message: `kept in DIR: spec.model, ...`."""
+    files = [f for f in ("spec.model", "run.json", CHECKPOINT, "history.csv") if (out_dir / f).exists()]
+    if (out_dir / CHECKPOINT).exists():
+        done = _checkpoint_meta(out_dir / CHECKPOINT)["epoch"]
+        files[files.index(CHECKPOINT)] = f"{CHECKPOINT} (after epoch {done})"
+    return f"kept in {out_dir}: {', '.join(files) or 'nothing'} (no model was saved)"
+
+
+def _plot_curves(path: Path, history: dict[str, list[float]], title: str) -> None:
+    try:
+        from .curves import plot_curves
+    except ImportError as err:  # matplotlib is a dependency, but a missing plot must not lose a trained run
+        print(f"specc: no training curves ({err})", file=sys.stderr)
+        return
+    plot_curves(history, path, title)
 
 
 def _cross_validate(plan: Plan, data: Dataset, epochs: int | None, verbose) -> dict[str, Any]:
@@ -391,16 +523,6 @@ def _shapes(a) -> str:
     if isinstance(a, dict):
         return "{" + ", ".join(f"{k}: {tuple(v.shape)}" for k, v in a.items()) + "}"
     return str(tuple(a.shape))
-
-
-def _write_history(path: Path, history: dict[str, list[float]]) -> None:
-    buf = io.StringIO()
-    writer = csv.writer(buf, lineterminator="\n")
-    keys = list(history)
-    writer.writerow(["epoch"] + keys)
-    for i in range(len(history.get("loss", []))):
-        writer.writerow([i + 1] + [repr(history[k][i]) for k in keys])
-    write_atomic(path, buf.getvalue())
 
 
 def _versions() -> dict[str, str]:

@@ -127,7 +127,7 @@ def test_a_diverging_run_stops_and_says_what_was_kept(tmp_path):
     except specc.DataError as err:
         assert err.message.startswith("training stopped: the loss became ")
         assert "kept in" in err.message and err.line == 11
-        assert sorted(p.name for p in out.iterdir()) == ["history.csv", "spec.model"]
+        assert sorted(p.name for p in out.iterdir()) == ["checkpoint.npz", "history.csv", "run.json", "spec.model"]
         epochs = len(out.joinpath("history.csv").read_text().splitlines()) - 1
         assert epochs < 50  # it stopped at the first non-finite epoch
     else:

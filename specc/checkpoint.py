@@ -1,0 +1,230 @@
+"""Checkpoints: the whole training state after every epoch, for `specc run --resume`.
+
+`checkpoint.npz` in the run directory is rewritten atomically at the end of each complete epoch, then
+`history.csv`. It holds what decides the rest of the run, so that a run killed at any moment and resumed
+ends bit for bit as the uninterrupted run would (on CPU, with a seed):
+
+- every model variable (`model.variables`): weights, batch-norm statistics, and the states of the layers'
+  own random seed generators (dropout, random_flip, random_crop), which `model.keras` does not save;
+- every optimizer variable: its step count (which learning-rate schedules read) and moments;
+- NumPy's global random state (Keras shuffles arrays with it at the start of each epoch), Python's
+  `random`, and the state of Keras's global seed generator;
+- early stopping's counters and best weights;
+- `meta` (JSON): the epochs done, whether training had stopped, the history and epoch times so far, the
+  spec's hash, k-fold results, and which variables are each layer's weights (`init` can start from them).
+
+Arrays are stored by position in `model.variables` and `optimizer.variables`: the same spec builds the
+same variables in the same order, and their shapes are checked when they are put back.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import os
+import random
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .artifacts import write_atomic
+from .errors import DataError, Diagnostic
+from .keras_env import import_keras
+
+keras = import_keras()
+
+
+def _global_seed_generator(create: bool = False):
+    """Keras's global `SeedGenerator` (what `keras.random` uses without a seed), if there is one."""
+    from keras.src.backend.common import global_state
+    from keras.src.random import seed_generator
+
+    gen = global_state.get_global_attribute(seed_generator.GLOBAL_SEED_GENERATOR)
+    return seed_generator.global_seed_generator() if gen is None and create else gen
+
+
+def save_checkpoint(path: Path, model, meta: dict[str, Any], early_stopping=None) -> None:
+    """Write the training state (variables, random states, `meta`) to `path`, atomically."""
+    arrays = {f"model/{i}": keras.ops.convert_to_numpy(v.value) for i, v in enumerate(model.variables)}
+    arrays.update({f"optimizer/{i}": keras.ops.convert_to_numpy(v.value)
+                   for i, v in enumerate(model.optimizer.variables)})
+    _, keys, pos, has_gauss, gauss = np.random.get_state()
+    arrays["rng/numpy"] = keys
+    version, state, gauss_next = random.getstate()
+    gen = _global_seed_generator()
+    if gen is not None:
+        arrays["rng/keras"] = keras.ops.convert_to_numpy(gen.state.value)
+    index = {id(v): i for i, v in enumerate(model.variables)}
+    meta = {**meta, "paths": [v.path for v in model.variables],
+            "layers": {layer.name: [index[id(w)] for w in layer.weights] for layer in model.layers if layer.weights},
+            "numpy_rng": [int(pos), int(has_gauss), float(gauss)], "python_rng": [version, list(state), gauss_next]}
+    if early_stopping is not None:
+        es = early_stopping
+        meta["early_stopping"] = {"wait": es.wait, "stopped_epoch": es.stopped_epoch, "best_epoch": es.best_epoch,
+                                  "best": None if es.best is None else float(es.best),
+                                  "best_weights": es.best_weights is not None}
+        for i, w in enumerate(es.best_weights or []):
+            arrays[f"early_stopping/{i}"] = np.asarray(w)
+    arrays["meta"] = np.array(json.dumps(meta))
+    write_atomic(path, lambda f: np.savez(f, **arrays))
+
+
+def read_checkpoint(path: Path, meta_only: bool = False) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    """(meta, arrays) of a checkpoint file; with `meta_only`, the arrays are not read."""
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            meta = json.loads(str(z["meta"]))
+            arrays = {} if meta_only else {k: z[k] for k in z.files if k != "meta"}
+    except Exception as err:  # noqa: BLE001 - truncated, foreign, or not a checkpoint
+        raise DataError(Diagnostic(f"cannot read the checkpoint {path}: {str(err).splitlines()[0][:300]}",
+                                   hint="the run cannot be resumed; start it again with `--force`")) from None
+    return meta, arrays
+
+
+def checkpoint_weights(path: Path) -> dict[str, list[np.ndarray]]:
+    """Each layer's weights in a checkpoint (`layer.get_weights()` order), by layer name."""
+    meta, arrays = read_checkpoint(path)
+    return {name: [arrays[f"model/{i}"] for i in idx] for name, idx in meta["layers"].items()}
+
+
+def restore_checkpoint(model, meta: dict[str, Any], arrays: dict[str, np.ndarray], early_stopping=None) -> None:
+    """Put a checkpoint's variables and random states back (the optimizer must be built)."""
+    for kind, variables in (("model", model.variables), ("optimizer", model.optimizer.variables)):
+        saved = sorted((k for k in arrays if k.startswith(kind + "/")), key=lambda k: int(k.split("/")[1]))
+        if len(saved) != len(variables):
+            raise DataError(Diagnostic(f"the checkpoint holds {len(saved)} {kind} variables, this model has "
+                                       f"{len(variables)}", hint="was the run started by another version of specc?"))
+        for i, (key, v) in enumerate(zip(saved, variables)):
+            value = arrays[key]
+            if tuple(value.shape) != tuple(v.shape):  # paths may differ: seed generators are numbered per process
+                raise DataError(Diagnostic(f"the checkpoint's {kind} variable {i} ({meta['paths'][i] if kind == 'model' else key}, "
+                                           f"{tuple(value.shape)}) does not fit this model's ({v.path}, {tuple(v.shape)})"))
+            v.assign(value)
+    pos, has_gauss, gauss = meta["numpy_rng"]
+    np.random.set_state(("MT19937", arrays["rng/numpy"], pos, has_gauss, gauss))
+    if "rng/keras" in arrays:
+        _global_seed_generator(create=True).state.assign(arrays["rng/keras"])
+    version, state, gauss_next = meta["python_rng"]
+    random.setstate((version, tuple(state), gauss_next))
+    saved_es = meta.get("early_stopping")
+    if early_stopping is not None and saved_es:
+        for name in ("wait", "stopped_epoch", "best_epoch", "best"):
+            setattr(early_stopping, name, saved_es[name])
+        n = sum(1 for k in arrays if k.startswith("early_stopping/"))
+        early_stopping.best_weights = [arrays[f"early_stopping/{i}"] for i in range(n)] if saved_es["best_weights"] else None
+
+
+def write_history(path: Path, history: dict[str, list[float]]) -> None:
+    """`history.csv`: a row per epoch, a column per logged quantity, written atomically."""
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    keys = list(history)
+    writer.writerow(["epoch"] + keys)
+    for i in range(len(history.get("loss", []))):
+        writer.writerow([i + 1] + [repr(history[k][i]) for k in keys])
+    write_atomic(path, buf.getvalue())
+
+
+class FiniteLoss(keras.callbacks.Callback):
+    """Stops training at the first step whose loss is NaN or infinite; `bad` is (epoch, step, loss).
+
+    Keras dispatches it off the training loop, on a thread pool (`async_safe`), so the check never makes JAX
+    wait on a step: the stop lands a step or two later (that epoch is never checkpointed), and calls may run
+    out of order, so the earliest bad step is kept."""
+
+    async_safe = True
+
+    def __init__(self):
+        super().__init__()
+        self.bad: tuple[int, int, float] | None = None
+        self.epoch = 0
+        self.lock = threading.Lock()
+
+    def set_model(self, model):
+        super().set_model(model)
+        # Not `self.model`: on JAX that property copies the training state into the model, which from this
+        # thread would race the training step and hand it deleted (donated) buffers.
+        self.trainer = model
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch = epoch  # batch-end calls of the previous epoch are all done: Keras waits at epoch end
+
+    def on_train_batch_end(self, batch, logs=None):
+        loss = (logs or {}).get("loss")
+        if loss is not None and not math.isfinite(float(loss)):
+            with self.lock:
+                if self.bad is None or (self.epoch, batch) < self.bad[:2]:
+                    self.bad = (self.epoch, batch, float(loss))
+            self.trainer.stop_training = True
+
+
+class EpochCheckpoint(keras.callbacks.Callback):
+    """At the end of each complete, finite epoch: record its logs and time, then write the checkpoint to `path`
+    and the history to `history_path`. On resume (`state` = a checkpoint's meta and arrays) it puts the state back
+    when training begins: after Keras has built the optimizer and the data iterator (building draws a batch,
+    and with it a shuffle from NumPy's random state), before the first batch of the next epoch.
+
+    Writing a checkpoint takes time (gathering the state, writing it, syncing it to disk). Epochs shorter than
+    `SPACING` times what the last checkpoint took are not each saved: the next checkpoint waits until that
+    much training has passed, so checkpoints cost at most about 1/SPACING of the time (`$SPECC_CHECKPOINT_SPACING`,
+    default 10; 0 saves every epoch). The last epoch, and one after which training stops, are always saved.
+
+    Place it after early stopping in the callbacks, so that it saves early stopping's verdict."""
+
+    SPACING = float(os.environ.get("SPECC_CHECKPOINT_SPACING") or 10)
+
+    def __init__(self, path: Path, history_path: Path, meta: dict[str, Any], guard: FiniteLoss,
+                 state: tuple[dict, dict] | None = None, early_stopping=None):
+        super().__init__()
+        self.path, self.history_path, self.meta, self.state = path, history_path, dict(meta), state
+        self.early_stopping, self.guard = early_stopping, guard
+        saved = state[0] if state else {}
+        self.history: dict[str, list[float]] = {k: list(v) for k, v in saved.get("history", {}).items()}
+        self.times: list[float] = list(saved.get("epoch_seconds", []))
+        self.seconds_before = float(saved.get("seconds", 0.0))
+        self.done = self.saved = int(saved.get("epoch", 0))  # epochs finished; epochs in the checkpoint on disk
+        self.new_epochs = 0  # finished by this process
+        self.saved_at, self.cost = 0.0, 0.0
+
+    def on_train_begin(self, logs=None):
+        if self.state is not None:
+            restore_checkpoint(self.model, *self.state, early_stopping=self.early_stopping)
+            self.state = None  # the arrays are in the model now
+        self.start = time.perf_counter()
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.t0 = time.perf_counter()
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs = logs or {}
+        loss = logs.get("loss")
+        if self.guard.bad is None and loss is not None and not math.isfinite(float(loss)):
+            self.guard.bad = (epoch, None, float(loss))
+        if self.guard.bad is not None:  # a diverged epoch is never saved: the last good checkpoint stays
+            self.model.stop_training = True
+            return
+        self.times.append(time.perf_counter() - self.t0)
+        for key, value in logs.items():
+            self.history.setdefault(key, []).append(float(value))
+        self.done = epoch + 1
+        self.new_epochs += 1
+        stopping = self.model.stop_training or self.done >= self.params.get("epochs", 0)
+        if not stopping and time.perf_counter() - self.saved_at < self.SPACING * self.cost:
+            return
+        began = time.perf_counter()
+        self.meta.update(epoch=self.done, stopped=bool(self.model.stop_training), history=self.history,
+                         epoch_seconds=self.times, seconds=self.seconds())
+        save_checkpoint(self.path, self.model, self.meta, self.early_stopping)
+        write_history(self.history_path, self.history)
+        self.saved = self.done
+        self.saved_at = time.perf_counter()
+        self.cost = self.saved_at - began
+
+    def seconds(self) -> float:
+        """Training time so far, over every process that worked on the run."""
+        return self.seconds_before + time.perf_counter() - self.start
