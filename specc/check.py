@@ -8,6 +8,7 @@ building on symbolic tensors (`specc.build.infer_shapes`).
 
 from __future__ import annotations
 
+import contextlib
 import math
 import operator
 from typing import Any
@@ -17,17 +18,28 @@ from .catalog import DENIED_LAYERS, METRIC_STRINGS, call_options_of, catalog, ki
 from .errors import Diagnostic, InternalError, Source, SpecError, did_you_mean
 from .keras_env import import_keras
 from .text import SPECIALS
-from .plan import TEXT_DATASETS, DataPlan, InitPlan, InputNode, LayerNode, Obj, Origin, Plan, TrainPlan
+from .plan import (PARALLEL, TEXT_DATASETS, DataPlan, DistributionPlan, InitPlan, InputNode, LayerNode, Obj, Origin, Plan,
+                   TrainPlan)
 
-SECTIONS = ("data", "train", "init")
+SECTIONS = ("data", "train", "init", "device")
 TOP_SETTINGS = ("device",)
 DEVICES = ("auto", "cpu", "gpu", "tpu")
+DEVICE_SETTINGS = ("kind", "parallel", "mesh", "axes", "layout")  # the `device { ... }` section
 DATASETS = ("mnist", "fashion_mnist", "cifar10") + TEXT_DATASETS
 TOKENIZERS = ("chars", "words", "wordpiece")
 TASKS = ("classify", "next_token", "masked_tokens")
 DATA_FILES = (".npz", ".csv", ".tsv", ".data", ".txt")
 DTYPES = ("float32", "float16", "bfloat16", "float64", "int32", "int64", "uint8", "bool")
 _CONSTANTS = {"true": True, "false": False, "none": None, "True": True, "False": False, "None": None}
+# Bounds on what a model expands to (README: "Hostile input"), so that `repeat 10**9`, blocks calling
+# blocks exponentially or thousands of nested calls end in a located error, not in hours or a crash.
+MAX_LAYERS = 2_000  # layers once blocks and `repeat` are expanded (Keras builds a chain this long)
+MAX_REPEAT = 10_000  # the count of one `repeat`
+MAX_EXPANSION = 100_000  # block calls and `repeat` rounds in all (bodies without layers count too)
+MAX_NESTING = 64  # blocks, `repeat` and `parallel` inside one another, through block calls
+MAX_NUMBER = 2**63 - 1  # the largest whole number arithmetic may make, as in the parser
+MAX_ERRORS = 100  # errors reported for one file; checking stops at the next
+MAX_EXAMPLE_VALUES = 2**28  # values in one example of an input (1 GiB of float32): XLA aborts or memory runs out past it
 _OPS = {"+": operator.add, "-": operator.sub, "*": operator.mul, "/": operator.truediv,
         "//": operator.floordiv, "%": operator.mod}
 
@@ -57,15 +69,45 @@ class Checker:
         self.blocks: dict[str, n.Block] = {}
         self.notes: list[str] = []  # "in block `x` used at line N", innermost last
         self.stack: list[str] = []  # block names being expanded
+        self.expanded = 0  # block calls and `repeat` rounds so far (MAX_EXPANSION)
+        self.depth = 0  # blocks, `repeat` and `parallel` being expanded (MAX_NESTING)
+        self.halted = False  # a bound was crossed: stop checking the model
 
     # -- reporting ---------------------------------------------------------
 
     def fail(self, message: str, span: n.Span | None, hint: str | None = None) -> _Abort:
+        if len(self.errors) >= MAX_ERRORS:  # a file of garbage: say so once, and stop checking the model
+            if not self.halted:
+                self.errors.append(self.src.diag(f"too many errors: specc stops checking after {MAX_ERRORS}", span))
+            self.halted = True
+            return _Abort()
         self.errors.append(self.src.diag(message, span, hint, list(reversed(self.notes))))
         return _Abort()
 
     def origin(self, span: n.Span | None) -> Origin:
         return Origin(span=span, notes=list(reversed(self.notes)))
+
+    def limit(self, message: str, span: n.Span | None, hint: str | None = None) -> _Abort:
+        """A bound crossed: reported once, and nothing more of the model is checked."""
+        self.halted = True
+        return self.fail(message, span, hint)
+
+    def spend(self, span: n.Span | None) -> None:
+        self.expanded += 1
+        if self.expanded > MAX_EXPANSION:
+            raise self.limit(f"the model expands too far: more than {MAX_EXPANSION:,} block calls and `repeat` rounds",
+                             span, "lower a `repeat` count, or use fewer levels of blocks calling blocks")
+
+    @contextlib.contextmanager
+    def nested(self, span: n.Span | None):
+        if self.depth >= MAX_NESTING:
+            raise self.limit(f"nested too deeply: blocks, `repeat` and `parallel` inside one another more than "
+                             f"{MAX_NESTING} levels deep", span)
+        self.depth += 1
+        try:
+            yield
+        finally:
+            self.depth -= 1
 
     # -- expressions -------------------------------------------------------
 
@@ -100,9 +142,13 @@ class Checker:
             if e.op in ("/", "//", "%") and b == 0:
                 raise self.fail("division by zero", e.right.span)
             try:
-                return _OPS[e.op](a, b)
+                result = _OPS[e.op](a, b)
             except ArithmeticError as err:  # OverflowError: a number too large for a float
                 raise self.fail(f"cannot compute `{e.op}`: {err}", e.span) from None
+            if (isinstance(result, int) and abs(result) > MAX_NUMBER) or (isinstance(result, float) and not math.isfinite(result)):
+                kind = "a 64-bit whole number" if isinstance(result, int) else "a 64-bit float"
+                raise self.fail(f"`{e.op}` makes a number too large for {kind}", e.span)
+            return result
         if isinstance(e, n.Call):
             if kind is None:
                 raise self.fail(
@@ -223,6 +269,8 @@ class Checker:
             try:  # in the model, go on after an error to report the independent ones too
                 current = self.stmt(stmt, current, env, in_block)
             except _Abort:
+                if self.halted:
+                    raise
                 current = _UNKNOWN
                 if isinstance(stmt, n.Chain) and stmt.target and stmt.target not in self.tensors:
                     self.tensors[stmt.target] = _UNKNOWN
@@ -236,6 +284,10 @@ class Checker:
             dtype = s.dtype or "float32"
             if dtype not in DTYPES:
                 raise self.fail(f"unknown dtype `{dtype}`", s.span, did_you_mean(dtype, DTYPES) or f"dtypes: {', '.join(DTYPES)}")
+            size = math.prod(d for d in s.shape if d is not None)
+            if size > MAX_EXAMPLE_VALUES:
+                raise self.fail(f"input `{s.name}` has {size:,} values per example; specc builds at most "
+                                f"{MAX_EXAMPLE_VALUES:,} (2**28)", s.span)
             node = InputNode(name=s.name, shape=tuple(s.shape), dtype=dtype, origin=self.origin(s.span))
             self.inputs.append(node)
             self.tensors[s.name] = s.name
@@ -273,8 +325,13 @@ class Checker:
             count = self.value(s.count, env)
             if not isinstance(count, int) or isinstance(count, bool) or count < 0:
                 raise self.fail(f"`repeat` needs a whole number of times, got {_show(count)}", s.count.span)
-            for _ in range(count):
-                current = self.body(s.body, current, env, in_block)
+            if count > MAX_REPEAT:
+                raise self.limit(f"`repeat` {count:,} times is more than specc expands (at most {MAX_REPEAT:,})",
+                                 s.count.span)
+            with self.nested(s.span):
+                for _ in range(count):
+                    self.spend(s.count.span)
+                    current = self.body(s.body, current, env, in_block)
             return current
         if isinstance(s, n.Parallel):
             if current is None:
@@ -282,7 +339,8 @@ class Checker:
             if len(s.branches) < 2:
                 raise self.fail("`parallel` needs at least two branches", s.span,
                                 "an empty `branch {}` passes its input through unchanged (a residual connection)")
-            outs = [self.body(b.body, current, env, in_block=True) or current for b in s.branches]
+            with self.nested(s.span):
+                outs = [self.body(b.body, current, env, in_block=True) or current for b in s.branches]
             return self.layer(s.merge, outs, env)
         raise InternalError(f"unknown statement {s!r}")
 
@@ -367,6 +425,9 @@ class Checker:
         if len(sources) > 1 and not _is_merge(cls_name):
             raise self.fail(f"layer `{call.func}` takes one input, but {len(sources)} tensors flow into it", call.name_span,
                             "merge them first: `[a, b] -> concatenate` (or add, multiply, average, ...)")
+        if len(self.layers) >= MAX_LAYERS:
+            raise self.limit(f"the model has more than {MAX_LAYERS:,} layers once blocks and `repeat` are expanded",
+                             call.span, "specc builds models of at most this many layers")
         origin = self.origin(call.span).model_copy(update={"args": spans})
         self.layers.append(LayerNode(name=name, cls=cls_name, kwargs=kwargs, inputs=sources, call_kwargs=call_kwargs,
                                      origin=origin))
@@ -411,11 +472,13 @@ class Checker:
                     raise self.fail(f"block `{block.name}` needs argument `{p.name}`", call.span,
                                     f"write `{block.name}({', '.join(params)})`")
                 local[p.name] = bind(p.default, dict(local))
+        self.spend(call.name_span)
         self.stack.append(block.name)
         self.notes.append(f"in block `{block.name}`, used at line {call.span.line if call.span else '?'}")
         saved = dict(self.tensors)
         try:
-            out = self.body(block.body, sources[0], local, in_block=True)
+            with self.nested(call.name_span):
+                out = self.body(block.body, sources[0], local, in_block=True)
         finally:
             self.notes.pop()
             self.stack.pop()
@@ -455,7 +518,7 @@ class Checker:
     def settings(self, settings: list[n.Setting], allowed: tuple[str, ...], where: str) -> dict[str, n.Setting]:
         out: dict[str, n.Setting] = {}
         homes = {"`train`": _fields(TrainPlan), "`data`": _fields(DataPlan), "`init`": _fields(InitPlan),
-                 "the file": TOP_SETTINGS}
+                 "`device`": DEVICE_SETTINGS, "the file": TOP_SETTINGS}
         for s in settings:
             if s.key not in allowed:
                 home = next((h for h, keys in homes.items() if s.key in keys and h != where), None)
@@ -739,6 +802,121 @@ class Checker:
                             did_you_mean(str(v), DEVICES) or f"devices: {', '.join(DEVICES)}")
         return v
 
+    # -- the device section --------------------------------------------------
+
+    def check_device_section(self, sec: n.Section) -> tuple[str, DistributionPlan | None]:
+        """`device { kind: cpu; parallel: data }`: the platform, and how training is spread over its devices."""
+        given = self.settings(sec.settings, DEVICE_SETTINGS, "`device`")
+        kind = self.guarded(self.check_device, given["kind"]) if "kind" in given else "auto"
+        origins = {k: Origin(span=s.span) for k, s in given.items()}
+        plan: dict[str, Any] = {}
+        for key in ("parallel", "mesh", "axes", "layout"):  # in this order: each may look at the ones before
+            if key in given:
+                v = self.guarded(self.device_value, key, given[key], plan, origins)
+                if v is not None:
+                    plan[key] = v
+        if "parallel" in given and "parallel" not in plan:  # its error says enough
+            return kind, None
+        parallel = plan.pop("parallel", None)
+        if parallel == "none":
+            parallel = None
+        for key in ("mesh", "axes", "layout"):
+            if key in given and parallel != "model":
+                why = "`parallel: data` uses every device as it is" if parallel == "data" else "there is no `parallel`"
+                self.fail(f"`{key}` is for `parallel: model`, and {why}", given[key].key_span,
+                          "write `parallel: model` to split weights over a mesh of devices, or remove "
+                          f"`{key}`")
+        if parallel == "model":
+            if "mesh" not in given:
+                self.fail("`parallel: model` needs a `mesh`: the shape of the grid of devices", sec.span,
+                          "e.g. `mesh: (2, 2)` with `axes: (batch, model)` for 4 devices")
+            elif "mesh" in plan and "axes" not in given:
+                if len(plan["mesh"]) != 2:
+                    self.fail(f"a mesh of {len(plan['mesh'])} dimension{'s' if len(plan['mesh']) != 1 else ''} "
+                              "needs `axes`: a name for each", given["mesh"].span,
+                              f"e.g. `axes: ({', '.join(('batch', 'model', 'x', 'y')[:len(plan['mesh'])])})`")
+                else:
+                    plan["axes"] = ("batch", "model")
+            if "layout" not in given:
+                self.fail("`parallel: model` needs a `layout`: which weights to split along which mesh axes", sec.span,
+                          'e.g. `layout: [("dense.*kernel", (none, model))]`: the kernels of layers named dense... '
+                          "split by columns along the `model` axis")
+        if parallel is None:
+            return kind, None
+        return kind, DistributionPlan(parallel=parallel, **plan, origins=origins)
+
+    def device_value(self, key: str, s: n.Setting, plan: dict[str, Any], origins: dict[str, Origin]) -> Any:
+        e = s.value
+        v = self.value(e, {})
+        if key == "parallel":
+            choices = PARALLEL + ("none",)
+            if v is None:
+                return "none"
+            if v not in choices:
+                raise self.fail(f"unknown parallelism {_show(v)}", e.span, did_you_mean(str(v), choices)
+                                or "`parallel: data` (copies of the model, each batch split over the devices) or "
+                                "`parallel: model` (weights split over a mesh of devices)")
+            return v
+        if key == "mesh":
+            if isinstance(v, int) and not isinstance(v, bool):
+                v = (v,)
+            if not (isinstance(v, tuple) and v and all(isinstance(d, int) and not isinstance(d, bool) and d > 0
+                                                       for d in v)):
+                raise self.fail(f"`mesh` is the shape of the grid of devices, e.g. `mesh: (2, 2)`; got {_show(v)}",
+                                e.span)
+            return v
+        if key == "axes":
+            v = (v,) if isinstance(v, str) else tuple(v) if isinstance(v, (tuple, list)) else v
+            if not (isinstance(v, tuple) and v and all(isinstance(a, str) for a in v)):
+                raise self.fail(f"`axes` names the mesh's axes, e.g. `axes: (batch, model)`; got {_show(v)}", e.span)
+            twice = next((a for i, a in enumerate(v) if a in v[:i]), None)
+            if twice is not None:
+                raise self.fail(f"mesh axis `{twice}` is named twice", e.span)
+            mesh = plan.get("mesh")
+            if mesh is not None and len(mesh) != len(v):
+                raise self.fail(f"`axes` names {len(v)} axes, but the mesh {_show(mesh)} has {len(mesh)}", e.span)
+            return v
+        if key == "layout":
+            return self.layout(e, plan, origins)
+        raise InternalError(f"no check for setting {key!r}")
+
+    def layout(self, e: n.Expr, plan: dict[str, Any], origins: dict[str, Origin]) -> list:
+        """`layout: [("dense.*kernel", (none, model)), ...]`: per weight-path pattern, a mesh axis (or `none`)
+        for each dimension of the weights it matches."""
+        import re
+
+        example = '`layout: [("dense.*kernel", (none, model)), ("dense.*bias", model)]`'
+        items = e.items if isinstance(e, n.List) else None
+        if not items:
+            raise self.fail("`layout` is a list of (weight pattern, mesh axes) pairs", e.span, f"e.g. {example}")
+        axes = plan.get("axes") or (("batch", "model") if len(plan.get("mesh") or ()) == 2 else None)
+        out = []
+        for i, item in enumerate(items):
+            if not (isinstance(item, n.Tuple) and len(item.items) == 2):
+                raise self.fail("each `layout` entry is a pair: (weight pattern, mesh axes)", item.span, f"e.g. {example}")
+            pattern, dims = self.value(item.items[0], {}), self.value(item.items[1], {})
+            if not isinstance(pattern, str):
+                raise self.fail(f"a weight pattern is a regular expression in quotes, got {_show(pattern)}",
+                                item.items[0].span, 'e.g. `"dense.*kernel"`, matched against paths such as `dense/kernel`')
+            try:
+                re.compile(pattern)
+            except re.error as err:
+                raise self.fail(f"`{pattern}` is not a regular expression: {err}", item.items[0].span) from None
+            dims = (dims,) if dims is None or isinstance(dims, str) else dims
+            if not (isinstance(dims, tuple) and all(d is None or isinstance(d, str) for d in dims)):
+                raise self.fail("the axes of a layout entry are a mesh axis or `none` per dimension of the weight",
+                                item.items[1].span, "e.g. `(none, model)` for a kernel split by columns")
+            for d in dims:
+                if d is not None and axes is not None and d not in axes:
+                    raise self.fail(f"`{d}` is not an axis of the mesh", item.items[1].span,
+                                    did_you_mean(d, axes) or f"its axes: {', '.join(axes)}")
+            twice = next((d for j, d in enumerate(dims) if d is not None and d in dims[:j]), None)
+            if twice is not None:
+                raise self.fail(f"mesh axis `{twice}` splits two dimensions of the same weight", item.items[1].span)
+            origins[f"layout:{i}"] = Origin(span=item.span)
+            out.append((pattern, tuple(dims)))
+        return out
+
 
 def _fields(model) -> tuple[str, ...]:
     """The settings a section takes: its plan's fields."""
@@ -786,21 +964,39 @@ def _is_merge(cls_name: str) -> bool:
 
 def check_spec(spec: n.Spec, source: Source | None = None) -> Plan:
     """Resolve a parsed spec into a `Plan`. Raises `SpecError` listing every independent error found."""
+    from .distribute import prepare_environment
+
+    prepare_environment()  # before anything starts JAX: its CPU client sizes its thread pools once
     src = source or Source("", "<string>")
     ck = Checker(spec, src)
     ck.check_blocks()
     sections = ck.sections()
     top = ck.settings(spec.settings, TOP_SETTINGS, "the file")
     device = ck.guarded(ck.check_device, top["device"]) if "device" in top else "auto"
+    device_origin = Origin(span=top["device"].span) if "device" in top else Origin()
+    distribution = None
+    if "device" in sections:
+        section = sections["device"]
+        if "device" in top:
+            ck.fail("the device is given twice: by `device:` and by a `device { ... }` section", top["device"].span,
+                    "keep the section, with `kind: ...` in it")
+        found = ck.guarded(ck.check_device_section, section)
+        device, distribution = found if found else (None, None)
+        kind = next((s for s in section.settings if s.key == "kind"), None)
+        device_origin = Origin(span=kind.span if kind else section.span)
     train = ck.guarded(ck.check_train, sections["train"]) if "train" in sections else None
     data = ck.guarded(ck.check_data, sections["data"]) if "data" in sections else None
     init = ck.guarded(ck.check_init, sections["init"]) if "init" in sections else None
     model = ck.guarded(ck.check_model)
+    if distribution is not None and train is not None and train.validation:
+        ck.fail("k-fold cross-validation (`validation: kfold(...)`) runs on one device; it cannot be combined with "
+                "`parallel`", distribution.span("parallel"), "remove `parallel` from the `device` section, or "
+                "`validation` from `train`")
     if ck.errors:
         unique = {(d.span.line, d.span.col, d.message) if d.span else (0, 0, d.message): d for d in reversed(ck.errors)}
         raise SpecError(sorted(unique.values(), key=lambda d: (d.span.line, d.span.col) if d.span else (0, 0)))
     assert model is not None
     name, inputs, layers, outputs = model
     return Plan(name=name, inputs=inputs, layers=layers, outputs=outputs, train=train, data=data, init=init,
-                device=device or "auto", device_origin=Origin(span=top["device"].span) if "device" in top else Origin(),
+                device=device or "auto", device_origin=device_origin, distribution=distribution,
                 file=src.file, source=src.text)

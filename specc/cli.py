@@ -55,7 +55,8 @@ def make_parser() -> argparse.ArgumentParser:
 
     r = sub.add_parser("run", help="train, evaluate on the test split, save the run",
                        description="Train the model, evaluate it on the test split, and write model.keras, "
-                       "metrics.json and history.csv into the run directory.")
+                       "metrics.json, history.csv and curves.png into the run directory, with a checkpoint after "
+                       "every epoch for --resume.")
     r.add_argument("file", metavar="FILE", nargs="?", help="the spec (with --resume: default RUN_DIR/spec.model)")
     r.add_argument("--out", metavar="DIR", help="run directory (default: runs/NAME-TIMESTAMP)")
     r.add_argument("--epochs", type=_positive, metavar="N", help="override the spec's epochs")
@@ -190,10 +191,10 @@ def cmd_run(args) -> int:
     from .api import load
     from .runner import run_plan
 
-    if args.coordinator or args.num_processes or args.process_id is not None:
-        from .distribute import initialize_processes
+    from .distribute import initialize_processes
 
-        initialize_processes(args.coordinator, args.num_processes, args.process_id)
+    # Several processes: from the options, else from JAX's own environment variables; nothing otherwise.
+    initialize_processes(args.coordinator, args.num_processes, args.process_id)
     if args.file is None and args.resume is None:
         raise UsageError(Diagnostic("`specc run` needs a spec FILE (or `--resume RUN_DIR`)", file="specc run"))
     spec = load(args.file or Path(args.resume) / "spec.model")

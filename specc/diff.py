@@ -295,6 +295,11 @@ def _settings(plan: Plan | None) -> dict[str, Any]:
                 out[f"{section}.{f.alias or name}"] = value
     if plan.device != "auto":
         out["device"] = plan.device
+    if plan.distribution is not None:  # the `device` section's parallel, mesh, axes and layout
+        for name in ("parallel", "mesh", "axes", "layout"):
+            value = getattr(plan.distribution, name)
+            if value:
+                out[f"device.{name}"] = value
     return out
 
 
@@ -304,6 +309,8 @@ def _default_setting(plan: Plan | None, key: str) -> Any:
         return _UNSET
     if key == "device":
         return "auto"
+    if key.startswith("device."):  # the `device` section's distribution settings: absent means none
+        return _UNSET if plan.distribution is None else None
     section, name = key.split(".", 1)
     values = getattr(plan, section)
     if values is None:

@@ -118,6 +118,29 @@ class InitPlan(Settings):
     freeze: list[str] = []
 
 
+PARALLEL = ("data", "model")
+
+
+class DistributionPlan(Settings):
+    """How the `device` section spreads training over devices (`specc.distribute`, on `keras.distribution`).
+
+    `parallel: data` replicates the model on every device of the platform and splits each batch among them
+    (`DataParallel`); `parallel: model` lays the devices out as a `mesh` with named `axes` and splits the
+    weights that `layout` names along them (`ModelParallel` with a `LayoutMap`), each batch along `batch_axis`."""
+
+    parallel: str  # one of PARALLEL
+    mesh: tuple[int, ...] | None = None  # the device mesh's shape (`parallel: model`)
+    axes: tuple[str, ...] | None = None  # its axis names
+    layout: list[tuple[str, tuple[str | None, ...]]] = []  # (regex of weight paths, mesh axis or None per dimension)
+
+    @property
+    def batch_axis(self) -> str | None:
+        """The mesh axis that batches are split along: `batch` if the mesh has one, else its first axis."""
+        if not self.axes:
+            return None
+        return "batch" if "batch" in self.axes else self.axes[0]
+
+
 class Plan(BaseModel):
     name: str
     inputs: list[InputNode]
@@ -126,8 +149,9 @@ class Plan(BaseModel):
     train: TrainPlan | None = None
     data: DataPlan | None = None
     init: InitPlan | None = None
-    device: str = "auto"
+    device: str = "auto"  # the platform: `device: cpu`, or `kind` in a `device { ... }` section
     device_origin: Origin = Field(default_factory=Origin, exclude=True)
+    distribution: DistributionPlan | None = None  # `parallel` in the `device` section
     file: str = Field(default="<string>", exclude=True)
     source: str = Field(default="", exclude=True, repr=False)
 

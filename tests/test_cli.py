@@ -49,7 +49,7 @@ def test_commands_that_need_no_model_do_not_import_keras():
 
 
 @pytest.mark.parametrize("args, needle", [
-    (["run"], "the following arguments are required: FILE"),
+    (["run"], "`specc run` needs a spec FILE (or `--resume RUN_DIR`)"),
     (["run", MNIST, "--epochs", "zero"], "expected a whole number"),
     (["run", MNIST, "--limit", "0"], "expected a number >= 1"),
     (["bogus"], "invalid choice"),

@@ -332,3 +332,13 @@ def test_git_diff_and_log_use_the_driver(tmp_path):
     assert "\n".join(semantic) in log and "diff --git a/specs/mnist.model" not in log
     assert "diff /dev/null -> b/specs/mnist.model\n+ input image: (28, 28, 1)\n" in log  # the first commit
     assert "total params 34,826 (new spec)" in log
+
+
+def test_device_section_changes_are_settings():
+    base = "model m {\n  input x: (4,)\n  dense(2)\n}\n"
+    one = specc.loads(base, "a.model").plan
+    spread = specc.loads(base + "device {\n  kind: cpu\n  parallel: data\n}\n", "b.model").plan
+    text = render_diff(diff_plans(one, spread, "a.model", "b.model"))
+    assert "no architecture changes" in text
+    assert "device: auto -> cpu" in text and "device.parallel: data" in text
+    assert "no setting changes" in render_diff(diff_plans(spread, spread))
