@@ -15,6 +15,7 @@ reported as `InternalError` with its traceback. Exit codes are in `EXIT_CODES`.
 from __future__ import annotations
 
 import difflib
+import functools
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Iterable
 
@@ -100,6 +101,13 @@ class Diagnostic:
             "notes": list(self.notes),
         }
 
+    def __post_init__(self):
+        # Messages may quote what a hostile file holds (a string, a column name, a line of data):
+        # quote at most a short excerpt of it.
+        self.message = _shorten(self.message)
+        self.hint = _shorten(self.hint) if self.hint else self.hint
+        self.notes = [_shorten(n) for n in self.notes]
+
     def render(self) -> str:
         if self.span is None:
             out = [f"{self.file}: {self.severity}: {self.message}"]
@@ -109,24 +117,64 @@ class Diagnostic:
         out += [f"note: {n}" for n in self.notes]
         if self.hint:
             out.append(f"hint: {self.hint}")
-        return "\n".join(out)
+        return _printable("\n".join(out))
+
+
+#: The longest message, hint or note a diagnostic keeps; the widest source excerpt it shows.
+MAX_MESSAGE = 1000
+EXCERPT_WIDTH = 120
+
+
+def _shorten(text: str, limit: int = MAX_MESSAGE) -> str:
+    if len(text) <= limit:
+        return text
+    return f"{text[: limit - 40]}… ({len(text) - limit + 40:,} more characters)"
+
+
+def _printable(text: str) -> str:
+    """Text safe to print on a terminal: control characters (an escape sequence in a hostile spec
+    could drive the terminal) and lone surrogates become `\\xNN` / `\\uNNNN`; new lines and tabs stay."""
+    if all(c.isprintable() or c in "\n\t" for c in text):
+        return text
+    return "".join(c if c.isprintable() or c in "\n\t" else f"\\x{ord(c):02x}" if ord(c) < 0x100 else f"\\u{ord(c):04x}"
+                   for c in text)
+
+
+@functools.lru_cache(maxsize=8)
+def _source_lines(source: str) -> list[str]:
+    return source.split("\n")  # as the parser counts lines: `\f` or U+2028 do not start one
 
 
 def _excerpt(source: str | None, span: Span) -> list[str]:
     if not source:
         return []
-    lines = source.split("\n")  # as the parser counts lines: `\f` or U+2028 do not start one
+    lines = _source_lines(source)
     if not 1 <= span.line <= len(lines):
         return []
-    text = lines[span.line - 1].rstrip("\r").expandtabs(1)
-    width = (span.end_col - span.col) if span.end_line == span.line else len(text) - span.col + 1
-    width = max(1, min(width, len(text) - span.col + 1))
+    text = lines[span.line - 1].rstrip("\r")
+    col = max(1, span.col)
+    if len(text) > EXCERPT_WIDTH:  # a window of the line around the caret, `…` where it is cut
+        start = max(0, min(col - 1 - EXCERPT_WIDTH // 3, len(text) - EXCERPT_WIDTH))
+        shown = text[start: start + EXCERPT_WIDTH]
+        text = ("…" if start else "") + shown + ("…" if start + EXCERPT_WIDTH < len(text) else "")
+        col = col - start + (1 if start else 0)
+        end_col = min(span.end_col - start + (1 if start else 0), len(text) + 1) if span.end_line == span.line else None
+    else:
+        end_col = span.end_col if span.end_line == span.line else None
+    # One column per character: tabs become spaces, invisible characters `?`, so that the caret lines up.
+    text = "".join(" " if c == "\t" else c if c.isprintable() and not 0xD800 <= ord(c) <= 0xDFFF else "?" for c in text)
+    width = (end_col - col) if end_col is not None else len(text) - col + 1
+    width = max(1, min(width, len(text) - col + 1))
     gutter = str(span.line)
     pad = " " * len(gutter)
     return [
         f" {gutter} | {text}",
-        f" {pad} | {' ' * (span.col - 1)}^{'~' * (width - 1)}",
+        f" {pad} | {' ' * (col - 1)}^{'~' * (width - 1)}",
     ]
+
+
+#: The most diagnostics one error renders as text (`to_dicts` has them all).
+MAX_SHOWN = 50
 
 
 class UserError(Exception):
@@ -159,7 +207,10 @@ class UserError(Exception):
         return self.first.hint
 
     def render(self) -> str:
-        return "\n".join(d.render() for d in self.diagnostics)
+        shown = [d.render() for d in self.diagnostics[:MAX_SHOWN]]
+        if len(self.diagnostics) > MAX_SHOWN:
+            shown.append(f"... and {len(self.diagnostics) - MAX_SHOWN:,} more errors (`--format json` lists them all)")
+        return "\n".join(shown)
 
     def to_dicts(self) -> list[dict]:
         return [d.to_dict() for d in self.diagnostics]

@@ -7,10 +7,11 @@ plain-language `SpecError`s here: terminal names such as `RPAR` never reach the 
 from __future__ import annotations
 
 import functools
+import unicodedata
 from importlib import resources
 from pathlib import Path
 
-from lark import Lark, Token, Transformer, v_args
+from lark import Lark, Token, Transformer, Tree, v_args
 from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken, VisitError
 
 from . import nodes as n
@@ -18,6 +19,23 @@ from .errors import Source, SpecError
 
 _OPEN = {"LPAR", "LSQB"}
 _CLOSE = {"RPAR", "RSQB"}
+
+# Bounds on what a spec may be, so that hostile or broken input fails fast with a located error
+# instead of exhausting time, memory or Python's recursion limit (README: "Hostile input").
+# Parsing is linear but slow in pure Python (about 20,000 tokens a second on one busy core), and
+# every later stage recurses over the tree, so both the size and the depth are bounded.
+MAX_CHARS = 1_000_000  # characters in a spec
+MAX_TOKENS = 100_000  # tokens in a spec (an inline list of numbers counts two per number)
+MAX_DEPTH = 100  # nesting: brackets, braces, and levels of the syntax tree (real specs reach 11)
+MAX_INT = 2**63 - 1  # the largest whole number a spec may write (a signed 64-bit integer)
+
+
+class _Limit(Exception):
+    """Raised by the post-lexer when the input crosses a bound; turned into a located `SpecError`."""
+
+    def __init__(self, tok: Token, message: str, hint: str | None = None):
+        super().__init__(message)
+        self.tok, self.message, self.hint = tok, message, hint
 
 
 def grammar_text() -> str:
@@ -29,17 +47,30 @@ def grammar_text() -> str:
 
 
 class _BracketNewlines:
-    """Post-lexer: newlines inside ( ) and [ ] do not end a statement."""
+    """Post-lexer: newlines inside ( ) and [ ] do not end a statement. It also stops the parse early
+    when the input nests brackets or braces more than `MAX_DEPTH` deep or has more than `MAX_TOKENS` tokens."""
 
     always_accept = ("_NL",)
 
     def process(self, stream):
-        depth = 0
+        depth = 0  # ( and [
+        nesting = 0  # ( [ and {
+        count = 0
         for tok in stream:
-            if tok.type in _OPEN:
-                depth += 1
-            elif tok.type in _CLOSE:
-                depth = max(0, depth - 1)
+            count += 1
+            if count > MAX_TOKENS:
+                raise _Limit(tok, f"the spec is too long: more than {MAX_TOKENS:,} tokens",
+                             "a spec describes a network; put data in a file named in `data` (`file: \"data.npz\"`)")
+            if tok.type in _OPEN or tok.type == "LBRACE":
+                nesting += 1
+                if nesting > MAX_DEPTH:
+                    raise _Limit(tok, f"nested too deeply: more than {MAX_DEPTH} levels of brackets and braces")
+                if tok.type in _OPEN:
+                    depth += 1
+            elif tok.type in _CLOSE or tok.type == "RBRACE":
+                nesting = max(0, nesting - 1)
+                if tok.type in _CLOSE:
+                    depth = max(0, depth - 1)
             elif tok.type == "_NL" and depth:
                 continue
             yield tok
@@ -77,18 +108,22 @@ def _describe_terminal(name: str) -> str:
     return name.lower()
 
 
+def _clip(text: str, limit: int = 40) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
 def _describe_token(tok: Token) -> str:
     if tok.type == "$END":
         return "end of file"
     if tok.type == "_NL":
-        return "end of line" if "\n" in tok.value or not tok.value.strip() else f"`{tok.value.strip()}`"
+        return "end of line" if "\n" in tok.value or not tok.value.strip() else f"`{_clip(tok.value.strip())}`"
     if tok.type == "NAME":
-        return f"name `{tok.value}`"
+        return f"name `{_clip(tok.value)}`"
     if tok.type in ("INT", "FLOAT"):
-        return f"number `{tok.value}`"
+        return f"number `{_clip(tok.value)}`"
     if tok.type == "STRING":
-        return f"string {tok.value}"
-    return f"`{tok.value}`"
+        return f"string {_clip(tok.value)}"
+    return f"`{_clip(tok.value)}`"
 
 
 _VALUE_START = {"NAME", "INT", "FLOAT", "STRING", "LPAR", "LSQB", "MINUS"}
@@ -158,16 +193,43 @@ def _unclosed(text: str) -> tuple[str, int, int] | None:
     return stack[-1] if stack else None  # still open at the end: the innermost
 
 
+_CHAR_NAMES = {"\0": "NUL", "\r": "carriage return", "\x1b": "escape", "\x7f": "delete", "\x0b": "vertical tab",
+               "\x85": "next line", "\ufeff": "byte-order mark"}
+
+
+def describe_char(ch: str) -> str:
+    """A character as an error message shows it: itself in backticks, or its code point if it is invisible."""
+    if ch.isprintable() and not ch.isspace():
+        return f"`{ch}`"
+    name = _CHAR_NAMES.get(ch) or unicodedata.name(ch, "")
+    if 0xD800 <= ord(ch) <= 0xDFFF:
+        name = "a lone surrogate"
+    return f"U+{ord(ch):04X}" + (f" ({name.lower() if ch not in _CHAR_NAMES else name})" if name else "")
+
+
+def _char_hint(ch: str, text: str) -> str | None:
+    if ch in "\"'":
+        return "strings must be closed on the same line they start"
+    if ch == "!":
+        return "specc has no `!` operator"
+    if ch == "\r":
+        return "a line ends with a carriage return alone: save the file with `\\n` (or `\\r\\n`) line endings"
+    if ch == "\0" or "\0" in text:
+        return "the text holds NUL characters: is this a binary file rather than a spec?"
+    if ch in "\u2028\u2029\x85\x0b":
+        return "only `\\n` (or `\\r\\n`) ends a line in a spec"
+    if ch == "\ufeff":
+        return "a byte-order mark belongs only at the very start of a file; remove this one"
+    if not ch.isprintable() or ch.isspace():
+        return "an invisible character: delete it (a space, tab or new line is probably meant)"
+    return None
+
+
 def _syntax_error(src: Source, err: UnexpectedInput) -> SpecError:
     if isinstance(err, UnexpectedCharacters):
         ch = src.text[err.pos_in_stream] if err.pos_in_stream < len(src.text) else "?"
         span = n.Span(line=err.line, col=err.column, end_line=err.line, end_col=err.column + 1)
-        hint = None
-        if ch in "\"'":
-            hint = "strings must be closed on the same line they start"
-        elif ch == "!":
-            hint = "specc has no `!` operator"
-        return src.error(f"unexpected character `{ch}`", span, hint)
+        return src.error(f"unexpected character {describe_char(ch)}", span, _char_hint(ch, src.text))
     if isinstance(err, UnexpectedEOF):
         tok = Token("$END", "", 0, 1, 1)
         expected = set(err.expected)
@@ -235,9 +297,20 @@ def _tspan(tok: Token) -> n.Span:
     return n.Span(line=tok.line, col=tok.column, end_line=tok.end_line, end_col=tok.end_column)
 
 
-def _number(text: str) -> int | float:
-    text = text.replace("_", "")
-    return float(text) if any(c in text for c in ".eE") else int(text)
+def _bounded_number(src: Source, tok: Token) -> int | float:
+    """A number literal, or a located error if it is too large to mean anything (`1e999`, 10,000 digits)."""
+    digits = str(tok).replace("_", "")
+    is_float = any(c in digits for c in ".eE")
+    if is_float:
+        value = float(digits)
+    else:  # counted before int(), which refuses more than 4,300 digits (leading zeros included)
+        significant = digits.lstrip("0") or "0"
+        value = int(significant) if len(significant) <= 19 else None
+    if value is None or (not is_float and value > MAX_INT) or (is_float and value == float("inf")):
+        what = "a 64-bit whole number (at most 9223372036854775807)" if not is_float else \
+            "a 64-bit float (at most about 1.8e308)"
+        raise src.error(f"number `{_clip(str(tok))}` is too large for {what}", _tspan(tok))
+    return value
 
 
 class _Lower(Transformer):
@@ -250,7 +323,7 @@ class _Lower(Transformer):
     # expressions
     @v_args(meta=True)
     def int(self, meta, items):
-        return n.Number(value=_number(items[0]), text=str(items[0]), span=_span(meta))
+        return n.Number(value=_bounded_number(self.src, items[0]), text=str(items[0]), span=_span(meta))
 
     float = int
 
@@ -259,6 +332,9 @@ class _Lower(Transformer):
         import ast as _pyast  # only for string-literal escapes; never evaluates code
         import warnings
 
+        odd = next((c for c in items[0] if 0xD800 <= ord(c) <= 0xDFFF), None)
+        if odd is not None:  # text given through the API (files are UTF-8): literal_eval cannot encode it
+            raise self.src.error(f"the string holds {describe_char(odd)}, which is not a character", _tspan(items[0]))
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("error")  # `"\d"` is an invalid escape, not a backslash and a `d`
@@ -317,7 +393,7 @@ class _Lower(Transformer):
 
     # model statements
     def int_dim(self, items):
-        return int(str(items[0]).replace("_", ""))
+        return _bounded_number(self.src, items[0])
 
     def name_dim(self, items):
         tok = items[0]
@@ -413,15 +489,52 @@ class _Lower(Transformer):
         return n.Spec(**spec, span=_span(meta))
 
 
+def _position(text: str, offset: int) -> tuple[int, int]:
+    """(line, col), from 1, of a character offset, as the parser counts them (only `\\n` ends a line)."""
+    line = text.count("\n", 0, offset) + 1
+    return line, offset - (text.rfind("\n", 0, offset) + 1) + 1
+
+
+def _too_deep(src: Source, tree: Tree) -> SpecError | None:
+    """The first place where the syntax tree is deeper than `MAX_DEPTH` (checked without recursion:
+    lowering and every later stage recurse over the tree)."""
+    stack = [(tree, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if depth > MAX_DEPTH:
+            meta = node.meta
+            span = _span(meta) if not getattr(meta, "empty", True) else None
+            if span is not None:
+                span = n.Span(line=span.line, col=span.col, end_line=span.line, end_col=span.col + 1)
+            return src.error(f"nested too deeply: more than {MAX_DEPTH} levels of expressions, brackets and blocks",
+                             span, "split the expression, or use a `block` or `repeat`")
+        stack.extend((c, depth + 1) for c in reversed(node.children) if isinstance(c, Tree))
+    return None
+
+
 def parse_text(text: str, file: str = "<string>") -> n.Spec:
     """Parse spec text into the AST. Raises `SpecError` with a located, plain message."""
     src = Source(text, file)
+    if len(text) > MAX_CHARS:
+        line, col = _position(text, MAX_CHARS)
+        raise src.error(f"the spec is too large: {len(text):,} characters; specc reads at most {MAX_CHARS:,}",
+                        n.Span(line=line, col=col, end_line=line, end_col=col + 1),
+                        "a spec describes a network; put data in a file named in `data` (`file: \"data.npz\"`)")
+    if text.startswith("\ufeff"):  # a byte-order mark: read as a space, so that columns stay as they are
+        text = " " + text[1:]
     if not text.endswith("\n"):
         text += "\n"
     try:
         tree = _parser().parse(text)
     except UnexpectedInput as err:
         raise _syntax_error(src, err) from None
+    except _Limit as err:
+        span = _token_span(err.tok)
+        raise src.error(err.message, n.Span(line=span.line, col=span.col, end_line=span.line, end_col=span.col + 1),
+                        err.hint) from None
+    deep = _too_deep(src, tree)
+    if deep is not None:
+        raise deep
     try:
         return _Lower(src).transform(tree)
     except VisitError as err:
@@ -430,6 +543,23 @@ def parse_text(text: str, file: str = "<string>") -> n.Spec:
         raise
 
 
+def decode_spec(data: bytes, file: str = "<string>") -> str:
+    """The text of a spec file's bytes: UTF-8, a leading byte-order mark dropped. Bytes that are not
+    UTF-8 are a `SpecError` located at the first of them."""
+    bom = 3 if data.startswith(b"\xef\xbb\xbf") else 0
+    body = data[bom:]
+    try:
+        return body.decode("utf-8")
+    except UnicodeDecodeError as err:
+        start = err.start
+        head = body[:start].decode("utf-8", errors="replace")
+        line, col = _position(head + "\ufffd", len(head))
+        raise Source(body.decode("utf-8", errors="replace"), file).error(
+            f"the file is not UTF-8 text: byte {body[start]:#04x} at offset {bom + start} ({err.reason})",
+            n.Span(line=line, col=col, end_line=line, end_col=col + 1),
+            "save the spec as UTF-8" + (" (it holds NUL bytes: is it a binary file?)" if b"\0" in data else "")) from None
+
+
 def parse_file(path: str | Path) -> n.Spec:
     path = Path(path)
-    return parse_text(path.read_text(encoding="utf-8-sig"), str(path))
+    return parse_text(decode_spec(path.read_bytes(), str(path)), str(path))
