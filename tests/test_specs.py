@@ -188,17 +188,29 @@ def test_full_training_reaches_target(tmp_path, data_dir, name, floor):
     assert result.metrics["test"]["accuracy"] >= floor, result.metrics["test"]
 
 
-def test_mnist_full_run_through_cli(tmp_path, data_dir):
-    """The README's command: a real, full training of specs/mnist.model on MNIST."""
+@pytest.mark.slow
+@pytest.mark.parametrize("epochs, floor", [(None, 0.985)])
+def test_mnist_full_run_through_cli(tmp_path, data_dir, epochs, floor):
+    """The README's command: a real, full training of specs/mnist.model on MNIST (5 epochs, 3 min: slow)."""
+    _mnist_run_through_cli(tmp_path, epochs, floor)
+
+
+def test_mnist_one_epoch_run_through_cli(tmp_path, data_dir):
+    """The README's command for one epoch of all 60,000 images: the suite's check of the full pipeline."""
+    _mnist_run_through_cli(tmp_path, 1, 0.975)
+
+
+def _mnist_run_through_cli(tmp_path, epochs, floor):
     out = tmp_path / "mnist"
-    proc = subprocess.run([sys.executable, "-m", "specc", "run", str(ROOT / "specs" / "mnist.model"), "--out", str(out)],
-                          capture_output=True, text=True, env={**os.environ})
+    more = ["--epochs", str(epochs)] if epochs else []
+    proc = subprocess.run([sys.executable, "-m", "specc", "run", str(ROOT / "specs" / "mnist.model"), "--out", str(out),
+                           *more], capture_output=True, text=True, env={**os.environ})
     assert proc.returncode == 0, proc.stderr[-3000:]
     metrics = json.loads((out / "metrics.json").read_text())
-    assert metrics["params"] == 34_826 and metrics["epochs"] == 5
-    assert metrics["test"]["accuracy"] >= 0.985, metrics["test"]
+    assert metrics["params"] == 34_826 and metrics["epochs"] == (epochs or 5)
+    assert metrics["test"]["accuracy"] >= floor, metrics["test"]
     assert (out / "history.csv").read_text().splitlines()[0].split(",")[0] == "epoch"
-    assert len((out / "history.csv").read_text().splitlines()) == 6
+    assert len((out / "history.csv").read_text().splitlines()) == (epochs or 5) + 1
     assert (out / "spec.model").read_text() == (ROOT / "specs" / "mnist.model").read_text()
     # The saved model is the trained one: it scores the same on the test split.
     k = keras()
