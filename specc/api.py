@@ -50,15 +50,18 @@ def loads(text: str, file: str = "<string>") -> CompiledSpec:
 
 
 def read_spec(path: str | Path) -> str:
+    from .syntax import MAX_CHARS, decode_spec
+
     path = Path(path)
     try:
-        return path.read_text(encoding="utf-8-sig")  # a byte-order mark is not part of the spec
+        if path.is_file() and path.stat().st_size > 4 * MAX_CHARS:  # not even read: a spec is at most 1 MB of text
+            raise UsageError(Diagnostic(f"too large for a spec ({path.stat().st_size:,} bytes; at most {MAX_CHARS:,} "
+                                        "characters)", file=str(path)))
+        return decode_spec(path.read_bytes(), str(path))  # UTF-8, a byte-order mark dropped; else a located error
     except FileNotFoundError:
         raise UsageError(Diagnostic("no such file", file=str(path))) from None
     except IsADirectoryError:
         raise UsageError(Diagnostic("this is a folder, not a .model file", file=str(path))) from None
-    except UnicodeDecodeError as err:
-        raise UsageError(Diagnostic(f"not UTF-8 text ({err.reason} at byte {err.start})", file=str(path))) from None
     except OSError as err:
         raise UsageError(Diagnostic(f"cannot read it: {err.strerror or err}", file=str(path))) from None
 

@@ -8,11 +8,14 @@ of the layer that raised it. Keras computes every shape; specc has no shape rule
 from __future__ import annotations
 
 import contextlib
+import math
 import re
+import sys
 from dataclasses import dataclass
 from typing import Any
 
 from .catalog import catalog
+from .check import MAX_EXAMPLE_VALUES
 from .errors import SpecError, suggest
 from .keras_env import import_keras, keras_module
 from .plan import LayerNode, Obj, Plan
@@ -20,6 +23,12 @@ from .plan import LayerNode, Obj, Plan
 
 # Layers whose call takes several tensors as separate arguments rather than as one list.
 SEPARATE_INPUTS = {"MultiHeadAttention", "GroupQueryAttention"}
+
+#: The most parameters one layer may have: 2**31 (8 GiB of float32 weights). Counted on a build that
+#: allocates nothing, so that `dense(10**12)` is a located error rather than an out-of-memory crash.
+#: A layer's output is bounded like an input (`MAX_EXAMPLE_VALUES` per example): some layers (`normalization`)
+#: allocate state the size of their input even when building shapes only.
+MAX_LAYER_PARAMS = 2**31
 
 
 def make_object(value: Any) -> Any:
@@ -85,7 +94,31 @@ def build_model(plan: Plan) -> Any:
     return build(plan).model
 
 
+def _allocating() -> bool:
+    """Whether building here creates weights (false inside `shapes_only()`)."""
+    from keras.src.backend.common.stateless_scope import get_stateless_scope
+
+    scope = get_stateless_scope()
+    return scope is None or scope.initialize_variables
+
+
 def build(plan: Plan) -> Built:
+    if _allocating():
+        # Count parameters first, on a build that allocates nothing. Layers built without a seed draw one
+        # from Python's `random` (as do initializers): that draw is put back, so the model built next is the
+        # one a single build would give (same spec and seed, same weights as `specc emit --train`'s).
+        import random
+
+        state = random.getstate()
+        try:
+            with shapes_only():
+                _build(plan)
+        finally:
+            random.setstate(state)
+    return _build(plan)
+
+
+def _build(plan: Plan) -> Built:
     keras = import_keras()
     tensors: dict[str, Any] = {}
     layers: dict[str, Any] = {}
@@ -122,12 +155,29 @@ def build(plan: Plan) -> Built:
         if isinstance(out, (list, tuple)):
             raise SpecError(plan.diag(f"layer `{node.name}` returns several tensors; specc chains single tensors",
                                      node.origin.span, notes=node.origin.notes))
+        params = layer.count_params() if layer.weights else 0
+        if params > MAX_LAYER_PARAMS:
+            raise SpecError(plan.diag(
+                f"layer `{node.name}` ({node.cls}) would have {params:,} parameters; specc builds at most "
+                f"{MAX_LAYER_PARAMS:,} per layer", node.origin.span, notes=node.origin.notes,
+                hint=f"its input has shape {', '.join(_shape(a) for a in args)}; make it or the layer smaller"))
+        values = math.prod(d for d in out.shape[1:] if d is not None)
+        if values > MAX_EXAMPLE_VALUES:
+            raise SpecError(plan.diag(
+                f"layer `{node.name}` ({node.cls}) outputs {values:,} values per example {_shape(out)}; specc builds "
+                f"at most {MAX_EXAMPLE_VALUES:,} (2**28)", node.origin.span, notes=node.origin.notes))
         layers[node.name] = layer
         tensors[node.name] = out
     ins = [tensors[i.name] for i in plan.inputs]
     outs = [tensors[o] for o in plan.outputs]
-    model = keras.Model(inputs=ins[0] if len(ins) == 1 else ins, outputs=outs[0] if len(outs) == 1 else outs,
-                        name=plan.name)
+    # Keras maps a functional graph recursively, a few frames per layer along the longest path.
+    limit = sys.getrecursionlimit()
+    sys.setrecursionlimit(max(limit, 3 * len(plan.layers) + 1000))
+    try:
+        model = keras.Model(inputs=ins[0] if len(ins) == 1 else ins, outputs=outs[0] if len(outs) == 1 else outs,
+                            name=plan.name)
+    finally:
+        sys.setrecursionlimit(limit)
     return Built(model=model, layers=layers, tensors=tensors)
 
 
