@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from . import nodes
 from .errors import Diagnostic, Source, UsageError
-from .plan import Plan
+
+if TYPE_CHECKING:  # `read_spec` serves `fmt` and `check --syntax-only`, which need neither
+    from . import nodes
+    from .plan import Plan
 
 
 @dataclass
@@ -32,11 +34,13 @@ class CompiledSpec:
         return format_summary(self.plan, rows, total)
 
     def run(self, out: str | Path | None = None, epochs: int | None = None, limit: int | None = None,
-            verbose: Any = 0, force: bool = False, resume: str | Path | None = None):
-        """Train, evaluate and save (`specc run`); `resume`: continue that run directory."""
+            verbose: Any = 0, force: bool = False, resume: str | Path | None = None, callbacks: list | None = None):
+        """Train, evaluate and save (`specc run`); `resume`: continue that run directory; `callbacks`: Keras
+        callbacks to run beside specc's own."""
         from .runner import run_plan
 
-        return run_plan(self.plan, out=out, epochs=epochs, limit=limit, verbose=verbose, force=force, resume=resume)
+        return run_plan(self.plan, out=out, epochs=epochs, limit=limit, verbose=verbose, force=force, resume=resume,
+                        callbacks=callbacks)
 
 
 def loads(text: str, file: str = "<string>") -> CompiledSpec:

@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from .cache import cache_dir
 from .errors import DataError, Diagnostic, did_you_mean
 from .plan import Plan
 
@@ -42,12 +43,6 @@ class Dataset:
     w_test: np.ndarray | None = None
     vocab: Any = None  # the text vocabulary (`specc.text`), saved with the run
     classes: list[str] | None = None  # class names of an image folder, by label
-
-
-def cache_dir() -> Path:
-    base = os.environ.get("SPECC_CACHE_DIR") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "specc")
-    return Path(base)
 
 
 def data_dirs() -> list[Path]:

@@ -3,6 +3,12 @@
 Every node carries its source `span`; spans are kept beside the tree and never
 take part in equality, so two specs that differ only in layout compare equal.
 Class names are the DSL keywords: `input` -> `Input`, `repeat` -> `Repeat`, ...
+
+Start-up: building Pydantic's validators for these classes takes longer than parsing a spec, so
+it is deferred (`defer_build`) to the first validation or JSON Schema. The parser makes nodes with
+`model_construct` (its output is typed by the grammar; tests/test_schema.py validates it for every
+spec), and equality and hashing below read the fields directly, so `specc fmt`, `check
+--syntax-only` and `parse` never build a validator.
 """
 
 from __future__ import annotations
@@ -15,7 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field
 class Span(BaseModel):
     """A range of source text, 1-based lines and columns (end exclusive)."""
 
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, defer_build=True)
     line: int
     col: int
     end_line: int
@@ -26,14 +32,30 @@ class Span(BaseModel):
 
 
 class Node(BaseModel):
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, defer_build=True)
     span: Span | None = Field(default=None, exclude=True, repr=False)
 
     def __eq__(self, other: object) -> bool:  # spans never count
-        return type(self) is type(other) and self.model_dump() == other.model_dump()  # type: ignore[union-attr]
+        return type(self) is type(other) and all(
+            getattr(self, k) == getattr(other, k) for k in _compared(type(self)))
 
     def __hash__(self) -> int:
-        return hash(repr(self.model_dump()))
+        return hash((type(self).__name__, *(_frozen(getattr(self, k)) for k in _compared(type(self)))))
+
+
+_COMPARED: dict[type, tuple[str, ...]] = {}
+
+
+def _compared(cls: type[Node]) -> tuple[str, ...]:
+    """The fields that make up a node's meaning: those `model_dump` keeps (not spans, not spellings)."""
+    names = _COMPARED.get(cls)
+    if names is None:
+        names = _COMPARED[cls] = tuple(k for k, f in cls.model_fields.items() if not f.exclude)
+    return names
+
+
+def _frozen(value):
+    return tuple(_frozen(v) for v in value) if isinstance(value, list) else value
 
 
 # --- expressions -----------------------------------------------------------
@@ -235,6 +257,3 @@ def ast_schema() -> dict:
     return {"$schema": "https://json-schema.org/draft/2020-12/schema", "title": "specc spec AST",
             "description": "A parsed .model file, as printed by `specc parse FILE`.", **schema}
 
-
-for _cls in (Kwarg, Call, Tuple, List, BinOp, Neg, Repeat, Branch, Parallel, Block, Model):
-    _cls.model_rebuild()

@@ -7,14 +7,18 @@ plain-language `SpecError`s here: terminal names such as `RPAR` never reach the 
 from __future__ import annotations
 
 import functools
+import hashlib
+import sys
 import unicodedata
 from importlib import resources
 from pathlib import Path
 
 from lark import Lark, Token, Transformer, Tree, v_args
+from lark import __version__ as lark_version
 from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken, VisitError
 
 from . import nodes as n
+from .cache import cache_dir
 from .errors import Source, SpecError
 
 _OPEN = {"LPAR", "LSQB"}
@@ -76,15 +80,34 @@ class _BracketNewlines:
             yield tok
 
 
+_LARK_OPTIONS = {"parser": "lalr", "propagate_positions": True, "maybe_placeholders": True}
+
+
 @functools.lru_cache(maxsize=1)
 def _parser() -> Lark:
-    return Lark(
-        grammar_text(),
-        parser="lalr",
-        propagate_positions=True,
-        maybe_placeholders=True,
-        postlex=_BracketNewlines(),
-    )
+    """The LALR parser. Analysing the grammar takes longer than parsing a spec, so the analysed parser is kept
+    in the user's cache folder (`specc.cache`) with `Lark.save` and read back with `Lark.load` by later
+    processes. The file's name holds a hash of the grammar, the options and the Lark and Python versions; it
+    is written whole or not at all. Without a cache, or with a damaged one, the parser is built as usual."""
+    grammar = grammar_text()
+    key = f"{grammar}\0{sorted(_LARK_OPTIONS.items())}\0{lark_version}\0{sys.version_info[:2]}"
+    path = cache_dir() / "lark" / f"specc-{hashlib.sha256(key.encode()).hexdigest()[:24]}.lalr"
+    try:
+        with open(path, "rb") as f:
+            parser = Lark.load(f)
+        if isinstance(parser.options.postlex, _BracketNewlines):
+            return parser
+    except Exception:  # noqa: BLE001 - missing, unreadable or damaged: build it again
+        pass
+    parser = Lark(grammar, postlex=_BracketNewlines(), **_LARK_OPTIONS)
+    try:
+        from .artifacts import write_atomic
+
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_atomic(path, parser.save)
+    except OSError:  # a cache that cannot be written: the next process builds it too
+        pass
+    return parser
 
 
 # --- plain-language parse errors -------------------------------------------
@@ -141,13 +164,18 @@ def _expected_list(expected: set[str]) -> str:
     return "one of " + ", ".join(words)
 
 
+def _point(line: int, col: int) -> n.Span:
+    """The span of the one character at `line`:`col`."""
+    return n.Span.model_construct(line=line, col=col, end_line=line, end_col=col + 1)
+
+
 def _token_span(tok: Token) -> n.Span:
     line, col = tok.line or 1, tok.column or 1
     if tok.type == "_NL":  # point just past the end of the line, where the missing thing goes
-        return n.Span(line=line, col=col, end_line=line, end_col=col + 1)
+        return _point(line, col)
     end_line = tok.end_line or line
     end_col = tok.end_column or col + max(1, len(tok.value))
-    return n.Span(line=line, col=col, end_line=end_line, end_col=end_col)
+    return n.Span.model_construct(line=line, col=col, end_line=end_line, end_col=end_col)
 
 
 _PAIRS = {")": "(", "]": "[", "}": "{"}
@@ -228,7 +256,7 @@ def _char_hint(ch: str, text: str) -> str | None:
 def _syntax_error(src: Source, err: UnexpectedInput) -> SpecError:
     if isinstance(err, UnexpectedCharacters):
         ch = src.text[err.pos_in_stream] if err.pos_in_stream < len(src.text) else "?"
-        span = n.Span(line=err.line, col=err.column, end_line=err.line, end_col=err.column + 1)
+        span = _point(err.line, err.column)
         return src.error(f"unexpected character {describe_char(ch)}", span, _char_hint(ch, src.text))
     if isinstance(err, UnexpectedEOF):
         tok = Token("$END", "", 0, 1, 1)
@@ -239,7 +267,7 @@ def _syntax_error(src: Source, err: UnexpectedInput) -> SpecError:
     opened = _unclosed(src.text)
     if opened and (tok.type == "$END" or (tok.line or 0, tok.column or 0) > opened[1:]):
         char, line, col = opened
-        span = n.Span(line=line, col=col, end_line=line, end_col=col + 1)
+        span = _point(line, col)
         if char == "{":
             return src.error("unexpected end of file: a `{` is never closed", span, hint="add the missing `}`")
         closer = ")" if char == "(" else "]"
@@ -247,7 +275,7 @@ def _syntax_error(src: Source, err: UnexpectedInput) -> SpecError:
     if tok.type == "$END":
         lines = src.text.rstrip("\n").split("\n") or [""]
         last = len(lines)
-        span = n.Span(line=last, col=len(lines[-1]) + 1, end_line=last, end_col=len(lines[-1]) + 2)
+        span = _point(last, len(lines[-1]) + 1)
         return src.error(f"unexpected end of file; expected {_expected_list(expected)}", span)
     if tok.line and any(c in "([" for c, _, _ in _brackets(src.text, (tok.line, tok.column or 1))[0]):
         expected = expected - {"_NL"}  # inside brackets, lines do not end statements
@@ -256,7 +284,7 @@ def _syntax_error(src: Source, err: UnexpectedInput) -> SpecError:
         lines = src.text.split("\n")
         before = lines[tok.line - 1][: tok.column - 1] if tok.line <= len(lines) else ""
         col = len(before.rstrip()) + 1
-        span = n.Span(line=tok.line, col=col, end_line=tok.line, end_col=col + 1)
+        span = _point(tok.line, col)
     message = f"unexpected {_describe_token(tok)}; expected {_expected_list(expected)}"
     hint = None
     if tok.type == "EQUAL" and "COLON" in expected:
@@ -290,11 +318,11 @@ def _syntax_error(src: Source, err: UnexpectedInput) -> SpecError:
 def _span(meta) -> n.Span | None:
     if getattr(meta, "empty", True):
         return None
-    return n.Span(line=meta.line, col=meta.column, end_line=meta.end_line, end_col=meta.end_column)
+    return n.Span.model_construct(line=meta.line, col=meta.column, end_line=meta.end_line, end_col=meta.end_column)
 
 
 def _tspan(tok: Token) -> n.Span:
-    return n.Span(line=tok.line, col=tok.column, end_line=tok.end_line, end_col=tok.end_column)
+    return n.Span.model_construct(line=tok.line, col=tok.column, end_line=tok.end_line, end_col=tok.end_column)
 
 
 def _bounded_number(src: Source, tok: Token) -> int | float:
@@ -323,7 +351,7 @@ class _Lower(Transformer):
     # expressions
     @v_args(meta=True)
     def int(self, meta, items):
-        return n.Number(value=_bounded_number(self.src, items[0]), text=str(items[0]), span=_span(meta))
+        return n.Number.model_construct(value=_bounded_number(self.src, items[0]), text=str(items[0]), span=_span(meta))
 
     float = int
 
@@ -342,15 +370,15 @@ class _Lower(Transformer):
         except (SyntaxError, ValueError, SyntaxWarning, DeprecationWarning):
             raise self.src.error("invalid escape sequence in string", _tspan(items[0]),
                                  hint="write a backslash as `\\\\`, or use `/` in paths") from None
-        return n.Str(value=value, span=_span(meta))
+        return n.Str.model_construct(value=value, span=_span(meta))
 
     @v_args(meta=True)
     def name(self, meta, items):
-        return n.Name(id=str(items[0]), span=_span(meta))
+        return n.Name.model_construct(id=str(items[0]), span=_span(meta))
 
     @v_args(meta=True)
     def kwarg(self, meta, items):
-        return n.Kwarg(name=str(items[0]), value=items[1], span=_span(meta), name_span=_tspan(items[0]))
+        return n.Kwarg.model_construct(name=str(items[0]), value=items[1], span=_span(meta), name_span=_tspan(items[0]))
 
     @v_args(meta=True)
     def call(self, meta, items):
@@ -362,20 +390,21 @@ class _Lower(Transformer):
                                      hint="put positional arguments first, or name this one too")
         args = [a for a in rest if a is not None and not isinstance(a, n.Kwarg)]
         kwargs = [a for a in rest if isinstance(a, n.Kwarg)]
-        return n.Call(func=str(func), args=args, kwargs=kwargs, span=_span(meta), name_span=_tspan(func))
+        return n.Call.model_construct(func=str(func), args=args, kwargs=kwargs, span=_span(meta),
+                                      name_span=_tspan(func))
 
     @v_args(meta=True)
     def tuple(self, meta, items):
-        return n.Tuple(items=[i for i in items if i is not None], span=_span(meta))
+        return n.Tuple.model_construct(items=[i for i in items if i is not None], span=_span(meta))
 
     @v_args(meta=True)
     def list(self, meta, items):
-        return n.List(items=[i for i in items if i is not None], span=_span(meta))
+        return n.List.model_construct(items=[i for i in items if i is not None], span=_span(meta))
 
     def _binop(op):  # noqa: N805 - a factory used in the class body
         @v_args(meta=True)
         def method(self, meta, items):
-            return n.BinOp(op=op, left=items[0], right=items[1], span=_span(meta))
+            return n.BinOp.model_construct(op=op, left=items[0], right=items[1], span=_span(meta))
 
         return method
 
@@ -388,8 +417,8 @@ class _Lower(Transformer):
         operand = items[0]
         if isinstance(operand, n.Number):  # fold `-1` into a literal
             text = f"-{operand.text}" if operand.text and operand.text[0] != "-" else None
-            return n.Number(value=-operand.value, text=text, span=_span(meta))
-        return n.Neg(operand=operand, span=_span(meta))
+            return n.Number.model_construct(value=-operand.value, text=text, span=_span(meta))
+        return n.Neg.model_construct(operand=operand, span=_span(meta))
 
     # model statements
     def int_dim(self, items):
@@ -411,28 +440,29 @@ class _Lower(Transformer):
     @v_args(meta=True)
     def input(self, meta, items):
         name, shape, dtype = items
-        return n.Input(name=str(name), shape=shape, dtype=str(dtype) if dtype else None, span=_span(meta))
+        return n.Input.model_construct(name=str(name), shape=shape, dtype=str(dtype) if dtype else None,
+                                       span=_span(meta))
 
     @v_args(meta=True)
     def output(self, meta, items):
-        return n.Output(names=[str(t) for t in items], span=_span(meta))
+        return n.Output.model_construct(names=[str(t) for t in items], span=_span(meta))
 
     @v_args(meta=True)
     def ref(self, meta, items):
-        return n.Ref(name=str(items[0]), span=_span(meta))
+        return n.Ref.model_construct(name=str(items[0]), span=_span(meta))
 
     @v_args(meta=True)
     def refs(self, meta, items):
-        return n.Refs(names=[str(t) for t in items if t is not None], span=_span(meta))
+        return n.Refs.model_construct(names=[str(t) for t in items if t is not None], span=_span(meta))
 
     @v_args(meta=True)
     def chain(self, meta, items):
-        return n.Chain(steps=items, span=_span(meta))
+        return n.Chain.model_construct(steps=items, span=_span(meta))
 
     @v_args(meta=True)
     def assign(self, meta, items):
         name, chain = items
-        return n.Chain(target=str(name), steps=chain.steps, span=_span(meta))
+        return n.Chain.model_construct(target=str(name), steps=chain.steps, span=_span(meta))
 
     @v_args(meta=True)
     def body(self, meta, items):
@@ -440,23 +470,23 @@ class _Lower(Transformer):
 
     @v_args(meta=True)
     def repeat(self, meta, items):
-        return n.Repeat(count=items[0], body=items[1], span=_span(meta))
+        return n.Repeat.model_construct(count=items[0], body=items[1], span=_span(meta))
 
     @v_args(meta=True)
     def branch(self, meta, items):
-        return n.Branch(body=items[0], span=_span(meta))
+        return n.Branch.model_construct(body=items[0], span=_span(meta))
 
     @v_args(meta=True)
     def parallel(self, meta, items):
         merge, *branches = items
         if isinstance(merge, n.Ref):
-            merge = n.Call(func=merge.name, span=merge.span, name_span=merge.span)
-        return n.Parallel(merge=merge, branches=branches, span=_span(meta))
+            merge = n.Call.model_construct(func=merge.name, span=merge.span, name_span=merge.span)
+        return n.Parallel.model_construct(merge=merge, branches=branches, span=_span(meta))
 
     # top level
     @v_args(meta=True)
     def param(self, meta, items):
-        return n.Param(name=str(items[0]), default=items[1], span=_span(meta))
+        return n.Param.model_construct(name=str(items[0]), default=items[1], span=_span(meta))
 
     def params(self, items):
         return [p for p in items if p is not None]
@@ -464,29 +494,29 @@ class _Lower(Transformer):
     @v_args(meta=True)
     def block(self, meta, items):
         name, params, body = items
-        return n.Block(name=str(name), params=params or [], body=body, span=_span(meta))
+        return n.Block.model_construct(name=str(name), params=params or [], body=body, span=_span(meta))
 
     @v_args(meta=True)
     def model(self, meta, items):
         name, body = items
-        return n.Model(name=str(name) if name else None, body=body, span=_span(meta))
+        return n.Model.model_construct(name=str(name) if name else None, body=body, span=_span(meta))
 
     @v_args(meta=True)
     def setting(self, meta, items):
         key, value = items
-        return n.Setting(key=str(key), value=value, span=_span(meta), key_span=_tspan(key))
+        return n.Setting.model_construct(key=str(key), value=value, span=_span(meta), key_span=_tspan(key))
 
     @v_args(meta=True)
     def section(self, meta, items):
         name, *settings = items
-        return n.Section(name=str(name), settings=settings, span=_span(meta))
+        return n.Section.model_construct(name=str(name), settings=settings, span=_span(meta))
 
     @v_args(meta=True)
     def start(self, meta, items):
         spec = {"models": [], "blocks": [], "sections": [], "settings": []}
         for item in items:
             spec[{"model": "models", "block": "blocks", "section": "sections", "setting": "settings"}[item.tag]].append(item)
-        return n.Spec(**spec, span=_span(meta))
+        return n.Spec.model_construct(**spec, span=_span(meta))
 
 
 def _position(text: str, offset: int) -> tuple[int, int]:
@@ -505,7 +535,7 @@ def _too_deep(src: Source, tree: Tree) -> SpecError | None:
             meta = node.meta
             span = _span(meta) if not getattr(meta, "empty", True) else None
             if span is not None:
-                span = n.Span(line=span.line, col=span.col, end_line=span.line, end_col=span.col + 1)
+                span = _point(span.line, span.col)
             return src.error(f"nested too deeply: more than {MAX_DEPTH} levels of expressions, brackets and blocks",
                              span, "split the expression, or use a `block` or `repeat`")
         stack.extend((c, depth + 1) for c in reversed(node.children) if isinstance(c, Tree))
@@ -518,7 +548,7 @@ def parse_text(text: str, file: str = "<string>") -> n.Spec:
     if len(text) > MAX_CHARS:
         line, col = _position(text, MAX_CHARS)
         raise src.error(f"the spec is too large: {len(text):,} characters; specc reads at most {MAX_CHARS:,}",
-                        n.Span(line=line, col=col, end_line=line, end_col=col + 1),
+                        _point(line, col),
                         "a spec describes a network; put data in a file named in `data` (`file: \"data.npz\"`)")
     if text.startswith("\ufeff"):  # a byte-order mark: read as a space, so that columns stay as they are
         text = " " + text[1:]
@@ -530,8 +560,7 @@ def parse_text(text: str, file: str = "<string>") -> n.Spec:
         raise _syntax_error(src, err) from None
     except _Limit as err:
         span = _token_span(err.tok)
-        raise src.error(err.message, n.Span(line=span.line, col=span.col, end_line=span.line, end_col=span.col + 1),
-                        err.hint) from None
+        raise src.error(err.message, _point(span.line, span.col), err.hint) from None
     deep = _too_deep(src, tree)
     if deep is not None:
         raise deep
@@ -556,7 +585,7 @@ def decode_spec(data: bytes, file: str = "<string>") -> str:
         line, col = _position(head + "\ufffd", len(head))
         raise Source(body.decode("utf-8", errors="replace"), file).error(
             f"the file is not UTF-8 text: byte {body[start]:#04x} at offset {bom + start} ({err.reason})",
-            n.Span(line=line, col=col, end_line=line, end_col=col + 1),
+            _point(line, col),
             "save the spec as UTF-8" + (" (it holds NUL bytes: is it a binary file?)" if b"\0" in data else "")) from None
 
 
