@@ -182,9 +182,13 @@ def _check_labels(plan: Plan, model, data: Dataset) -> None:
                         "round or encode the labels as class numbers, or use a loss for real-valued targets (`mse`)")
 
 
-def compile_model(plan: Plan, model, weighted: bool = False) -> None:
+def compile_model(plan: Plan, model, weighted: bool = False, examples: int | None = None) -> dict[str, Any]:
     """Compile with the spec's optimizer, loss and metrics (the `train` section). With per-token loss
-    weights (masked-token pre-training), the metrics are weighted the same way."""
+    weights (masked-token pre-training), the metrics are weighted the same way.
+
+    Before compiling, the model's layers are lowered for the platform (`specc/lower.py`); with
+    `examples` (the training set's size), enough steps run per execution to hide Keras's per-call
+    overhead (`specc/cost.py`). Returns what was chosen: {"lowered": [...], "steps_per_execution": n}."""
     train = plan.train
     assert train is not None
     metrics = [make_object(m) for m in train.metrics]
@@ -195,8 +199,30 @@ def compile_model(plan: Plan, model, weighted: bool = False) -> None:
             loss = catalog("loss").get_class(cls)()
         if isinstance(loss, import_keras().losses.Loss):
             loss.reduction = "mean_with_sample_weight"
+    from .cost import choose_steps_per_execution, step_flops
+    from .distribute import local_batch_size
+    from .lower import lower_model, lowering_choice
+
+    lowered = lower_model(model, choice=lowering_choice(None))  # before compiling: the step is traced after this
+    steps = 1
+    if examples:
+        batch = local_batch_size(train.batch_size)
+        per_epoch = math.ceil(examples * (1 - (train.validation_split or 0)) / batch)
+        steps = choose_steps_per_execution(step_flops(model, batch), per_epoch)
     model.compile(optimizer=make_object(train.optimizer), loss=loss,
-                  metrics=None if weighted else metrics, weighted_metrics=metrics if weighted else None)
+                  metrics=None if weighted else metrics, weighted_metrics=metrics if weighted else None,
+                  steps_per_execution=steps)
+    return {"lowered": lowered, "steps_per_execution": steps}
+
+
+def describe_compiled(compiled: dict[str, Any]) -> str:
+    """`compile_model`'s choices in words, for the line a run prints before training."""
+    from .lower import describe_lowering
+
+    parts = [describe_lowering(compiled["lowered"])] if compiled["lowered"] else []
+    if compiled["steps_per_execution"] > 1:
+        parts.append(f"{compiled['steps_per_execution']} steps per execution")
+    return "; ".join(parts) + " (see docs/performance.md)"
 
 
 def apply_init(plan: Plan, model) -> list[str]:
@@ -301,9 +327,11 @@ def fit_options(plan: Plan) -> dict[str, Any]:
 
 
 def run_plan(plan: Plan, out: str | Path | None = None, epochs: int | None = None, limit: int | None = None,
-             verbose: int | str | None = None, force: bool = False, resume: str | Path | None = None) -> RunResult:
+             verbose: int | str | None = None, force: bool = False, resume: str | Path | None = None,
+             callbacks: list | None = None) -> RunResult:
     """Train, evaluate and save; with `resume` (a run directory), continue that run from its last checkpoint
-    with the settings it started with. Raises `SpecError`/`DataError`/`UsageError` for user mistakes."""
+    with the settings it started with. `callbacks` (Keras callbacks) run before specc's own.
+    Raises `SpecError`/`DataError`/`UsageError` for user mistakes."""
     if plan.train is None:
         raise SpecError(plan.diag(
             "the spec has no `train` section; `specc run` needs one", None,
@@ -350,7 +378,8 @@ def run_plan(plan: Plan, out: str | Path | None = None, epochs: int | None = Non
     data = shard_data(plan, data, bool(verbose))  # with `parallel`: this process's share, batches split evenly
     examples = count_examples(data.x_train) * (distribution.data_shards if distribution else 1)  # all processes'
     try:
-        compile_model(plan, model, weighted=data.w_train is not None)
+        compiled = compile_model(plan, model, weighted=data.w_train is not None,
+                                 examples=count_examples(data.x_train))
     except (ValueError, TypeError) as err:
         raise SpecError(plan.diag(
             f"Keras cannot compile the model with these training settings: {str(err).splitlines()[0][:400]}",
@@ -363,7 +392,10 @@ def run_plan(plan: Plan, out: str | Path | None = None, epochs: int | None = Non
     saver = EpochCheckpoint(out_dir / CHECKPOINT, out_dir / "history.csv",
                             {"spec_sha256": info["spec_sha256"], "cross_validation": folds, "resumed_at": resumed_at},
                             guard, state=(ckpt, arrays) if ckpt else None, early_stopping=stopper)
-    callbacks = [guard, *([stopper] if stopper else []), saver]  # the saver last: it records early stopping's verdict
+    from .keras_env import startup_probe  # benchmarks/startup.py: when the first step runs; none otherwise
+
+    # the saver last: it records early stopping's verdict
+    callbacks = [*startup_probe(), *(callbacks or []), guard, *([stopper] if stopper else []), saver]
     done = saver.done
     if ckpt is not None:
         remove_partial_files(out_dir)
@@ -377,6 +409,8 @@ def run_plan(plan: Plan, out: str | Path | None = None, epochs: int | None = Non
         print(f"{what} ({model.count_params():,} params) on {examples:,} examples "
               f"for {n_epochs} epoch{'s' if n_epochs != 1 else ''} of batch {train.batch_size} on {describe(platform)}; "
               f"evaluating on {test}; writing {out_dir}", flush=True)
+        if compiled["lowered"] or compiled["steps_per_execution"] > 1:
+            print(f"compiled for {platform}: {describe_compiled(compiled)}", flush=True)
     try:
         model.fit(data.x_train, data.y_train, sample_weight=data.w_train, callbacks=callbacks, verbose=verbose,
                   epochs=done if ckpt and ckpt.get("stopped") else n_epochs, initial_epoch=done, **fit_options(plan))
@@ -397,7 +431,9 @@ def run_plan(plan: Plan, out: str | Path | None = None, epochs: int | None = Non
     if guard.bad is not None:
         epoch, step, loss = guard.bad
         steps = math.ceil(int(examples * (1 - train.validation_split)) / train.batch_size)
-        where = f"epoch {epoch + 1}" + (f", step {step + 1} of {steps}" if step is not None else "")
+        spe = compiled["steps_per_execution"]  # Keras reports the last step of each execution
+        where = f"epoch {epoch + 1}" + ("" if step is None else f", step {step + 1} of {steps}" if spe == 1 else
+                                        f", steps {max(step + 2 - spe, 1)}-{step + 1} of {steps}")
         restart = (f"; `specc run SPEC --init {out_dir}` starts a new run from the weights after epoch {saver.saved}"
                    if saver.saved else "")
         raise DataError(plan.diag(
@@ -429,6 +465,7 @@ def run_plan(plan: Plan, out: str | Path | None = None, epochs: int | None = Non
         "seed": train.seed,
         "device": platform,
         "devices": info["devices"],
+        "compiled": compiled,
         "versions": _versions(),
     }
     if resumed_at:
