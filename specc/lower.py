@@ -15,7 +15,7 @@ it. One choice pays on the CPU (measured in `benchmarks/`):
 
 The layers stay plain Keras layers: only the instance's `call` is replaced, so `get_config`,
 saved `.keras` files, `specc emit` and every other tool see the model the spec describes.
-`device { lowering: keras }` (or `SPECC_LOWERING=keras`) turns the lowering off.
+`SPECC_LOWERING=keras` in the environment turns the lowering off (docs/performance.md).
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ LOWERINGS = ("specc", "keras")
 
 
 def lowering_choice(requested: str | None) -> str:
-    """The spec's `device { lowering }`, overridden by `$SPECC_LOWERING`; `specc` unless one says `keras`."""
+    """`requested` (a caller's choice), overridden by `$SPECC_LOWERING`; `specc` unless one says `keras`."""
     env = os.environ.get("SPECC_LOWERING", "").strip().lower()
     return env if env in LOWERINGS else (requested or "specc")
 
