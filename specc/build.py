@@ -3,6 +3,9 @@
 Building is shape inference: every layer is called on symbolic Keras tensors,
 so a shape error surfaces before any training and is blamed on the spec line
 of the layer that raised it. Keras computes every shape; specc has no shape rules.
+
+`check` and `summary` need shapes and parameter counts only: they build once, without weights
+(`build_shapes`). `run` builds with weights (`build`), after a weight-free build that bounds the sizes.
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .catalog import catalog
-from .check import MAX_EXAMPLE_VALUES
+from .check import MAX_EXAMPLE_VALUES, gc_paused
 from .errors import SpecError, suggest
 from .keras_env import import_keras, keras_module
 from .plan import LayerNode, Obj, Plan
@@ -103,6 +106,7 @@ def _allocating() -> bool:
 
 
 def build(plan: Plan) -> Built:
+    """The model with its weights (inside `shapes_only()`, without)."""
     if _allocating():
         # Count parameters first, on a build that allocates nothing. Layers built without a seed draw one
         # from Python's `random` (as do initializers): that draw is put back, so the model built next is the
@@ -118,22 +122,31 @@ def build(plan: Plan) -> Built:
     return _build(plan)
 
 
-def _build(plan: Plan) -> Built:
+def _build(plan: Plan, initializers: bool = False) -> Built:
+    """One build on symbolic tensors. `initializers` (inside `shapes_only()`): run each weight's initializer on
+    abstract values too, so that an initializer the weight's shape does not suit is the error a real build gives."""
+    with gc_paused():
+        return _build_graph(plan, initializers)
+
+
+def _build_graph(plan: Plan, initializers: bool) -> Built:
     keras = import_keras()
     tensors: dict[str, Any] = {}
     layers: dict[str, Any] = {}
+    pending = _pending_variables() if initializers else []
+    made: list[tuple[LayerNode, list, int, int, int]] = []  # each layer's variables: pending[a:b] made, [b:c] called
     for inp in plan.inputs:
         try:
             tensors[inp.name] = keras.Input(shape=inp.shape, dtype=inp.dtype, name=inp.name)
         except Exception as err:  # noqa: BLE001 - Keras says what is wrong with the shape
             raise SpecError(plan.diag(f"bad input `{inp.name}`: {_keras_message(err)}", inp.origin.span)) from None
     for node in plan.layers:
+        start = len(pending)
         try:
             layer = make_layer(node)
         except Exception as err:  # noqa: BLE001 - constructor validation is Keras's own
-            message = _keras_message(err)
-            raise SpecError(plan.diag(f"invalid arguments for `{node.cls}`: {message}", _blame(node, message),
-                                     hint=_hint_for(node, message), notes=node.origin.notes)) from None
+            raise _arguments_error(plan, node, err) from None
+        made_at = len(pending)
         args = [tensors[i] for i in node.inputs]
         try:
             if node.cls in SEPARATE_INPUTS:  # call(query, value, key): one tensor attends to itself
@@ -141,17 +154,7 @@ def _build(plan: Plan) -> Built:
             else:  # merge layers and `Attention` take a list
                 out = layer(args if len(args) > 1 else args[0], **node.call_kwargs)
         except Exception as err:  # noqa: BLE001 - the shape rules are Keras's own
-            shapes = ", ".join(_shape(a) for a in args)
-            message = _keras_message(err)
-            ndim = re.search(r"expected (min_|max_)?ndim=(\d+), found ndim=(\d+)", message)
-            if ndim:
-                bound = {"min_": "at least ", "max_": "at most "}.get(ndim.group(1) or "", "")
-                text = f"expects {bound}{ndim.group(2)}-D input (batch axis included), got shape {shapes}"
-            else:
-                text = f"cannot take input of shape {shapes}: {message}"
-            raise SpecError(plan.diag(
-                f"layer `{node.name}` ({node.cls}) {text}",
-                node.origin.span, hint=_hint_for(node, message, args), notes=node.origin.notes)) from None
+            raise _call_error(plan, node, args, err) from None
         if isinstance(out, (list, tuple)):
             raise SpecError(plan.diag(f"layer `{node.name}` returns several tensors; specc chains single tensors",
                                      node.origin.span, notes=node.origin.notes))
@@ -168,6 +171,8 @@ def _build(plan: Plan) -> Built:
                 f"at most {MAX_EXAMPLE_VALUES:,} (2**28)", node.origin.span, notes=node.origin.notes))
         layers[node.name] = layer
         tensors[node.name] = out
+        if initializers:
+            made.append((node, args, start, made_at, len(pending)))
     ins = [tensors[i.name] for i in plan.inputs]
     outs = [tensors[o] for o in plan.outputs]
     # Keras maps a functional graph recursively, a few frames per layer along the longest path.
@@ -178,7 +183,72 @@ def _build(plan: Plan) -> Built:
                             name=plan.name)
     finally:
         sys.setrecursionlimit(limit)
+    # After the whole graph, as a real build after a weight-free one reports them: first shapes, then initializers.
+    tried: dict[Any, BaseException | None] = {}
+    for node, args, start, made_at, end in made:
+        for k in range(start, end):
+            err = _initializer_error(pending[k], tried)
+            if err is not None:
+                raise (_arguments_error(plan, node, err) if k < made_at else _call_error(plan, node, args, err)) from None
     return Built(model=model, layers=layers, tensors=tensors)
+
+
+def _arguments_error(plan: Plan, node: LayerNode, err: BaseException) -> SpecError:
+    """A layer's constructor refused its arguments."""
+    message = _keras_message(err)
+    return SpecError(plan.diag(f"invalid arguments for `{node.cls}`: {message}", _blame(node, message),
+                               hint=_hint_for(node, message), notes=node.origin.notes))
+
+
+def _call_error(plan: Plan, node: LayerNode, args: list, err: BaseException) -> SpecError:
+    """A layer could not be called on its inputs."""
+    shapes = ", ".join(_shape(a) for a in args)
+    message = _keras_message(err)
+    ndim = re.search(r"expected (min_|max_)?ndim=(\d+), found ndim=(\d+)", message)
+    if ndim:
+        bound = {"min_": "at least ", "max_": "at most "}.get(ndim.group(1) or "", "")
+        text = f"expects {bound}{ndim.group(2)}-D input (batch axis included), got shape {shapes}"
+    else:
+        text = f"cannot take input of shape {shapes}: {message}"
+    return SpecError(plan.diag(f"layer `{node.name}` ({node.cls}) {text}", node.origin.span,
+                               hint=_hint_for(node, message, args), notes=node.origin.notes))
+
+
+def _pending_variables() -> list:
+    """The variables made inside `shapes_only()` so far, in order (Keras's list of uninitialized ones)."""
+    from keras.src.backend.common import global_state
+
+    return global_state.get_global_attribute("uninitialized_variables", [], set_to_default=True)
+
+
+def _initializer_error(variable, tried: dict) -> BaseException | None:
+    """What the variable's initializer raises for its shape and dtype, run on abstract values (nothing is
+    allocated or compiled); `tried` keeps the answers, since a deep model asks the same few questions."""
+    from keras.src import backend
+    from keras.src.initializers import Initializer
+
+    init = getattr(variable, "_initializer", None)
+    if not isinstance(init, Initializer):  # Keras's own state (seed generators): not a spec's initializer
+        return None
+    shape, dtype = tuple(variable.shape), variable.dtype
+    try:
+        key = (type(init), repr(init.get_config()), shape, dtype)
+    except Exception:  # noqa: BLE001 - a configuration that cannot be shown: ask for this one alone
+        key = (id(init), shape, dtype)
+    if key not in tried:
+        try:
+            backend.compute_output_spec(lambda: init(shape, dtype=dtype))
+            tried[key] = None
+        except Exception as err:  # noqa: BLE001 - the initializer's own checks, as a real build runs them
+            tried[key] = None if _needs_values(err) else err
+    return tried[key]
+
+
+def _needs_values(err: BaseException) -> bool:
+    """An error from running on abstract values rather than from the initializer's checks: not reported."""
+    import jax
+
+    return isinstance(err, (jax.errors.JAXTypeError, jax.errors.JAXIndexError))
 
 
 def _hint_for(node: LayerNode, message: str, args=None) -> str | None:
@@ -208,9 +278,18 @@ def _hint_for(node: LayerNode, message: str, args=None) -> str | None:
     return None
 
 
+def build_shapes(plan: Plan) -> Built:
+    """The model built once without weights: shapes and parameter counts, and every error a build with weights
+    reports (`check` and `summary` need no more). Inside `shapes_only()` (`diff`, `graph`), the plain build."""
+    if not _allocating():
+        return _build(plan)
+    with shapes_only():
+        return _build(plan, initializers=True)
+
+
 def infer_shapes(plan: Plan) -> dict[str, tuple]:
-    """Every tensor's shape (batch axis first, `None`), computed by Keras on symbolic tensors."""
-    return {name: tuple(t.shape) for name, t in build(plan).tensors.items()}
+    """Every tensor's shape (batch axis first, `None`), computed by Keras on symbolic tensors (no weights made)."""
+    return {name: tuple(t.shape) for name, t in build_shapes(plan).tensors.items()}
 
 
 @dataclass
@@ -223,8 +302,8 @@ class LayerRow:
 
 
 def summarize(plan: Plan) -> tuple[list[LayerRow], int]:
-    """Each layer with its output shape and parameter count, and the model's total."""
-    built = build(plan)
+    """Each layer with its output shape and parameter count, and the model's total (no weights are made)."""
+    built = build_shapes(plan)
     rows = [LayerRow(i.name, "Input", list(built.tensors[i.name].shape), 0, i.origin.span.line if i.origin.span else None)
             for i in plan.inputs]
     for node in plan.layers:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 import inspect
 from dataclasses import dataclass, field
+from typing import Any
 from .keras_env import import_keras, keras_module
 
 # Layers a spec may not use: they run arbitrary code, load files, or are not layers one stacks.
@@ -71,9 +72,12 @@ class Catalog:
     functions: dict[str, str] = field(default_factory=dict)  # spec name -> function name in module
     extras: dict[str, type] = field(default_factory=dict)  # class name -> specc's own class (`specc.extras`)
     canonical: list[str] = field(default_factory=list)  # names shown in suggestions
+    _module: Any = field(default=None, repr=False, compare=False)  # looked up once: a layer is made per use
 
     def module(self):
-        return keras_module(self.module_path)
+        if self._module is None:
+            self._module = keras_module(self.module_path)
+        return self._module
 
     def class_name(self, name: str) -> str | None:
         return self.classes.get(name)

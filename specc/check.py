@@ -9,6 +9,7 @@ building on symbolic tensors (`specc.build.infer_shapes`).
 from __future__ import annotations
 
 import contextlib
+import gc
 import math
 import operator
 from typing import Any
@@ -33,7 +34,10 @@ DTYPES = ("float32", "float16", "bfloat16", "float64", "int32", "int64", "uint8"
 _CONSTANTS = {"true": True, "false": False, "none": None, "True": True, "False": False, "None": None}
 # Bounds on what a model expands to (README: "Hostile input"), so that `repeat 10**9`, blocks calling
 # blocks exponentially or thousands of nested calls end in a located error, not in hours or a crash.
-MAX_LAYERS = 2_000  # layers once blocks and `repeat` are expanded (Keras builds a chain this long)
+# Layers once blocks and `repeat` are expanded: a ResNet of 200 basic blocks (1,405 layers) fits, and `check` of the
+# largest allowed model takes about 2 s (benchmarks/scaling.py, linear in layers); Keras builds 10,000 without
+# trouble, in about 10 s, so the bound is about time, not a limit of Keras.
+MAX_LAYERS = 2_000
 MAX_REPEAT = 10_000  # the count of one `repeat`
 MAX_EXPANSION = 100_000  # block calls and `repeat` rounds in all (bodies without layers count too)
 MAX_NESTING = 64  # blocks, `repeat` and `parallel` inside one another, through block calls
@@ -42,6 +46,23 @@ MAX_ERRORS = 100  # errors reported for one file; checking stops at the next
 MAX_EXAMPLE_VALUES = 2**28  # values in one example of an input (1 GiB of float32): XLA aborts or memory runs out past it
 _OPS = {"+": operator.add, "-": operator.sub, "*": operator.mul, "/": operator.truediv,
         "//": operator.floordiv, "%": operator.mod}
+
+
+@contextlib.contextmanager
+def gc_paused():
+    """Python's cycle collector paused while a model is checked or built, as it was before afterwards.
+
+    A full collection walks every object in the process, and Keras and JAX leave hundreds of thousands after
+    their import; the objects a large model makes set off several, each costing as much as the whole heap
+    (measured: a third of building a ResNet of 200 blocks, `benchmarks/scaling.py`). What a build leaves
+    behind is collected as usual afterwards."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
 
 
 class _Abort(Exception):
@@ -475,14 +496,17 @@ class Checker:
         self.spend(call.name_span)
         self.stack.append(block.name)
         self.notes.append(f"in block `{block.name}`, used at line {call.span.line if call.span else '?'}")
-        saved = dict(self.tensors)
+        known = len(self.tensors)
         try:
             with self.nested(call.name_span):
                 out = self.body(block.body, sources[0], local, in_block=True)
         finally:
             self.notes.pop()
             self.stack.pop()
-            self.tensors = saved  # names given inside a block stay inside it
+            # Names given inside a block stay inside it. A block only adds names (`declare` refuses a known one), so
+            # they are the last ones in the dict: dropped one by one, not by copying every name at each block call.
+            for _ in range(len(self.tensors) - known):
+                self.tensors.popitem()
         return out or sources[0]
 
     # -- settings ----------------------------------------------------------
@@ -967,6 +991,11 @@ def check_spec(spec: n.Spec, source: Source | None = None) -> Plan:
     from .distribute import prepare_environment
 
     prepare_environment()  # before anything starts JAX: its CPU client sizes its thread pools once
+    with gc_paused():
+        return _check_spec(spec, source)
+
+
+def _check_spec(spec: n.Spec, source: Source | None) -> Plan:
     src = source or Source("", "<string>")
     ck = Checker(spec, src)
     ck.check_blocks()
