@@ -203,10 +203,10 @@ def compile_model(plan: Plan, model, weighted: bool = False, examples: int | Non
     from .distribute import local_batch_size
     from .lower import lower_model, lowering_choice
 
-    lowered = lower_model(model, choice=lowering_choice(None))  # before compiling: the step is traced after this
+    batch = local_batch_size(train.batch_size)
+    lowered = lower_model(model, choice=lowering_choice(None), batch_size=batch)  # the step is traced after this
     steps = 1
     if examples:
-        batch = local_batch_size(train.batch_size)
         per_epoch = math.ceil(examples * (1 - (train.validation_split or 0)) / batch)
         steps = choose_steps_per_execution(step_flops(model, batch), per_epoch)
     model.compile(optimizer=make_object(train.optimizer), loss=loss,

@@ -6,6 +6,10 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 os.environ.setdefault("KERAS_BACKEND", "jax")
 os.environ.setdefault("SPECC_DATA_DIR", str(ROOT.parent / "shared" / "datasets"))
+# JAX's persistent compilation cache pays off across runs of one model; the suite compiles hundreds of
+# different programs once each, and writing them (with the cache's size bookkeeping on every write) made it
+# minutes slower. The tests of the cache itself (tests/test_startup.py) set it up in their own processes.
+os.environ.setdefault("SPECC_JAX_CACHE", "0")
 
 
 def pytest_addoption(parser):

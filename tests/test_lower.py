@@ -132,3 +132,13 @@ def test_only_the_cpu_and_only_when_asked(monkeypatch):
     assert lowering_choice("specc") == "keras"
     monkeypatch.delenv("SPECC_LOWERING")
     assert lowering_choice(None) == "specc" and lowering_choice("keras") == "keras"
+
+
+def test_large_patches_keep_xla_convolution():
+    """ResNet-20's first stage at batch 128 (75 MB of patches) ran twice as slowly lowered: left to XLA."""
+    def make():
+        return keras.Sequential([keras.Input((32, 32, 16)), L.Conv2D(16, 3, padding="same")])
+
+    keras.utils.set_random_seed(0)
+    assert lower_model(make(), "cpu", batch_size=128) == []
+    assert len(lower_model(make(), "cpu", batch_size=8)) == 1  # 4.7 MB
