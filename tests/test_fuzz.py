@@ -28,7 +28,6 @@ import os
 import random
 import re
 import resource
-import signal
 import subprocess
 import sys
 from datetime import timedelta
@@ -38,6 +37,7 @@ import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 from hypothesis.database import DirectoryBasedExampleDatabase
+from alarm import alarm_after
 
 import specc
 from specc.errors import SpecError, UserError
@@ -68,20 +68,10 @@ class Hang(Exception):
     pass
 
 
-@contextlib.contextmanager
 def watchdog(seconds: float):
     """Fail a case that runs for `seconds`, instead of hanging the suite (the deadline only judges a
     case once it has returned)."""
-    def ring(signum, frame):
-        raise Hang(f"still running after {seconds} s")
-
-    old = signal.signal(signal.SIGALRM, ring)
-    signal.setitimer(signal.ITIMER_REAL, seconds)
-    try:
-        yield
-    finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, old)
+    return alarm_after(seconds, Hang)
 
 
 # --- the corpus ---------------------------------------------------------------------------------------

@@ -8,15 +8,14 @@ the bounds themselves.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import random
-import signal
 import sys
 import time
 from pathlib import Path
 
 import pytest
+from alarm import alarm_after
 
 import specc
 from specc import build as build_module
@@ -32,19 +31,7 @@ INSERTS = list("(){}[],:;=-+*/#\"'\n ") + ["->", "repeat ", "parallel ", "branch
 HEAD = "model m {\n  input x: (4,)\n"
 
 
-@contextlib.contextmanager
-def within(seconds: float):
-    """Fail instead of hanging: an alarm after `seconds`."""
-    def ring(signum, frame):
-        raise AssertionError(f"still running after {seconds} s")
-
-    old = signal.signal(signal.SIGALRM, ring)
-    signal.setitimer(signal.ITIMER_REAL, seconds)
-    try:
-        yield
-    finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, old)
+within = alarm_after  # fail instead of hanging: an AssertionError after `seconds`
 
 
 def mutate(text: str, rng: random.Random) -> str:
