@@ -22,7 +22,7 @@ from .text import SPECIALS
 from .plan import (PARALLEL, TEXT_DATASETS, DataPlan, DistributionPlan, InitPlan, InputNode, LayerNode, Obj, Origin, Plan,
                    TrainPlan)
 
-SECTIONS = ("data", "train", "init", "device")
+SECTIONS = ("data", "train", "init", "device", "expect")
 TOP_SETTINGS = ("device",)
 DEVICES = ("auto", "cpu", "gpu", "tpu")
 DEVICE_SETTINGS = ("kind", "parallel", "mesh", "axes", "layout")  # the `device { ... }` section
@@ -1017,6 +1017,11 @@ def _check_spec(spec: n.Spec, source: Source | None) -> Plan:
     data = ck.guarded(ck.check_data, sections["data"]) if "data" in sections else None
     init = ck.guarded(ck.check_init, sections["init"]) if "init" in sections else None
     model = ck.guarded(ck.check_model)
+    expect = None
+    if "expect" in sections:
+        from .contract import check_expect
+
+        expect = ck.guarded(check_expect, ck, sections["expect"])
     if distribution is not None and train is not None and train.validation:
         ck.fail("k-fold cross-validation (`validation: kfold(...)`) runs on one device; it cannot be combined with "
                 "`parallel`", distribution.span("parallel"), "remove `parallel` from the `device` section, or "
@@ -1027,5 +1032,5 @@ def _check_spec(spec: n.Spec, source: Source | None) -> Plan:
     assert model is not None
     name, inputs, layers, outputs = model
     return Plan(name=name, inputs=inputs, layers=layers, outputs=outputs, train=train, data=data, init=init,
-                device=device or "auto", device_origin=device_origin, distribution=distribution,
+                device=device or "auto", device_origin=device_origin, distribution=distribution, expect=expect,
                 file=src.file, source=src.text)

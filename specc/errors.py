@@ -86,7 +86,8 @@ class Diagnostic:
     hint: str | None = None
     notes: list[str] = field(default_factory=list)
     source: str | None = field(default=None, repr=False)
-    severity: str = "error"
+    severity: str = "error"  # or "warning" (a lint finding: `specc.lint`)
+    code: str | None = None  # a lint finding's code, `W101`: silenced on its line by `# specc: ignore[W101]`
 
     def to_dict(self) -> dict:
         return {
@@ -96,6 +97,7 @@ class Diagnostic:
             "end_line": self.span.end_line if self.span else None,
             "end_col": self.span.end_col if self.span else None,
             "severity": self.severity,
+            "code": self.code,
             "message": self.message,
             "hint": self.hint,
             "notes": list(self.notes),
@@ -109,10 +111,11 @@ class Diagnostic:
         self.notes = [_shorten(n) for n in self.notes]
 
     def render(self) -> str:
+        code = f" [{self.code}]" if self.code else ""
         if self.span is None:
-            out = [f"{self.file}: {self.severity}: {self.message}"]
+            out = [f"{self.file}: {self.severity}: {self.message}{code}"]
         else:
-            out = [f"{self.file}:{self.span.line}:{self.span.col}: {self.severity}: {self.message}"]
+            out = [f"{self.file}:{self.span.line}:{self.span.col}: {self.severity}: {self.message}{code}"]
             out += _excerpt(self.source, self.span)
         out += [f"note: {n}" for n in self.notes]
         if self.hint:

@@ -152,6 +152,12 @@ class Plan(BaseModel):
     device: str = "auto"  # the platform: `device: cpu`, or `kind` in a `device { ... }` section
     device_origin: Origin = Field(default_factory=Origin, exclude=True)
     distribution: DistributionPlan | None = None  # `parallel` in the `device` section
+    # Named values the spec used: its `let` constants and the facts of its data and training it named
+    # (`data.classes`, `train.steps`), resolved; `specc summary` shows them.
+    constants: dict[str, Any] = {}
+    facts: Any = Field(default=None, exclude=True, repr=False)  # `specc.facts.Facts` of the data, when computed
+    expect: Any = None  # the `expect` section's contracts (`specc.contract.ExpectPlan`), checked by `specc test`
+    language: int = 1  # the language version the file declares (`language: 2`), else 1
     file: str = Field(default="<string>", exclude=True)
     source: str = Field(default="", exclude=True, repr=False)
 
