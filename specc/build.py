@@ -316,7 +316,7 @@ def format_summary(plan: Plan, rows: list[LayerRow], total: int) -> str:
     head = ("layer", "type", "output shape", "params", "line")
     table = [head] + [(r.name, r.cls, str(tuple(r.shape)), f"{r.params:,}", str(r.line or "")) for r in rows]
     widths = [max(len(row[i]) for row in table) for i in range(len(head))]
-    lines = [f"model {plan.name}"]
+    lines = [f"model {plan.name}", *format_constants(plan)]
     for k, row in enumerate(table):
         cells = [row[i].ljust(widths[i]) if i != 3 else row[i].rjust(widths[i]) for i in range(len(head))]
         lines.append("  " + "  ".join(cells).rstrip())
@@ -324,6 +324,22 @@ def format_summary(plan: Plan, rows: list[LayerRow], total: int) -> str:
             lines.append("  " + "  ".join("-" * w for w in widths))
     lines.append(f"total params: {total:,}")
     return "\n".join(lines)
+
+
+def format_constants(plan: Plan) -> list[str]:
+    """The spec's `let` constants and the facts it names, resolved, for the top of the summary."""
+    if not plan.constants:
+        return []
+    order = sorted(plan.constants, key=lambda name: ("." in name, name.startswith("train.")))  # lets, data, train
+    names = {name: name if "." in name else f"let {name}" for name in order}
+    width = max(len(v) for v in names.values())
+    out = []
+    for name in order:
+        value = plan.constants[name]
+        shown = f"{value:,}" if isinstance(value, int) and not isinstance(value, bool) else str(value)
+        where = f"  ({plan.facts.source})" if name.startswith("data.") and plan.facts is not None else ""
+        out.append(f"  {names[name].ljust(width)} = {shown}{where}")
+    return out + [""]
 
 
 @contextlib.contextmanager

@@ -14,6 +14,7 @@ import math
 import operator
 from typing import Any
 
+from . import fmt
 from . import nodes as n
 from .catalog import DENIED_LAYERS, METRIC_STRINGS, call_options_of, catalog, kind_of_argument, signature_of
 from .errors import Diagnostic, InternalError, Source, SpecError, did_you_mean
@@ -23,7 +24,11 @@ from .plan import (PARALLEL, TEXT_DATASETS, DataPlan, DistributionPlan, InitPlan
                    TrainPlan)
 
 SECTIONS = ("data", "train", "init", "device", "expect")
-TOP_SETTINGS = ("device",)
+TOP_SETTINGS = ("device", "language")
+# Facts of the training a spec can name (`decay_steps=train.steps`), beside those of its data (`specc.facts`).
+TRAIN_FACTS = ("epochs", "batch_size", "steps_per_epoch", "steps")
+# Names a `let` cannot take: they already mean something in every expression.
+RESERVED_NAMES = ("data", "train", "let")
 DEVICES = ("auto", "cpu", "gpu", "tpu")
 DEVICE_SETTINGS = ("kind", "parallel", "mesh", "axes", "layout")  # the `device { ... }` section
 DATASETS = ("mnist", "fashion_mnist", "cifar10") + TEXT_DATASETS
@@ -93,6 +98,19 @@ class Checker:
         self.expanded = 0  # block calls and `repeat` rounds so far (MAX_EXPANSION)
         self.depth = 0  # blocks, `repeat` and `parallel` being expanded (MAX_NESTING)
         self.halted = False  # a bound was crossed: stop checking the model
+        self.language = 1  # the version the file is written in (`language: N`)
+        # `let` constants, evaluated when first used (in any order; a cycle is an error), and the facts
+        # (`data.classes`, `train.steps`) that the spec names, resolved: both go into `Plan.constants`.
+        self.lets: dict[str, n.Let] = {}
+        self.consts: dict[str, Any] = {}
+        self.evaluating: list[str] = []
+        self.failed_lets: set[str] = set()
+        self.used_facts: dict[str, Any] = {}
+        self.facts: Any = None  # `specc.facts.Facts` of the data, once a fact of it is named
+        self.data_plan: DataPlan | None = None  # the checked `data` and `init` sections, for the data's facts
+        self.init_plan: InitPlan | None = None
+        self.train_given: dict[str, Any] = {}  # `train`'s epochs and batch size, for its facts
+        self.in_section: str | None = None  # the section being checked, whose own facts cannot be named there
 
     # -- reporting ---------------------------------------------------------
 
@@ -139,11 +157,13 @@ class Checker:
         if isinstance(e, n.Str):
             return self.named(e.value, e.span, kind, what) if kind else e.value
         if isinstance(e, n.Name):
-            if e.id in env:
-                bound = env[e.id]
+            if e.id in env or e.id in self.lets:
+                bound = env[e.id] if e.id in env else self.constant(e.id)
                 if isinstance(bound, _Call):  # a call passed to a block: resolved where it is used
                     return self.value(bound.expr, bound.env, kind, what)
                 return bound
+            if "." in e.id:
+                return self.fact(e.id, e.span)
             if e.id in _CONSTANTS:
                 return _CONSTANTS[e.id]
             return self.named(e.id, e.span, kind, what) if kind else e.id
@@ -180,6 +200,95 @@ class Checker:
                 )
             return self.obj(e, env, kind)
         raise InternalError(f"unknown expression {e!r}")
+
+    # -- constants and facts -------------------------------------------------
+
+    def check_lets(self) -> None:
+        for let in self.spec.lets:
+            if let.name in self.lets:
+                self.fail(f"constant `{let.name}` is defined twice", let.name_span, "give each constant its own name")
+            elif let.name in RESERVED_NAMES or let.name in _CONSTANTS:
+                self.fail(f"`{let.name}` cannot be the name of a constant: it already means something in every "
+                          "expression", let.name_span, "choose another name")
+            elif let.name in self.blocks or catalog("layer").class_name(let.name) or catalog("activation").knows(let.name):
+                self.fail(f"constant `{let.name}` has the name of a {'block' if let.name in self.blocks else 'Keras layer or activation'}",
+                          let.name_span, "choose another name, so that the two never mean each other")
+            else:
+                self.lets[let.name] = let
+
+    def constant(self, name: str) -> Any:
+        """The value of `let NAME = ...`, evaluated once. A call (`let reg = l2(1e-4)`) stays unresolved until it is
+        used, like a call passed to a block: where it lands decides which catalogue it comes from."""
+        if name in self.consts:
+            return self.consts[name]
+        if name in self.failed_lets:  # its error is reported once, where it is defined
+            raise _Abort()
+        let = self.lets[name]
+        if name in self.evaluating:
+            cycle = " -> ".join([*self.evaluating[self.evaluating.index(name):], name])
+            raise self.fail(f"constant `{name}` is defined in terms of itself: {cycle}", let.name_span)
+        self.evaluating.append(name)
+        notes, self.notes = self.notes, []  # errors in the constant's own expression are located there
+        try:
+            value = _Call(let.value, {}) if isinstance(let.value, n.Call) else self.value(let.value, {})
+        except _Abort:
+            self.failed_lets.add(name)
+            raise
+        finally:
+            self.notes = notes
+            self.evaluating.pop()
+        self.consts[name] = value
+        return value
+
+    def fact(self, name: str, span: n.Span | None) -> Any:
+        """`data.classes`, `train.steps`, ...: a fact of the spec's data or training, computed from them."""
+        from .facts import FACT_NAMES
+
+        owner, _, key = name.partition(".")
+        known = {"data": FACT_NAMES, "train": TRAIN_FACTS}
+        if owner not in known or key not in known[owner]:
+            choices = [f"{o}.{k}" for o, keys in known.items() for k in keys]
+            raise self.fail(f"unknown name `{name}`", span, did_you_mean(name, choices)
+                            or f"names with a dot are facts of the data or training: {', '.join(choices)}")
+        if owner == self.in_section:
+            raise self.fail(f"`{name}` cannot be used inside the `{owner}` section: it is computed from that section",
+                            span, "write the value itself here")
+        if name not in self.used_facts:
+            self.used_facts[name] = self.data_fact(key, span) if owner == "data" else self.train_fact(key, span)
+        return self.used_facts[name]
+
+    def data_facts(self, name: str, span: n.Span | None) -> Any:
+        if self.facts is None:
+            from .errors import UserError
+            from .facts import infer_facts
+
+            if self.data_plan is None:
+                raise self.fail(f"`{name}` is a fact of the data, but the spec has no valid `data` section", span,
+                                "add one: `data { dataset: mnist }`")
+            try:
+                self.facts = infer_facts(self.data_plan, self.src.file, self.init_plan)
+            except UserError as err:
+                raise self.fail(f"`{name}` needs the data, which cannot be read: {err.first.message}", span,
+                                err.first.hint) from None
+        return self.facts
+
+    def data_fact(self, key: str, span: n.Span | None) -> Any:
+        facts = self.data_facts(f"data.{key}", span)
+        try:
+            return facts.value(key)
+        except (KeyError, ValueError) as err:
+            raise self.fail(str(err.args[0] if err.args else err), span) from None
+
+    def train_fact(self, key: str, span: n.Span | None) -> Any:
+        given = self.train_given
+        if key in ("epochs", "batch_size"):
+            return given.get(key, _fields_default(TrainPlan, key))
+        batch = given.get("batch_size", _fields_default(TrainPlan, "batch_size"))
+        examples = self.data_facts(f"train.{key}", span).examples
+        # As Keras's `fit(validation_split=...)` divides the training data: the first ceil((1 - split) * n) train.
+        trained = math.ceil(examples * (1 - given.get("validation_split", 0.0)))
+        per_epoch = math.ceil(trained / batch)
+        return per_epoch if key == "steps_per_epoch" else per_epoch * given.get("epochs", _fields_default(TrainPlan, "epochs"))
 
     def named(self, name: str, span: n.Span | None, kind: str, what: str) -> Any:
         """A bare name or string used where a catalogue object goes: check Keras knows it."""
@@ -302,14 +411,15 @@ class Checker:
             if in_block:
                 raise self.fail("inputs are declared in the model, not inside a block or branch", s.span)
             self.declare(s.name, s.span)
+            shape = [self.dimension(d, span, s.name) for d, span in zip(s.shape, s.dim_spans or [None] * len(s.shape))]
             dtype = s.dtype or "float32"
             if dtype not in DTYPES:
                 raise self.fail(f"unknown dtype `{dtype}`", s.span, did_you_mean(dtype, DTYPES) or f"dtypes: {', '.join(DTYPES)}")
-            size = math.prod(d for d in s.shape if d is not None)
+            size = math.prod(d for d in shape if d is not None)
             if size > MAX_EXAMPLE_VALUES:
                 raise self.fail(f"input `{s.name}` has {size:,} values per example; specc builds at most "
                                 f"{MAX_EXAMPLE_VALUES:,} (2**28)", s.span)
-            node = InputNode(name=s.name, shape=tuple(s.shape), dtype=dtype, origin=self.origin(s.span))
+            node = InputNode(name=s.name, shape=tuple(shape), dtype=dtype, origin=self.origin(s.span))
             self.inputs.append(node)
             self.tensors[s.name] = s.name
             return s.name
@@ -364,6 +474,22 @@ class Checker:
                 outs = [self.body(b.body, current, env, in_block=True) or current for b in s.branches]
             return self.layer(s.merge, outs, env)
         raise InternalError(f"unknown statement {s!r}")
+
+    def dimension(self, dim: int | str | None, span: n.Span | None, input_name: str) -> int | None:
+        """One dimension of an input's shape: a number, `none`, or a constant or fact that is a whole number."""
+        if not isinstance(dim, str):
+            return dim
+        if dim not in self.lets and "." not in dim:
+            raise self.fail(f"a shape dimension must be a whole number or `none`, not `{dim}`", span,
+                            "write `none` for a dimension that varies (such as sequence length); a name must be a "
+                            "`let` constant or a fact such as `data.features`")
+        v = self.value(n.Name(id=dim, span=span), {})
+        if isinstance(v, float) and v.is_integer():
+            v = int(v)
+        if v is not None and (not isinstance(v, int) or isinstance(v, bool) or v < 1):
+            raise self.fail(f"`{dim}` is {_show(v)}, but a dimension of input `{input_name}` must be a whole number "
+                            ">= 1 (or `none`)", span)
+        return v
 
     def declare(self, name: str, span: n.Span | None) -> None:
         if name in self.tensors:
@@ -565,10 +691,19 @@ class Checker:
         given = self.settings(sec.settings, _fields(TrainPlan), "`train`")
         plan: dict[str, Any] = {}
         origins = {k: Origin(span=s.span) for k, s in given.items()}
-        for key, s in given.items():
-            v = self.guarded(self.train_value, key, s)
+        # The settings that `train.steps` and its kin are computed from come first, wherever they are written;
+        # the others (`optimizer: sgd(cosine_decay(0.1, decay_steps=train.steps))`) may name those facts.
+        first = ("epochs", "batch_size", "validation_split")
+        for key, s in sorted(given.items(), key=lambda item: item[0] not in first):
+            self.in_section = "train" if key in first else None
+            try:
+                v = self.guarded(self.train_value, key, s)
+            finally:
+                self.in_section = None
             if v is not None or key == "seed":
                 plan[key] = v
+            if key in first and v is not None:
+                self.train_given[key] = v
         stop = plan.get("early_stopping")
         if stop is not None and "monitor" not in stop.kwargs and not plan.get("validation_split"):
             # Keras watches `val_loss` by default, and silently never stops without a validation split.
@@ -629,10 +764,14 @@ class Checker:
     def check_data(self, sec: n.Section) -> DataPlan:
         given = self.settings(sec.settings, _fields(DataPlan), "`data`")
         plan: dict[str, Any] = {}
-        for key, s in given.items():
-            v = self.guarded(self.data_value, key, s)
-            if v is not None:
-                plan[key] = v
+        self.in_section = "data"
+        try:
+            for key, s in given.items():
+                v = self.guarded(self.data_value, key, s)
+                if v is not None:
+                    plan[key] = v
+        finally:
+            self.in_section = None
         inline = "x" in given and isinstance(plan.get("x"), list)
         sources = [k for k in ("dataset", "file", "images") if k in given] + (["x"] if inline else [])
         if not sources and "x" not in given:
@@ -819,6 +958,18 @@ class Checker:
                     origins[f"{key}:{item.id if isinstance(item, n.Name) else item.value}"] = Origin(span=item.span)
         return InitPlan(**plan, origins=origins)
 
+    def check_language(self, s: n.Setting) -> int:
+        from .upgrade import LANGUAGE
+
+        v = self.value(s.value, {})
+        if not isinstance(v, int) or isinstance(v, bool) or not 1 <= v:
+            raise self.fail(f"`language` is the version of the language the file is written in, a whole number from 1 "
+                            f"to {LANGUAGE}; got {_show(v)}", s.value.span, f"e.g. `language: {LANGUAGE}`")
+        if v > LANGUAGE:
+            raise self.fail(f"the file is written in language {v}, but this specc knows versions 1 to {LANGUAGE}",
+                            s.value.span, "upgrade specc (`pip install -U specc`)")
+        return v
+
     def check_device(self, s: n.Setting) -> str:
         v = self.value(s.value, {})
         if v not in DEVICES:
@@ -947,6 +1098,17 @@ def _fields(model) -> tuple[str, ...]:
     return tuple(f.alias or k for k, f in model.model_fields.items() if k != "origins")
 
 
+def _constant_value(v: Any) -> Any:
+    """A constant as `Plan.constants` keeps it: its value, or a call's text (resolved where it is used)."""
+    if isinstance(v, _Call):
+        return fmt.format_expr(v.expr)
+    return v
+
+
+def _fields_default(model, key: str) -> Any:
+    return model.model_fields[key].default
+
+
 def _show(v: Any) -> str:
     if isinstance(v, str):
         return f"`{v}`"
@@ -999,8 +1161,16 @@ def _check_spec(spec: n.Spec, source: Source | None) -> Plan:
     src = source or Source("", "<string>")
     ck = Checker(spec, src)
     ck.check_blocks()
+    ck.check_lets()
     sections = ck.sections()
     top = ck.settings(spec.settings, TOP_SETTINGS, "the file")
+    if "language" in top:
+        ck.language = ck.guarded(ck.check_language, top["language"]) or ck.language
+    if "device" in top and ck.language >= 2:
+        ck.fail("since language 2 the device is set in a section: `device { kind: ... }`", top["device"].span,
+                f"write `device {{ kind: {fmt.format_expr(top['device'].value)} }}`; `specc upgrade FILE` rewrites a "
+                "file for the newest language")
+        del top["device"]
     device = ck.guarded(ck.check_device, top["device"]) if "device" in top else "auto"
     device_origin = Origin(span=top["device"].span) if "device" in top else Origin()
     distribution = None
@@ -1013,10 +1183,13 @@ def _check_spec(spec: n.Spec, source: Source | None) -> Plan:
         device, distribution = found if found else (None, None)
         kind = next((s for s in section.settings if s.key == "kind"), None)
         device_origin = Origin(span=kind.span if kind else section.span)
+    # The data first: the facts of it (`data.classes`) may be named in `train` and in the model.
+    data = ck.data_plan = ck.guarded(ck.check_data, sections["data"]) if "data" in sections else None
+    init = ck.init_plan = ck.guarded(ck.check_init, sections["init"]) if "init" in sections else None
     train = ck.guarded(ck.check_train, sections["train"]) if "train" in sections else None
-    data = ck.guarded(ck.check_data, sections["data"]) if "data" in sections else None
-    init = ck.guarded(ck.check_init, sections["init"]) if "init" in sections else None
     model = ck.guarded(ck.check_model)
+    for name in ck.lets:  # constants nothing used are checked too
+        ck.guarded(ck.constant, name)
     expect = None
     if "expect" in sections:
         from .contract import check_expect
@@ -1033,4 +1206,5 @@ def _check_spec(spec: n.Spec, source: Source | None) -> Plan:
     name, inputs, layers, outputs = model
     return Plan(name=name, inputs=inputs, layers=layers, outputs=outputs, train=train, data=data, init=init,
                 device=device or "auto", device_origin=device_origin, distribution=distribution, expect=expect,
-                file=src.file, source=src.text)
+                constants={**{k: _constant_value(v) for k, v in ck.consts.items()}, **ck.used_facts},
+                facts=ck.facts, language=ck.language, file=src.file, source=src.text)

@@ -146,7 +146,7 @@ def _format_step(step: n.Node) -> str:
     return format_expr(step)
 
 
-def _format_shape(shape: list[int | None]) -> str:
+def _format_shape(shape: list[int | str | None]) -> str:
     dims = ["none" if d is None else str(d) for d in shape]
     return f"({dims[0]},)" if len(dims) == 1 else f"({', '.join(dims)})"
 
@@ -159,6 +159,8 @@ def format_simple(stmt: n.Node) -> str:
         return f"output {', '.join(stmt.names)}"
     if isinstance(stmt, n.Setting):
         return f"{stmt.key}: {format_expr(stmt.value)}"
+    if isinstance(stmt, n.Let):
+        return f"let {stmt.name} = {format_expr(stmt.value)}"
     if isinstance(stmt, n.Chain):
         return (f"{stmt.target} = " if stmt.target else "") + " -> ".join(_format_step(s) for s in stmt.steps)
     raise InternalError(f"fmt: unknown statement {type(stmt).__name__}")
@@ -279,7 +281,7 @@ class _Printer:
         self.last = last
 
     def spec(self, spec: n.Spec) -> str:
-        top = sorted([*spec.models, *spec.blocks, *spec.sections, *spec.settings], key=_lines)
+        top = sorted([*spec.models, *spec.blocks, *spec.sections, *spec.settings, *spec.lets], key=_lines)
         previous = None
         for item in top:  # a braced item is set off by a blank line, its comments above it included
             if previous is not None and (_has_body(item) or _has_body(previous)) and self.lines[-1].code:
@@ -366,6 +368,13 @@ def format_text(text: str, file: str = "<string>") -> str:
 
 
 def cmd_fmt(args) -> int:
+    return rewrite_files(args, format_text, "reformat", "reformatted")
+
+
+def rewrite_files(args, transform, verb: str, done: str) -> int:
+    """Apply `transform(text, file) -> text` to each of `args.files` (`-`: standard input to standard output),
+    writing changed files atomically; with `args.check` or `args.diff` nothing is written and a file that would
+    change makes the exit code 1. `verb` and `done` say what is done (`reformat`, `reformatted`)."""
     from .api import read_spec
     from .artifacts import write_atomic
 
@@ -373,7 +382,7 @@ def cmd_fmt(args) -> int:
     for file in args.files:
         try:
             text = sys.stdin.read() if file == "-" else read_spec(file)
-            out = format_text(text, "<stdin>" if file == "-" else file)
+            out = transform(text, "<stdin>" if file == "-" else file)
         except UserError as err:
             print(err.render(), file=sys.stderr)
             code = max(code, err.exit_code)
@@ -384,9 +393,9 @@ def cmd_fmt(args) -> int:
             if args.diff:
                 sys.stdout.writelines(difflib.unified_diff(text.splitlines(True), out.splitlines(True), file, file))
             if args.check or args.diff:
-                print(f"would reformat {file}", file=sys.stderr)
+                print(f"would {verb} {file}", file=sys.stderr)
                 code = max(code, EXIT_SPEC)
             else:
                 write_atomic(file, out)
-                print(f"reformatted {file}", file=sys.stderr)
+                print(f"{done} {file}", file=sys.stderr)
     return code

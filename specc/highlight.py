@@ -40,6 +40,7 @@ class SpeccLexer(RegexLexer):
              Number.Float),  # the grammar's FLOAT
             (r"[0-9][0-9_]*", Number.Integer),
             (words(("true", "false", "none"), suffix=r"\b"), Keyword.Constant),
+            (rf"({NAME})(\.)({NAME})", bygroups(Name.Builtin, Punctuation, Name.Builtin)),  # data.classes, train.steps
             (NAME + rf"(?={_SP}\()", Name.Function),
             (NAME, Name),
             (r"[(\[]", Punctuation, "brackets"),
@@ -60,6 +61,7 @@ class SpeccLexer(RegexLexer):
             include("ws"),
             (r"model\b", Keyword, "model"),
             (r"block\b", Keyword, "block"),
+            (rf"(let)({_SP})({NAME})({_SP})(=)", bygroups(Keyword, Whitespace, Name.Constant, Whitespace, Operator)),
             (rf"({NAME})({_SP})(\{{)", bygroups(Name.Namespace, Whitespace, Punctuation), "section"),
             (rf"({NAME})({_SP})(:)", bygroups(Name.Namespace, Whitespace, Punctuation)),  # device: cpu
             include("expr"),

@@ -73,7 +73,8 @@ class Str(Node):
 
 
 class Name(Node):
-    """A bare identifier: a block parameter, `true`/`false`/`none`, or a symbol such as `relu`."""
+    """A bare identifier: a block parameter, a `let` constant, `true`/`false`/`none`, a symbol such as
+    `relu`, or a fact of the data or training, written with a dot (`data.classes`, `train.steps`)."""
 
     tag: Literal["name"] = "name"
     id: str
@@ -130,8 +131,9 @@ class Input(Node):
 
     tag: Literal["input"] = "input"
     name: str
-    shape: list[int | None]
+    shape: list[int | str | None]  # a name stands for a `let` constant or a fact (`data.features`)
     dtype: str | None = None
+    dim_spans: list[Span] = Field(default=[], exclude=True, repr=False)
 
 
 class Output(Node):
@@ -209,6 +211,15 @@ class Block(Node):
     body: list[Stmt]
 
 
+class Let(Node):
+    """`let NAME = EXPR`: a named constant, usable in every expression after it."""
+
+    tag: Literal["let"] = "let"
+    name: str
+    value: Expr
+    name_span: Span | None = Field(default=None, exclude=True, repr=False)
+
+
 class Model(Node):
     tag: Literal["model"] = "model"
     name: str | None = None
@@ -239,6 +250,7 @@ class Spec(Node):
     blocks: list[Block] = []
     sections: list[Section] = []
     settings: list[Setting] = []
+    lets: list[Let] = []
 
 
 def dump_ast(value):

@@ -377,6 +377,10 @@ class _Lower(Transformer):
         return n.Name.model_construct(id=str(items[0]), span=_span(meta))
 
     @v_args(meta=True)
+    def fact(self, meta, items):
+        return n.Name.model_construct(id=f"{items[0]}.{items[1]}", span=_span(meta))
+
+    @v_args(meta=True)
     def kwarg(self, meta, items):
         return n.Kwarg.model_construct(name=str(items[0]), value=items[1], span=_span(meta), name_span=_tspan(items[0]))
 
@@ -421,18 +425,16 @@ class _Lower(Transformer):
         return n.Neg.model_construct(operand=operand, span=_span(meta))
 
     # model statements
+    # A dimension lowers to (value, span): a whole number, None for `none`, or the name of a constant or fact.
     def int_dim(self, items):
-        return _bounded_number(self.src, items[0])
+        return _bounded_number(self.src, items[0]), _tspan(items[0])
 
     def name_dim(self, items):
-        tok = items[0]
-        if str(tok).lower() == "none":
-            return None
-        raise self.src.error(
-            f"a shape dimension must be a whole number or `none`, not `{tok}`",
-            _tspan(tok),
-            hint="write `none` for a dimension that varies (such as sequence length)",
-        )
+        return (None if str(items[0]).lower() == "none" else str(items[0])), _tspan(items[0])
+
+    def fact_dim(self, items):
+        first, last = _tspan(items[0]), _tspan(items[1])
+        return f"{items[0]}.{items[1]}", first.model_copy(update={"end_line": last.end_line, "end_col": last.end_col})
 
     def shape(self, items):
         return list(items)
@@ -440,8 +442,8 @@ class _Lower(Transformer):
     @v_args(meta=True)
     def input(self, meta, items):
         name, shape, dtype = items
-        return n.Input.model_construct(name=str(name), shape=shape, dtype=str(dtype) if dtype else None,
-                                       span=_span(meta))
+        return n.Input.model_construct(name=str(name), shape=[d for d, _ in shape], dim_spans=[s for _, s in shape],
+                                       dtype=str(dtype) if dtype else None, span=_span(meta))
 
     @v_args(meta=True)
     def output(self, meta, items):
@@ -507,15 +509,21 @@ class _Lower(Transformer):
         return n.Setting.model_construct(key=str(key), value=value, span=_span(meta), key_span=_tspan(key))
 
     @v_args(meta=True)
+    def let(self, meta, items):
+        name, value = items
+        return n.Let.model_construct(name=str(name), value=value, span=_span(meta), name_span=_tspan(name))
+
+    @v_args(meta=True)
     def section(self, meta, items):
         name, *settings = items
         return n.Section.model_construct(name=str(name), settings=settings, span=_span(meta))
 
     @v_args(meta=True)
     def start(self, meta, items):
-        spec = {"models": [], "blocks": [], "sections": [], "settings": []}
+        spec = {"models": [], "blocks": [], "sections": [], "settings": [], "lets": []}
         for item in items:
-            spec[{"model": "models", "block": "blocks", "section": "sections", "setting": "settings"}[item.tag]].append(item)
+            spec[{"model": "models", "block": "blocks", "section": "sections", "setting": "settings",
+                  "let": "lets"}[item.tag]].append(item)
         return n.Spec.model_construct(**spec, span=_span(meta))
 
 
