@@ -22,7 +22,7 @@ import numpy as np
 
 from .cache import cache_dir
 from .errors import DataError, Diagnostic, did_you_mean
-from .plan import Plan
+from .plan import DataPlan, Plan
 
 CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 _IDX = {
@@ -80,6 +80,7 @@ def _file_key(path: Path) -> str:
     return hashlib.sha256(f"{path.resolve()}:{st.st_size}:{st.st_mtime_ns}".encode()).hexdigest()[:16]
 
 
+TABLE_SUFFIXES = (".csv", ".tsv", ".data")  # delimited text, read by `_load_table`
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp")
 
 
@@ -308,8 +309,10 @@ def _load_table(plan: Plan, key: str, where: _Located):
         x: Any = _texts([r[columns.index(d.text)] for r in rows])
     elif several:
         x = {i.name: numbers(i.name) for i in plan.inputs}
-    else:
-        x = np.stack([numbers(c) for c in d.features or []], axis=1)
+    elif d.features:
+        x = np.stack([numbers(c) for c in d.features], axis=1)
+    else:  # the data section alone (`specc.facts`): which columns the model's inputs read is not known yet
+        x = np.empty((len(rows), 0), dtype=np.float32)
     return x, numbers(d.target) if d.target else None
 
 
@@ -328,7 +331,7 @@ def _load_file(plan: Plan, key: str, where: _Located):
     The loader follows each file's own extension. For `test_file` the first pair is the test split."""
     d = plan.data
     name = getattr(d, key)
-    if name.endswith((".csv", ".tsv", ".data")):
+    if name.endswith(TABLE_SUFFIXES):
         return (*_load_table(plan, key, where), None, None)
     if name.endswith(".txt"):
         return (*_load_text_file(plan, key, where), None, None)
@@ -452,7 +455,7 @@ def prepare(plan: Plan, ds: Dataset, limit: int | None = None) -> Dataset:
     d = plan.data
     assert d is not None
     where = _Located(plan)
-    culprit = "dataset" if d.dataset else "file" if d.file else "images" if d.images else "x"
+    culprit = data_setting(d)
     if d.is_text:
         ds = _prepare_text(plan, ds, where, culprit)
     for split, xs, ys in (("training", ds.x_train, ds.y_train), ("test", ds.x_test, ds.y_test)):
@@ -478,12 +481,7 @@ def prepare(plan: Plan, ds: Dataset, limit: int | None = None) -> Dataset:
         return fit_one(x, plan.inputs[0])
 
     def fit_one(x: np.ndarray, inp) -> np.ndarray:
-        if d.flatten:
-            x = x.reshape(len(x), -1)
-        if d.reshape:
-            if int(np.prod(x.shape[1:])) != int(np.prod(d.reshape)):
-                raise where.error("reshape", f"cannot reshape examples of shape {x.shape[1:]} to {d.reshape}")
-            x = x.reshape((len(x),) + tuple(d.reshape))
+        x = reshape_examples(plan, x, where)
         dtype = "float32" if inp.dtype == "bfloat16" else inp.dtype  # NumPy has no bfloat16: Keras casts
         if d.scale is not None:
             x = x.astype(dtype if dtype.startswith("float") else "float32") * np.float32(d.scale)
@@ -507,6 +505,24 @@ def prepare(plan: Plan, ds: Dataset, limit: int | None = None) -> Dataset:
     y_test = fit_y(ds.y_test) if ds.y_test is not None else None
     _check_finite(plan, ds, "test", x_test, y_test, where, "test_file" if d.test_file else culprit)
     return replace(ds, x_train=x_train, y_train=y_train, x_test=x_test, y_test=y_test)
+
+
+def data_setting(d: DataPlan) -> str:
+    """The setting that names where the examples come from: errors about them point there."""
+    return "dataset" if d.dataset else "file" if d.file else "images" if d.images else "x"
+
+
+def reshape_examples(plan: Plan, x: np.ndarray, where: _Located) -> np.ndarray:
+    """The `data` section's own reshaping (`flatten`, `reshape`), before the examples are fitted to an input."""
+    d = plan.data
+    assert d is not None
+    if d.flatten:
+        x = x.reshape(len(x), -1)
+    if d.reshape:
+        if int(np.prod(x.shape[1:])) != int(np.prod(d.reshape)):
+            raise where.error("reshape", f"cannot reshape examples of shape {x.shape[1:]} to {d.reshape}")
+        x = x.reshape((len(x),) + tuple(d.reshape))
+    return x
 
 
 def data_source(plan: Plan, ds: Dataset, split: str = "training") -> str:
@@ -535,16 +551,13 @@ def _check_finite(plan: Plan, ds: Dataset, split: str, x, y, where: _Located, ke
 # --- text ----------------------------------------------------------------------
 
 
-def _prepare_text(plan: Plan, ds: Dataset, where: _Located, culprit: str) -> Dataset:
-    """Texts -> token ids: train (or load) the vocabulary, then shape the examples for the task."""
+def _prepare_text(plan: Plan, ds: Dataset, where: _Located, culprit: str, vocab=None) -> Dataset:
+    """Texts -> token ids: train (or load) the vocabulary unless given, then shape the examples for the task."""
     from .text import encode_texts, mask_tokens, next_token_windows
 
     d = plan.data
     assert d is not None and d.sequence_length is not None
-    if not _holds_text(ds.x_train):
-        raise where.error(culprit, "the data holds no text for the tokenizer",
-                          "name the text column (`text: sentence`) or use a `.txt` file")
-    vocab = _vocabulary(plan, ds, where)
+    vocab = vocab if vocab is not None else text_vocabulary(plan, ds, where, culprit)
     task = d.task if isinstance(d.task, str) else d.task["kind"]
     length = d.sequence_length
     rng = np.random.default_rng(plan.train.seed if plan.train and plan.train.seed is not None else 0)
@@ -576,6 +589,14 @@ def _prepare_text(plan: Plan, ds: Dataset, where: _Located, culprit: str) -> Dat
         xt, yt, wt = shaped(ds.x_test, ds.y_test)
         out = replace(out, x_test=xt, y_test=yt, w_test=wt)
     return out
+
+
+def text_vocabulary(plan: Plan, ds: Dataset, where: _Located, culprit: str):
+    """The vocabulary of the training text, once it is known to be text."""
+    if not _holds_text(ds.x_train):
+        raise where.error(culprit, "the data holds no text for the tokenizer",
+                          "name the text column (`text: sentence`) or use a `.txt` file")
+    return _vocabulary(plan, ds, where)
 
 
 def _holds_text(x) -> bool:
