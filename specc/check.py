@@ -602,7 +602,13 @@ class Checker:
         local: dict[str, Any] = {}
 
         def bind(arg: n.Expr, scope: dict[str, Any]) -> Any:
-            return _Call(arg, scope) if isinstance(arg, n.Call) else self.value(arg, scope)
+            if isinstance(arg, n.Call):
+                return _Call(arg, scope)
+            if isinstance(arg, n.Name) and (arg.id in scope or arg.id in self.lets):
+                bound = scope[arg.id] if arg.id in scope else self.constant(arg.id)
+                if isinstance(bound, _Call):  # a call passed on by name: still resolved where it is used
+                    return bound
+            return self.value(arg, scope)
 
         for p, arg in zip(block.params, call.args):
             local[p.name] = bind(arg, env)
