@@ -386,7 +386,9 @@ def run_plan(plan: Plan, out: str | Path | None = None, epochs: int | None = Non
             train.span("loss"))) from None
     from .checkpoint import EpochCheckpoint, FiniteLoss, write_history
 
-    guard = FiniteLoss()
+    from .trace import EpochStart
+
+    guard, start = FiniteLoss(), EpochStart()  # `start`: what replaying a failing epoch needs (specc/trace.py)
     stopper = make_object(train.early_stopping) if train.early_stopping is not None else None
     resumed_at = (ckpt.get("resumed_at", []) + [ckpt["epoch"]]) if ckpt else []
     saver = EpochCheckpoint(out_dir / CHECKPOINT, out_dir / "history.csv",
@@ -395,7 +397,7 @@ def run_plan(plan: Plan, out: str | Path | None = None, epochs: int | None = Non
     from .keras_env import startup_probe  # benchmarks/startup.py: when the first step runs; none otherwise
 
     # the saver last: it records early stopping's verdict
-    callbacks = [*startup_probe(), *(callbacks or []), guard, *([stopper] if stopper else []), saver]
+    callbacks = [*startup_probe(), *(callbacks or []), start, guard, *([stopper] if stopper else []), saver]
     done = saver.done
     if ckpt is not None:
         remove_partial_files(out_dir)
@@ -426,6 +428,12 @@ def run_plan(plan: Plan, out: str | Path | None = None, epochs: int | None = Non
             train.span("loss"),
             hint=f"check that the loss fits the model's outputs {[tuple(o.shape) for o in model.outputs]} and the "
             f"targets {_shapes(data.y_train)}; {_kept(out_dir)}")) from None
+    except Exception as err:  # noqa: BLE001 - XLA running out of memory is the user's to fix (specc/trace.py)
+        from .trace import describe_oom, is_out_of_memory
+
+        if not is_out_of_memory(err):
+            raise
+        raise describe_oom(plan, model, err, fit_options(plan)["batch_size"], "training", _kept(out_dir)) from None
     seconds = saver.seconds()
     history = saver.history
     if guard.bad is not None:
@@ -436,9 +444,15 @@ def run_plan(plan: Plan, out: str | Path | None = None, epochs: int | None = Non
                                         f", steps {max(step + 2 - spe, 1)}-{step + 1} of {steps}")
         restart = (f"; `specc run SPEC --init {out_dir}` starts a new run from the weights after epoch {saver.saved}"
                    if saver.saved else "")
+        from .trace import trace_failure
+
+        verdict, cause = trace_failure(plan, model, start, data, epoch, steps if step is None else step)
+        found = verdict is not None and verdict.located  # where the first non-finite value came from
         raise DataError(plan.diag(
-            f"training stopped: the loss became {loss} in {where}; {_kept(out_dir)}", train.span("optimizer"),
-            hint=f"lower the learning rate, or check the data for NaN or huge values{restart}"))
+            f"training stopped: the loss became {loss} in {where}{f': {cause}' if found else ''}; {_kept(out_dir)}",
+            verdict.span if found else train.span("optimizer"), notes=[*(verdict.notes if found else []), *(
+                [] if found else [cause])],
+            hint=f"{verdict.hint if verdict else 'lower the learning rate, or check the data for NaN or huge values'}{restart}"))
     try:
         test = model.evaluate(data.x_test, data.y_test, sample_weight=data.w_test, batch_size=eval_batch_size(train.batch_size),
                               verbose=0, return_dict=True)
@@ -446,6 +460,12 @@ def run_plan(plan: Plan, out: str | Path | None = None, epochs: int | None = Non
         raise DataError(plan.diag(
             f"evaluation on the test split failed: {str(err).splitlines()[0][:400]}; {_kept(out_dir)}", None,
             hint=f"check that the test targets {_shapes(data.y_test)} fit the model's outputs")) from None
+    except Exception as err:  # noqa: BLE001 - as in training
+        from .trace import describe_oom, is_out_of_memory
+
+        if not is_out_of_memory(err):
+            raise
+        raise describe_oom(plan, model, err, eval_batch_size(train.batch_size), "evaluation", _kept(out_dir)) from None
     write_atomic_with(out_dir / "model.keras", model.save, suffix=".keras")
     _plot_curves(out_dir / "curves.png", history, plan.name)
     metrics = {
