@@ -283,11 +283,11 @@ class Checker:
         given = self.train_given
         if key in ("epochs", "batch_size"):
             return given.get(key, _fields_default(TrainPlan, key))
+        from .facts import steps_per_epoch
+
         batch = given.get("batch_size", _fields_default(TrainPlan, "batch_size"))
         examples = self.data_facts(f"train.{key}", span).examples
-        # As Keras's `fit(validation_split=...)` divides the training data: the first ceil((1 - split) * n) train.
-        trained = math.ceil(examples * (1 - given.get("validation_split", 0.0)))
-        per_epoch = math.ceil(trained / batch)
+        per_epoch = steps_per_epoch(examples, batch, given.get("validation_split", 0.0))
         return per_epoch if key == "steps_per_epoch" else per_epoch * given.get("epochs", _fields_default(TrainPlan, "epochs"))
 
     def named(self, name: str, span: n.Span | None, kind: str, what: str) -> Any:

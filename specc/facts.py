@@ -65,6 +65,19 @@ _MEMO: dict[str, Facts] = {}
 computed = 0  # how many times the data was actually read (a cache miss), for tests and benchmarks
 
 
+def trained_examples(examples: int, validation_split: float = 0.0, limit: int | None = None) -> int:
+    """Examples one epoch trains on: the first `limit`, less the validation split, cut as Keras's
+    `fit(validation_split=...)` cuts it (the first floor(n * (1 - split)) train). With k-fold validation the
+    saved model trains on them all (each fold's model on k-1 parts of them)."""
+    n = examples if limit is None else min(examples, limit)
+    return math.floor(n * (1.0 - validation_split))
+
+
+def steps_per_epoch(examples: int, batch_size: int, validation_split: float = 0.0, limit: int | None = None) -> int:
+    """Optimizer steps in one epoch: batches of `batch_size`, the last one possibly smaller."""
+    return math.ceil(trained_examples(examples, validation_split, limit) / batch_size)
+
+
 def infer_facts(data: DataPlan, file: str, init: InitPlan | None = None, source: str | None = None) -> Facts:
     """The facts of the data that `data` (of the spec `file`) names, from the cache when the data is unchanged.
 
