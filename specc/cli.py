@@ -47,11 +47,14 @@ def make_parser() -> argparse.ArgumentParser:
     c.add_argument("files", nargs="+", metavar="FILE")
     c.add_argument("--syntax-only", action="store_true", help="only parse (fast: does not import Keras)")
     c.add_argument("--format", choices=("text", "json"), default="text", help="how to print errors")
+    c.add_argument("--strict", action="store_true", help="lint warnings (docs/lint.md) are errors: exit 1")
 
     s = sub.add_parser("summary", help="each layer's output shape and parameters",
                        description="Print each layer with its output shape and parameter count, and the total.")
     s.add_argument("file", metavar="FILE")
     s.add_argument("--format", choices=("text", "json"), default="text", help="a table, or JSON for tools")
+    s.add_argument("--no-cost", action="store_true", help="skip the pre-flight cost (FLOPs and peak memory of the "
+                   "compiled training step; compiling it takes seconds)")
 
     r = sub.add_parser("run", help="train, evaluate on the test split, save the run",
                        description="Train the model, evaluate it on the test split, and write model.keras, "
@@ -115,6 +118,14 @@ def make_parser() -> argparse.ArgumentParser:
     f.add_argument("--check", action="store_true", help="change nothing; exit 1 if a file would change")
     f.add_argument("--diff", action="store_true", help="change nothing; print what would change as a unified diff")
 
+    u = sub.add_parser("upgrade", help="rewrite specs for the newest language version, keeping comments",
+                       description="Rewrite .model files written for an older version of the language (the "
+                       "`language:` they declare; 1 when they declare none) for the newest, changing only what the "
+                       "language changed and declaring the new version.")
+    u.add_argument("files", nargs="+", metavar="FILE")
+    u.add_argument("--check", action="store_true", help="change nothing; exit 1 if a file would change")
+    u.add_argument("--diff", action="store_true", help="change nothing; print what would change as a unified diff")
+
     d = sub.add_parser("diff", help="semantic diff of two architectures (also a git diff driver)",
                        description="Compare two specs as networks and training settings, not as text: layers added, "
                        "removed or changed, parameter counts, settings. With the 7 arguments git passes to an "
@@ -135,6 +146,13 @@ def make_parser() -> argparse.ArgumentParser:
     im.add_argument("model", metavar="MODEL.keras")
     im.add_argument("-o", "--out", metavar="FILE", help="write to this file (default: standard output)")
 
+    t = sub.add_parser("test", help="check the contracts of specs' `expect` sections (quick, on the CPU)",
+                       description="Check what each spec's `expect` section says must hold (parameter budget, output "
+                       "shapes, initial loss, overfitting one batch, healthy gradients) on the CPU with synthetic "
+                       "data. Exits 1 when a contract fails.")
+    t.add_argument("files", nargs="+", metavar="FILE")
+    t.add_argument("--format", choices=("text", "json"), default="text", help="for people, or JSON for tools")
+
     pa = sub.add_parser("parse", help="print a spec's syntax tree as JSON (for editors and tools)",
                         description="Print the AST of a spec as JSON, with source spans; `specc schema` describes it.")
     pa.add_argument("file", metavar="FILE")
@@ -148,7 +166,10 @@ def cmd_check(args) -> int:
     from .api import read_spec
 
     failures: list[UserError] = []
+    warnings: list[Diagnostic] = []
+    skipped: list[dict] = []
     for file in args.files:
+        found: list[Diagnostic] = []
         try:
             text = read_spec(file)
             if args.syntax_only:
@@ -157,18 +178,31 @@ def cmd_check(args) -> int:
                 parse_text(text, file)
             else:
                 from .api import loads
-                from .build import infer_shapes
+                from .build import build_shapes
+                from .errors import SpecError
+                from .lint import lint_report
 
-                infer_shapes(loads(text, file).plan)
+                plan = loads(text, file).plan
+                report = lint_report(plan, build_shapes(plan))
+                found = report.diagnostics
+                skipped += [{"file": file, "reason": why} for why in report.skipped]
+                if args.strict and found:
+                    for d in found:
+                        d.severity = "error"
+                    raise SpecError(found)
         except UserError as err:
             failures.append(err)
             if args.format == "text":
                 print(err.render(), file=sys.stderr)
         else:
+            warnings += found
             if args.format == "text":
                 print(f"{file}: ok")
+                for d in found:  # warnings do not fail the check (`--strict`: they do)
+                    print(d.render(), file=sys.stderr)
     if args.format == "json":
-        print(json.dumps({"errors": [d for e in failures for d in e.to_dicts()]}, indent=2))
+        print(json.dumps({"errors": [d for e in failures for d in e.to_dicts()],
+                          "warnings": [d.to_dict() for d in warnings], "lint_skipped": skipped}, indent=2))
     return max((e.exit_code for e in failures), default=EXIT_OK)
 
 
@@ -178,12 +212,21 @@ def cmd_summary(args) -> int:
 
     plan = load(args.file).plan
     rows, total = summarize(plan)
+    from .cost import estimate_cost, format_cost
+
+    cost = None if args.no_cost else estimate_cost(plan)
     if args.format == "json":
         layers = [{"name": r.name, "type": r.cls, "output_shape": r.shape, "params": r.params, "line": r.line}
                   for r in rows]
-        print(json.dumps({"model": plan.name, "layers": layers, "total_params": total}, indent=2))
+        print(json.dumps({"model": plan.name, "constants": plan.constants, "layers": layers, "total_params": total,
+                          **({"cost": cost.as_json(), "warnings": [d.to_dict() for d in cost.diagnostics]} if cost else {})},
+                         indent=2))
     else:
         print(format_summary(plan, rows, total))
+        if cost:  # the cost after the table; a batch that does not fit warns on stderr (W201)
+            print(format_cost(cost))
+            for d in cost.diagnostics:
+                print(d.render(), file=sys.stderr)
     return EXIT_OK
 
 
@@ -206,6 +249,15 @@ def cmd_run(args) -> int:
         source = str(Path(args.init).resolve())
         init = plan.init.model_copy(update={"source": source}) if plan.init else InitPlan(**{"from": source})
         plan = plan.model_copy(update={"init": init})
+    from .distribute import is_primary
+    from .lint import lint_report
+
+    try:  # the lint warnings first: they are not fatal, and training may take hours
+        found = lint_report(plan, epochs=args.epochs, limit=args.limit).diagnostics if is_primary() else []
+    except UserError:
+        found = []  # an error of the spec or its data: the run reports it where it arises
+    for d in found:
+        print(d.render(), file=sys.stderr)
     result = run_plan(plan, out=args.out, epochs=args.epochs, limit=args.limit,
                       verbose=0 if args.quiet else None, force=args.force, resume=args.resume)
     m = result.metrics
@@ -247,8 +299,8 @@ def _command(name: str):
         return local[name]
     import importlib
 
-    module = {"emit": "emit", "fmt": "fmt", "diff": "diff", "graph": "graph", "import": "importer",
-              "eval": "inference", "predict": "inference", "export": "export"}[name]
+    module = {"emit": "emit", "fmt": "fmt", "upgrade": "upgrade", "diff": "diff", "graph": "graph", "import": "importer",
+              "eval": "inference", "predict": "inference", "export": "export", "test": "contract"}[name]
     return getattr(importlib.import_module(f".{module}", __package__), f"cmd_{name}")
 
 
