@@ -183,6 +183,26 @@ def _texts(items: list[str]) -> np.ndarray:
     return out
 
 
+def _keras_cache() -> Path:
+    return Path(os.environ.get("KERAS_HOME", os.path.expanduser("~/.keras"))) / "datasets"
+
+
+# What `keras.datasets.NAME.load_data()` keeps in Keras's cache: with it there, loading downloads nothing.
+_KERAS_CACHED = {"mnist": "mnist.npz", "fashion_mnist": "fashion-mnist", "cifar10": "cifar-10-batches-py"}
+
+
+def builtin_is_local(name: str) -> bool:
+    """Whether built-in dataset `name` can be loaded without a download: in `$SPECC_DATA_DIR`, or in Keras's cache."""
+    for root in data_dirs():
+        folder = root / name
+        if name in TEXT_DATASETS and (root / TEXT_DATASETS[name][0]).is_dir():
+            return True
+        if (name == "cifar10" and (folder / "cifar10-jpeg.tar.gz").is_file()) or (
+                name != "cifar10" and all((folder / f).is_file() for pair in _IDX.values() for f in pair)):
+            return True
+    return name in _KERAS_CACHED and (_keras_cache() / _KERAS_CACHED[name]).exists()
+
+
 def load_builtin(name: str) -> Dataset:
     looked: list[str] = []
     for root in data_dirs():
@@ -207,7 +227,7 @@ def load_builtin(name: str) -> Dataset:
         raise DataError(Diagnostic(f"dataset `{name}` not found (looked in: {'; '.join(looked) or 'nowhere: SPECC_DATA_DIR is not set'})",
                                    hint=f"set SPECC_DATA_DIR to a folder holding `{TEXT_DATASETS[name][0]}/` with "
                                    f"{TEXT_DATASETS[name][1]}"))
-    keras_home = os.path.join(os.environ.get("KERAS_HOME", os.path.expanduser("~/.keras")), "datasets")
+    keras_home = str(_keras_cache())
     looked.append(f"{keras_home} (Keras's cache, then a download)")
     from .keras_env import import_keras
 

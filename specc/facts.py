@@ -78,11 +78,14 @@ def steps_per_epoch(examples: int, batch_size: int, validation_split: float = 0.
     return math.ceil(trained_examples(examples, validation_split, limit) / batch_size)
 
 
-def infer_facts(data: DataPlan, file: str, init: InitPlan | None = None, source: str | None = None) -> Facts:
+def infer_facts(data: DataPlan, file: str, init: InitPlan | None = None, source: str | None = None,
+                offline: bool = False) -> Facts:
     """The facts of the data that `data` (of the spec `file`) names, from the cache when the data is unchanged.
 
     Raises the `DataError` of `specc.data` (located at the data setting) when the data is missing or
-    unreadable. `source` is the spec's text, for the excerpt in such errors (read from `file` if omitted)."""
+    unreadable. `source` is the spec's text, for the excerpt in such errors (read from `file` if omitted).
+    `offline`: a built-in dataset that only a download would bring is missing too (lint never downloads; a
+    spec that names `data.classes` loads its data as a run would)."""
     global computed
     if source is None:
         try:
@@ -93,6 +96,9 @@ def infer_facts(data: DataPlan, file: str, init: InitPlan | None = None, source:
     key = _cache_key(plan)
     if key in _MEMO:
         return _MEMO[key]
+    if offline and data.dataset and not loading.builtin_is_local(data.dataset):
+        raise loading._Located(plan).error("dataset", f"dataset `{data.dataset}` is not on this machine (SPECC_DATA_DIR "
+                                           "or Keras's cache) and is not downloaded for its facts")
     folder = writable_subdir("facts")
     path = folder / f"{key}.json" if folder else None
     facts = _read_cached(path) if path else None

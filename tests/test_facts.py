@@ -201,3 +201,18 @@ def test_missing_or_unreadable_data_is_a_located_data_error(tmp_path, cache):
     with pytest.raises(DataError, match="cannot read .* as .npz"):
         infer_facts(plan.data, plan.file)
     assert not (cache / "facts").exists() or not list((cache / "facts").iterdir())  # errors are never cached
+
+
+def test_offline_facts_never_download(tmp_path, cache, monkeypatch, data_dir):
+    """Lint asks for facts offline: a built-in dataset neither in SPECC_DATA_DIR nor in Keras's cache is
+    missing (no download is tried); where it is local, offline facts are the same as online ones."""
+    plan = specc.loads("model m { input x: (28, 28); flatten; dense(10) }\ndata { dataset: mnist }\n",
+                       str(tmp_path / "m.model")).plan
+    monkeypatch.setenv("SPECC_DATA_DIR", str(data_dir))
+    assert infer_facts(plan.data, plan.file, offline=True) == infer_facts(plan.data, plan.file)
+    facts_mod.clear_memo()
+    monkeypatch.setenv("SPECC_DATA_DIR", str(tmp_path / "empty"))
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras"))
+    with pytest.raises(DataError, match="not on this machine") as err:
+        infer_facts(plan.data, plan.file, offline=True)
+    assert err.value.first.span.line == 2 and not (tmp_path / "keras").exists()
