@@ -73,6 +73,9 @@ class Bound(BaseModel):
     high: int | None = None
     written: str  # `at_most(40,000)`, for messages
 
+    def __str__(self) -> str:  # as written, for `specc diff`
+        return self.written
+
     def holds(self, count: int) -> bool:
         return (self.low is None or count >= self.low) and (self.high is None or count <= self.high)
 
@@ -92,6 +95,9 @@ class LossTarget(BaseModel):
 
     value: float | None = None
     tolerance: float = CHANCE_TOLERANCE
+
+    def __str__(self) -> str:  # as a spec writes it, for `specc diff`
+        return "chance" if self.value is None else f"near({self.value:g}, {self.tolerance:g})"
 
 
 class ExpectPlan(Settings):

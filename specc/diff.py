@@ -26,6 +26,8 @@ import sys
 from dataclasses import dataclass, field
 from typing import Any
 
+from pydantic import BaseModel
+
 from .errors import EXIT_OK, Diagnostic, UsageError, UserError
 from .plan import LayerNode, Obj, Plan
 
@@ -66,7 +68,7 @@ class ItemChange:
 
 @dataclass
 class SettingChange:
-    """One `train`, `data`, `init` or `device` setting whose value differs."""
+    """One `train`, `data`, `init`, `device` or `expect` setting whose value differs."""
 
     key: str  # e.g. "train.epochs"
     status: str  # added, removed, changed
@@ -149,6 +151,8 @@ def _jsonable(value: Any) -> Any:
         return [_jsonable(v) for v in value]
     if isinstance(value, dict):
         return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, BaseModel):  # a contract of `expect`: as the spec writes it
+        return str(value)
     return value
 
 
@@ -285,7 +289,7 @@ def _settings(plan: Plan | None) -> dict[str, Any]:
     if plan is None:
         return {}
     out: dict[str, Any] = {}
-    for section in ("train", "data", "init"):
+    for section in ("train", "data", "init", "expect"):
         values = getattr(plan, section)
         if values is None:
             continue

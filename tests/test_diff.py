@@ -342,3 +342,17 @@ def test_device_section_changes_are_settings():
     assert "no architecture changes" in text
     assert "device: auto -> cpu" in text and "device.parallel: data" in text
     assert "no setting changes" in render_diff(diff_plans(spread, spread))
+
+
+def test_contracts_and_constants_in_a_diff():
+    """A changed contract is a setting change, written as the spec writes it; a constant is its value."""
+    base = "let w = 2\nmodel m {\n  input x: (4,)\n  dense(w)\n}\ntrain { loss: mse }\n"
+    one = specc.loads(base + "expect {\n  params: 10\n  initial_loss: chance\n}\n", "a.model").plan
+    two = specc.loads(base.replace("w = 2", "w = 1 + 1") + "expect {\n  params: at_most(12)\n  initial_loss: near(2.3, 0.2)\n}\n",
+                      "b.model").plan
+    text = render_diff(diff_plans(one, two, "a.model", "b.model"))
+    assert "no architecture changes" in text  # `w` is 2 either way
+    assert "expect.params: 10 -> at_most(12)" in text and "expect.initial_loss: chance -> near(2.3, 0.2)" in text
+    settings = {s["key"]: s for s in diff_plans(one, two).to_dict()["settings"]}
+    assert settings["expect.params"]["new"] == "at_most(12)"
+    json.dumps(diff_plans(one, two).to_dict())  # all of it is JSON
