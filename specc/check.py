@@ -109,6 +109,7 @@ class Checker:
         self.facts: Any = None  # `specc.facts.Facts` of the data, once a fact of it is named
         self.data_plan: DataPlan | None = None  # the checked `data` and `init` sections, for the data's facts
         self.init_plan: InitPlan | None = None
+        self.data_failed = False  # the `data` section has errors
         self.train_given: dict[str, Any] = {}  # `train`'s epochs and batch size, for its facts
         self.in_section: str | None = None  # the section being checked, whose own facts cannot be named there
 
@@ -262,6 +263,8 @@ class Checker:
             from .errors import UserError
             from .facts import infer_facts
 
+            if self.data_failed:  # its errors are reported where they are; the facts of it are unknown
+                raise _Abort()
             if self.data_plan is None:
                 raise self.fail(f"`{name}` is a fact of the data, but the spec has no valid `data` section", span,
                                 "add one: `data { dataset: mnist }`")
@@ -1190,7 +1193,9 @@ def _check_spec(spec: n.Spec, source: Source | None) -> Plan:
         kind = next((s for s in section.settings if s.key == "kind"), None)
         device_origin = Origin(span=kind.span if kind else section.span)
     # The data first: the facts of it (`data.classes`) may be named in `train` and in the model.
+    reported = len(ck.errors)
     data = ck.data_plan = ck.guarded(ck.check_data, sections["data"]) if "data" in sections else None
+    ck.data_failed = len(ck.errors) > reported
     init = ck.init_plan = ck.guarded(ck.check_init, sections["init"]) if "init" in sections else None
     train = ck.guarded(ck.check_train, sections["train"]) if "train" in sections else None
     model = ck.guarded(ck.check_model)
