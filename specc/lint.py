@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .errors import DataError, Diagnostic
+from .keras_env import import_keras
 from .nodes import Span
 from .plan import LayerNode, Obj, Plan
 
@@ -61,6 +62,11 @@ LINT_CODES: dict[str, tuple[str, str]] = {
     "W110": ("softmax over a single unit",
              "A softmax over one value is always 1.0: the output is constant and the model cannot learn. For one "
              "probability use sigmoid; for classes, one unit per class."),
+    "W111": ("output shape differs between training and inference",
+             "Keras's augmentation layers act only while training; at inference most pass their input through. "
+             "One that changes the shape while training (Keras 3's `random_crop`, whose inference output is its "
+             "input uncropped) gives the layers after it another shape when the model is evaluated or predicts: "
+             "a layer that pools it away still runs, on images the model never trained on."),
 }
 
 # Cross-entropy losses by Keras class: the activation their probabilities come from.
@@ -79,6 +85,8 @@ _DROPOUT_LAYERS = {"Dropout", "SpatialDropout1D", "SpatialDropout2D", "SpatialDr
 # Layers whose output has their input's shape: the units of an output are those of the layer before them.
 _SAME_SHAPE = {"Activation", "Softmax", "Identity", "GaussianNoise"} | _DROPOUT_LAYERS
 _CLIPPING_RNNS = {"LSTM", "GRU", "SimpleRNN", "ConvLSTM1D", "ConvLSTM2D", "ConvLSTM3D"}
+# Keras's preprocessing and augmentation layers: the module their classes are defined under.
+_PREPROCESSING = "keras.src.layers.preprocessing"
 #: How far a schedule's horizon may be from the training steps before W106 (relative).
 HORIZON_TOLERANCE = 0.10
 
@@ -164,6 +172,7 @@ class _Lint:
         self.check_outputs()
         self.check_dropout()
         self.check_unused()
+        self.check_training_shapes()
         facts = self.facts()
         self.check_batch_norm(facts)
         if facts is not None:
@@ -184,7 +193,7 @@ class _Lint:
         from .facts import infer_facts
 
         try:
-            return infer_facts(plan.data, plan.file, plan.init, plan.source)
+            return infer_facts(plan.data, plan.file, plan.init, plan.source, offline=True)
         except DataError as err:
             self.skipped.append(f"data rules (W104, W106, W109, the last batch of W108) skipped: {err.first.message}")
             return None
@@ -387,6 +396,47 @@ class _Lint:
                       notes=node.origin.notes + [batch_at],
                       hint=f"use {fix}, or `layernorm`, which does not depend on the batch")
 
+    def check_training_shapes(self) -> None:
+        """W111: what each preprocessing layer outputs while training and at inference, as Keras computes it."""
+        from .catalog import catalog
+
+        for node in self.plan.layers:
+            module = getattr(catalog("layer").get_class(node.cls), "__module__", "")
+            if not module.startswith(_PREPROCESSING) or len(node.inputs) != 1:
+                continue
+            given = self.built.tensors[node.inputs[0]]
+            if None in given.shape[1:]:
+                continue
+            shapes = _training_and_inference_shapes(node, tuple(given.shape[1:]), given.dtype)
+            if shapes is None or shapes[0] == shapes[1]:
+                continue
+            training, inference = shapes
+            self.warn("W111", f"`{node.name}` outputs {training} while training but {inference} at inference: "
+                      "the layers after it see another shape when the model is evaluated or predicts",
+                      node.origin.span, notes=node.origin.notes, hint=self.shape_keeping(node, training, inference))
+
+    def shape_keeping(self, node: LayerNode, training: tuple, inference: tuple) -> str:
+        """An augmentation with the same shape in both modes: for a random crop, the shift it amounts to."""
+        if node.cls != "RandomCrop" or len(training) != 3 or len(inference) != 3:
+            return ("use an augmentation that keeps the shape, or follow it with a layer that gives one shape "
+                    "in both modes (`center_crop`, `resizing`)")
+        (h, w), (big_h, big_w) = training[:2], inference[:2]
+        pad = self.nodes.get(node.inputs[0])
+        layer = self.built.layers.get(pad.name) if pad is not None and pad.cls == "ZeroPadding2D" else None
+        padding = getattr(layer, "padding", None)
+        if padding and inference == tuple(self.built.tensors[node.inputs[0]].shape[1:]) and \
+                tuple(self.built.tensors[pad.inputs[0]].shape[1:]) == training and \
+                padding[0][0] == padding[0][1] and padding[1][0] == padding[1][1]:
+            # A crop of the padded image is a whole-pixel shift of the image, zero-filled: a uniform shift in
+            # (-p - 0.5, p + 0.5) pixels, rounded by `nearest`, takes each of -p..p equally often.
+            shift = _translation(padding[0][0], h, padding[1][0], w)
+            return (f"replace `{_source(self.plan, pad)}` and `{_source(self.plan, node)}` with `{shift}, "
+                    f"fill_mode=constant, interpolation=nearest)`: the same zero-filled whole-pixel shifts, each "
+                    f"equally often, and {training} in both modes")
+        shift = _translation((big_h - h) // 2, big_h, (big_w - w) // 2, big_w)
+        return (f"for a random crop while training and the centre at inference, use `{shift}, "
+                f"interpolation=nearest)` then `center_crop({h}, {w})`")
+
     # -- the data ---------------------------------------------------------
 
     def check_schedule(self, facts) -> None:
@@ -454,6 +504,54 @@ class _Lint:
                 self.warn("W109", f"input `{inp.name}` is declared {tuple(inp.shape)}, but the data's examples have "
                           f"shape {tuple(have)}", inp.origin.span, hint=err.first.hint,
                           notes=[f"`specc run` would stop with: {err.first.message}"])
+
+
+def _training_and_inference_shapes(node: LayerNode, shape: tuple, dtype: str) -> tuple[tuple, tuple] | None:
+    """The example shapes a fresh `node` outputs on one example of `shape` with `training=True` and `False`, or
+    None if Keras cannot run it on zeros (a layer that needs `adapt`, text). Keras's own call: traced without
+    computing (`compute_output_spec`, as Keras's symbolic calls are) where the layer allows it, else run eagerly
+    on zeros (a layer that cannot be traced, such as `random_crop`); either way the shapes of a real call."""
+    import random
+
+    import numpy as np
+
+    from .build import make_layer
+
+    keras = import_keras()
+    from keras.src import backend
+
+    state = random.getstate()  # a layer without a seed draws one: leave the weights of the next build alone
+    try:
+        layer = make_layer(node)
+        out = []
+        for training in (True, False):
+            def call(x, training=training):
+                return layer(x, training=training, **node.call_kwargs)
+
+            try:
+                spec = backend.compute_output_spec(call, keras.KerasTensor((1, *shape), dtype))
+            except Exception:  # noqa: BLE001 - a layer JAX cannot trace (value-dependent slices): run it
+                spec = call(np.zeros((1, *shape), dtype))
+            out.append(tuple(spec.shape[1:]))
+        return out[0], out[1]
+    except Exception:  # noqa: BLE001 - a layer that cannot run on zeros: no shapes to compare
+        return None
+    finally:
+        random.setstate(state)
+
+
+def _translation(pad_h: int, size_h: int, pad_w: int, size_w: int) -> str:
+    """`random_translation(` with factors whose rounded shifts are each of -pad..pad equally often."""
+    return f"random_translation({pad_h + 0.5:g} / {size_h}, {pad_w + 0.5:g} / {size_w}"
+
+
+def _source(plan: Plan, node: LayerNode) -> str:
+    """A layer call as the spec writes it (its first line), or its name."""
+    span = node.origin.span
+    if span is None:
+        return node.name
+    line = plan.source.splitlines()[span.line - 1]
+    return line[span.col - 1: span.end_col - 1] if span.end_line == span.line else line[span.col - 1:].rstrip()
 
 
 def _removal(node: LayerNode, activation: str) -> str:

@@ -79,6 +79,22 @@ def test_ignore_comments_silence_exactly_their_codes():
     assert [(d.span.line, d.code) for d in lint_file(path)] == [(5, "W107")]
 
 
+def test_training_shapes_leave_the_random_state_alone():
+    """W111 makes fresh layers, which draw their seeds from Python's `random`: the run's build after lint must get
+    the weights it would get without lint. In a block, the warning notes the use."""
+    import random
+
+    from specc.build import build_shapes
+
+    plan = specc.load(ROOT / "tests" / "lint" / "W111_random_crop_in_block.model").plan
+    built = build_shapes(plan)
+    random.seed(0)
+    before = random.getstate()
+    found = lint_plan(plan, built)
+    assert random.getstate() == before
+    assert [(d.code, d.notes) for d in found] == [("W111", ["in block `augment`, used at line 9"])]
+
+
 def test_run_overrides_change_the_training_steps():
     plan = specc.load(ROOT / "tests" / "lint" / "W106_schedule_horizon_fixed.model").plan
     assert lint_report(plan).diagnostics == []
