@@ -3,8 +3,8 @@
     SPECC_DATA_DIR=../shared/datasets python benchmarks/cifar10_resnet20.py [--epochs N] [--limit N]
 
 Runs the spec as `specc run` does (the paper's schedule: SGD 0.1 with momentum 0.9, divided by 10
-at 32k and 48k steps, 182 epochs of batch 128, weight decay 1e-4, pad-and-crop and flip
-augmentation) and prints the test accuracy, the epoch times and the device. He et al. (2015)
+at 32k and 48k steps, 182 epochs of batch 128, weight decay 1e-4, pad-and-crop augmentation
+written as the random whole-pixel shift it is, and flips) and prints the test accuracy, the epoch times and the device. He et al. (2015)
 report 91.25% test accuracy for ResNet-20 (8.75% error). `--epochs` shortens the run (the
 schedule's boundaries stay where they are, in steps).
 """

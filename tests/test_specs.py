@@ -121,7 +121,9 @@ def resnet20_by_hand():
         return L.ReLU()(L.Add()([y, shortcut]))
 
     inputs = k.Input((32, 32, 3))
-    x = L.RandomFlip("horizontal")(L.RandomCrop(32, 32)(L.ZeroPadding2D(4)(inputs)))
+    # Pad 4 and crop 32x32, as the whole-pixel shift it is: each of -4..4 pixels equally often, zero-filled.
+    shift = L.RandomTranslation(4.5 / 32, 4.5 / 32, fill_mode="constant", interpolation="nearest")
+    x = L.RandomFlip("horizontal")(shift(inputs))
     x = L.ReLU()(conv_bn(x, 16))
     for stage, filters in enumerate((16, 32, 64)):
         for i in range(3):
@@ -172,7 +174,7 @@ def test_linear_regression_matches_least_squares(tmp_path):
 
 @pytest.mark.parametrize("name, epochs, limit, floor", [
     ("mnist_mlp", 1, 6000, 0.85), ("mnist_sgd", 1, 6000, 0.85), ("cifar10_cnn", 1, 5000, 0.25),
-    ("cifar10_resnet20", 3, 4000, 0.2),  # 96 steps of the paper's recipe; measured 0.27 here
+    ("cifar10_resnet20", 3, 4000, 0.2),  # 96 steps of the paper's recipe; measured 0.347 here
 ])
 def test_short_run_learns(tmp_path, data_dir, name, epochs, limit, floor):
     result = specc.load(ROOT / "specs" / f"{name}.model").run(out=tmp_path / "run", epochs=epochs, limit=limit)
