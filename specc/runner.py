@@ -188,7 +188,8 @@ def compile_model(plan: Plan, model, weighted: bool = False, examples: int | Non
 
     Before compiling, the model's layers are lowered for the platform (`specc/lower.py`); with
     `examples` (the training set's size), enough steps run per execution to hide Keras's per-call
-    overhead (`specc/cost.py`). Returns what was chosen: {"lowered": [...], "steps_per_execution": n}."""
+    overhead (`specc/cost.py`); layers Keras keeps from XLA needlessly on JAX are let in (`enable_jit`). Returns what
+    was chosen: {"lowered": [...], "steps_per_execution": n, "jit_allowed": [...]}."""
     train = plan.train
     assert train is not None
     metrics = [make_object(m) for m in train.metrics]
@@ -201,10 +202,11 @@ def compile_model(plan: Plan, model, weighted: bool = False, examples: int | Non
             loss.reduction = "mean_with_sample_weight"
     from .cost import choose_steps_per_execution, step_flops
     from .distribute import local_batch_size
-    from .lower import lower_model, lowering_choice
+    from .lower import enable_jit, lower_model, lowering_choice
 
     batch = local_batch_size(train.batch_size)
     lowered = lower_model(model, choice=lowering_choice(None), batch_size=batch)  # the step is traced after this
+    jitted = enable_jit(model, lowering_choice(None))
     steps = 1
     if examples:
         per_epoch = math.ceil(examples * (1 - (train.validation_split or 0)) / batch)
@@ -212,7 +214,7 @@ def compile_model(plan: Plan, model, weighted: bool = False, examples: int | Non
     model.compile(optimizer=make_object(train.optimizer), loss=loss,
                   metrics=None if weighted else metrics, weighted_metrics=metrics if weighted else None,
                   steps_per_execution=steps)
-    return {"lowered": lowered, "steps_per_execution": steps}
+    return {"lowered": lowered, "steps_per_execution": steps, "jit_allowed": jitted}
 
 
 def describe_compiled(compiled: dict[str, Any]) -> str:
@@ -220,6 +222,8 @@ def describe_compiled(compiled: dict[str, Any]) -> str:
     from .lower import describe_lowering
 
     parts = [describe_lowering(compiled["lowered"])] if compiled["lowered"] else []
+    if compiled.get("jit_allowed"):
+        parts.append(f"compiled by XLA although Keras would run {', '.join(compiled['jit_allowed'])} op by op")
     if compiled["steps_per_execution"] > 1:
         parts.append(f"{compiled['steps_per_execution']} steps per execution")
     return "; ".join(parts) + " (see docs/performance.md)"

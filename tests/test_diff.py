@@ -37,6 +37,7 @@ train {
   batch_size: 32
   seed: 1
 }
+expect { params: 34_826; output_shape: (10,); initial_loss: chance; overfit: 100; gradients: healthy }
 """
 
 MLP = """

@@ -142,3 +142,52 @@ def test_large_patches_keep_xla_convolution():
     keras.utils.set_random_seed(0)
     assert lower_model(make(), "cpu", batch_size=128) == []
     assert len(lower_model(make(), "cpu", batch_size=8)) == 1  # 4.7 MB
+
+
+def test_random_translation_compiles_and_stays_random_per_step():
+    """Keras sets `supports_jit = False` on RandomTranslation; on JAX its step compiles, draws new shifts at
+    every step (the seed state threads through like dropout's), shifts by whole pixels with `nearest`, and is
+    the identity at inference, so specc lets XLA compile models that use it."""
+    import jax
+
+    keras = import_keras()
+    inp = keras.Input((6, 6, 1))
+    model = keras.Model(inp, keras.layers.RandomTranslation(0.34, 0.34, fill_mode="constant", interpolation="nearest",
+                                                            seed=3)(inp))
+    from specc.lower import JIT_SAFE_ON_JAX, enable_jit
+
+    assert type(model.layers[1]).__name__ in JIT_SAFE_ON_JAX and not model.layers[1].supports_jit
+    assert enable_jit(model, "keras") == [] and enable_jit(model) == [model.layers[1].name]
+    x = np.arange(36, dtype="float32").reshape(1, 6, 6, 1).repeat(4, 0)
+    trainable = [v.value for v in model.trainable_variables]
+    state = [v.value for v in model.non_trainable_variables]
+    step = jax.jit(lambda s: model.stateless_call(trainable, s, x, training=True))
+    outputs = []
+    for _ in range(4):
+        out, state = step(state)
+        outputs.append(np.asarray(out))
+    assert len({o.tobytes() for o in outputs}) == 4  # another shift each step
+    assert all(set(np.unique(o)) <= set(range(36)) for o in outputs)  # whole pixels or the zero fill
+    assert np.array_equal(np.asarray(model(x, training=False)), x)
+
+
+def test_resnet_spec_trains_compiled(monkeypatch):
+    """ResNet-20's augmentation no longer keeps Keras from compiling its steps; another layer that opts
+    out (`random_crop`, whose JAX code slices at traced offsets) still does, and SPECC_LOWERING=keras leaves
+    Keras's choice alone."""
+    from pathlib import Path
+
+    import specc
+    from specc.runner import compile_model
+
+    spec = Path(__file__).resolve().parent.parent / "specs" / "cifar10_resnet20.model"
+    model = specc.load(spec).build_model()
+    assert compile_model(specc.load(spec).plan, model)["jit_allowed"] == ["random_translation"]
+    assert model.jit_compile
+    crop = specc.loads("model m {\n  input x: (8, 8, 1)\n  random_translation(0.1, 0.1)\n  random_crop(4, 4)\n"
+                       "  flatten\n  dense(2)\n}\ntrain { loss: mse }\n").plan
+    cropped = specc.build.build_model(crop)
+    assert compile_model(crop, cropped)["jit_allowed"] == [] and not cropped.jit_compile
+    monkeypatch.setenv("SPECC_LOWERING", "keras")
+    again = specc.load(spec).build_model()
+    assert compile_model(specc.load(spec).plan, again)["jit_allowed"] == [] and not again.jit_compile
