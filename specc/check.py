@@ -283,6 +283,9 @@ class Checker:
             raise self.fail(str(err.args[0] if err.args else err), span) from None
 
     def train_fact(self, key: str, span: n.Span | None) -> Any:
+        if not any(sec.name == "train" for sec in self.spec.sections):
+            raise self.fail(f"`train.{key}` is a fact of the training, but the spec has no `train` section", span,
+                            "add one: `train { loss: sparse_categorical_crossentropy; epochs: 5 }`")
         given = self.train_given
         if key in ("epochs", "batch_size"):
             return given.get(key, _fields_default(TrainPlan, key))
