@@ -29,6 +29,10 @@ TOP_SETTINGS = ("device", "language")
 TRAIN_FACTS = ("epochs", "batch_size", "steps_per_epoch", "steps")
 # Names a `let` cannot take: they already mean something in every expression.
 RESERVED_NAMES = ("data", "train", "let")
+# Nor words that name Keras objects or settings' values, which a constant of that name would silently replace.
+_SHADOWED_KINDS = ("activation", "loss", "optimizer", "metric", "initializer", "regularizer", "constraint")
+_SHADOWED_WORDS = ("auto", "cpu", "gpu", "tpu", "same", "valid", "causal", "chance", "healthy", "horizontal",
+                   "vertical", "horizontal_and_vertical", "constant", "nearest", "reflect", "wrap", "bilinear")
 DEVICES = ("auto", "cpu", "gpu", "tpu")
 DEVICE_SETTINGS = ("kind", "parallel", "mesh", "axes", "layout")  # the `device { ... }` section
 DATASETS = ("mnist", "fashion_mnist", "cifar10") + TEXT_DATASETS
@@ -112,6 +116,8 @@ class Checker:
         self.data_failed = False  # the `data` section has errors
         self.train_given: dict[str, Any] = {}  # `train`'s epochs and batch size, for its facts
         self.in_section: str | None = None  # the section being checked, whose own facts cannot be named there
+        self.ready: set[str] = set()  # `data`, `train`: checked, so that their facts can be named
+        self.facts_error: bool = False  # reading the data for its facts failed (reported once)
 
     # -- reporting ---------------------------------------------------------
 
@@ -162,6 +168,8 @@ class Checker:
                 bound = env[e.id] if e.id in env else self.constant(e.id)
                 if isinstance(bound, _Call):  # a call passed to a block: resolved where it is used
                     return self.value(bound.expr, bound.env, kind, what)
+                if kind and isinstance(bound, str) and bound not in _CONSTANTS:  # a name: from the catalogue here
+                    return self.named(bound, e.span, kind, what)
                 return bound
             if "." in e.id:
                 return self.fact(e.id, e.span)
@@ -211,9 +219,11 @@ class Checker:
             elif let.name in RESERVED_NAMES or let.name in _CONSTANTS:
                 self.fail(f"`{let.name}` cannot be the name of a constant: it already means something in every "
                           "expression", let.name_span, "choose another name")
-            elif let.name in self.blocks or catalog("layer").class_name(let.name) or catalog("activation").knows(let.name):
-                self.fail(f"constant `{let.name}` has the name of a {'block' if let.name in self.blocks else 'Keras layer or activation'}",
-                          let.name_span, "choose another name, so that the two never mean each other")
+            elif let.name in self.blocks or catalog("layer").class_name(let.name) or any(
+                    catalog(kind).knows(let.name) for kind in _SHADOWED_KINDS) or let.name in _SHADOWED_WORDS:
+                what = "block" if let.name in self.blocks else "Keras layer, object or setting value"
+                self.fail(f"constant `{let.name}` has the name of a {what}", let.name_span,
+                          "choose another name, so that the two never mean each other")
             else:
                 self.lets[let.name] = let
 
@@ -254,6 +264,9 @@ class Checker:
         if owner == self.in_section:
             raise self.fail(f"`{name}` cannot be used inside the `{owner}` section: it is computed from that section",
                             span, "write the value itself here")
+        if owner not in self.ready:
+            raise self.fail(f"`{name}` cannot be used here: the `{owner}` section is checked after this one",
+                            span, f"facts of `{owner}` can be used in {'the model, `train` and `expect`' if owner == 'data' else 'the model and `expect`'}")
         if name not in self.used_facts:
             self.used_facts[name] = self.data_fact(key, span) if owner == "data" else self.train_fact(key, span)
         return self.used_facts[name]
@@ -263,7 +276,7 @@ class Checker:
             from .errors import UserError
             from .facts import infer_facts
 
-            if self.data_failed:  # its errors are reported where they are; the facts of it are unknown
+            if self.data_failed or self.facts_error:  # reported once, where the data or the first fact is
                 raise _Abort()
             if self.data_plan is None:
                 raise self.fail(f"`{name}` is a fact of the data, but the spec has no valid `data` section", span,
@@ -271,6 +284,7 @@ class Checker:
             try:
                 self.facts = infer_facts(self.data_plan, self.src.file, self.init_plan)
             except UserError as err:
+                self.facts_error = True
                 raise self.fail(f"`{name}` needs the data, which cannot be read: {err.first.message}", span,
                                 err.first.hint) from None
         return self.facts
@@ -708,6 +722,8 @@ class Checker:
         first = ("epochs", "batch_size", "validation_split")
         for key, s in sorted(given.items(), key=lambda item: item[0] not in first):
             self.in_section = "train" if key in first else None
+            if key not in first:
+                self.ready.add("train")
             try:
                 v = self.guarded(self.train_value, key, s)
             finally:
@@ -1199,8 +1215,10 @@ def _check_spec(spec: n.Spec, source: Source | None) -> Plan:
     reported = len(ck.errors)
     data = ck.data_plan = ck.guarded(ck.check_data, sections["data"]) if "data" in sections else None
     ck.data_failed = len(ck.errors) > reported
+    ck.ready.add("data")
     init = ck.init_plan = ck.guarded(ck.check_init, sections["init"]) if "init" in sections else None
     train = ck.guarded(ck.check_train, sections["train"]) if "train" in sections else None
+    ck.ready.add("train")
     model = ck.guarded(ck.check_model)
     for name in ck.lets:  # constants nothing used are checked too
         ck.guarded(ck.constant, name)

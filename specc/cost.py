@@ -215,7 +215,10 @@ def prepare_step(plan) -> tuple[_Step, list[str]]:
 
     with shapes_only():
         model = build(plan).model
+    from .lower import enable_jit, lowering_choice
+
     notes = []
+    enable_jit(model, lowering_choice(None))  # as `compile_model` will: those layers compile as they are
     eager = [layer for layer in model._flatten_layers() if not layer.supports_jit]
     for layer in eager:
         _centre_slice(layer)

@@ -480,10 +480,14 @@ class _Lint:
         else:
             effect = f"training stops {horizon - steps:,} steps before the rate has decayed"
         fix, less = f"{steps - warmup:_}", f" - {warmup}" if warmup else ""
+        hint = (f"write `decay_steps={fix}`{' (the steps after the warmup)' if warmup else ''}, "
+                f"or write `decay_steps=train.steps{less}`")
+        if self.plan.constants.get("train.steps") in (horizon, horizon - warmup):
+            # The spec already follows its training: only `--epochs`/`--limit` of this run shorten or lengthen it.
+            hint = ("the schedule follows `train.steps` of the spec as written; `--epochs` and `--limit` change the "
+                    "training of this run only: expect the rate not to end where the spec's schedule ends")
         self.warn("W106", f"`{_snake(schedule.cls)}` decays over {horizon:,} steps, but training runs {counted}: "
-                  f"{effect}", _find(self.plan, setting, "decay_steps") or setting,
-                  hint=f"write `decay_steps={fix}`{' (the steps after the warmup)' if warmup else ''}, "
-                  f"or write `decay_steps=train.steps{less}`")
+                  f"{effect}", _find(self.plan, setting, "decay_steps") or setting, hint=hint)
 
     def check_input_shapes(self, facts) -> None:
         from .data import _fit_shape, _Located

@@ -17,7 +17,7 @@ Versions:
 from __future__ import annotations
 
 from . import nodes as n
-from .errors import InternalError
+from .errors import InternalError, Source
 
 #: The newest version of the language, and the one a file without `language:` is read in.
 LANGUAGE = 2
@@ -96,6 +96,10 @@ def upgrade_text(text: str, file: str = "<string>") -> str:
     text = text.replace("\r\n", "\n").replace("\r", "\n")
     spec = parse_text(text, file)
     version = declared_language(spec)
+    declared = next((st for st in spec.settings if st.key == "language"), None)
+    if declared is not None and not (isinstance(declared.value, n.Number) and version in (*STEPS, LANGUAGE)):
+        raise Source(text, file).error(f"`language` must be a version from 1 to {LANGUAGE} to upgrade from",
+                                       declared.value.span, f"e.g. `language: 1` for a file written before versions")
     if version >= LANGUAGE:
         return text
     original = spec

@@ -185,3 +185,10 @@ def test_upgrade_command_writes_checks_and_diffs(tmp_path, capsys):
     assert path.read_text() == "# a net\n\nlanguage: 2\n\nmodel m {\n  input x: (2,)\n  dense(1)\n}\n\ndevice {\n  kind: auto\n}\n"
     assert main(["upgrade", "--check", str(path)]) == 0
     assert main(["check", str(path)]) == 0
+
+
+@pytest.mark.parametrize("value", ["0", "v", "-1"])
+def test_upgrade_refuses_a_version_it_cannot_start_from(value):
+    with pytest.raises(specc.UserError) as info:
+        upgrade_text(f"language: {value}\nmodel m {{\n  input x: (2,)\n  dense(1)\n}}\n")
+    assert info.value.first.span.line == 1 and "from 1 to 2" in info.value.message
