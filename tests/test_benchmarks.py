@@ -15,6 +15,7 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 
 
+@pytest.mark.slow  # 47-63 s: the suite's budget; the benchmark itself is run by hand (benchmarks/README.md)
 def test_speed_benchmark_runs_every_side(tmp_path):
     pytest.importorskip("optax", reason="the hand-written JAX side needs optax (`pip install optax`)")
     pytest.importorskip("torch", reason="the PyTorch side needs `pip install torch==2.13.0`")

@@ -88,6 +88,7 @@ def test_lstm_classifies_sst2_sentiment(tmp_path, data_dir):
     assert saved["specc_vocabulary"] == "words"
 
 
+@pytest.mark.slow  # 50-87 s: the suite's budget (12 epochs of the seq2seq spec)
 def test_seq2seq_reverses_digit_strings(tmp_path):
     md = make_data()
     arrays = md.reverse_digits(20_000)
