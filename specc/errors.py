@@ -120,7 +120,7 @@ class Diagnostic:
         out += [f"note: {n}" for n in self.notes]
         if self.hint:
             out.append(f"hint: {self.hint}")
-        return _printable("\n".join(out))
+        return printable("\n".join(out))
 
 
 #: The longest message, hint or note a diagnostic keeps; the widest source excerpt it shows.
@@ -134,13 +134,16 @@ def _shorten(text: str, limit: int = MAX_MESSAGE) -> str:
     return f"{text[: limit - 40]}… ({len(text) - limit + 40:,} more characters)"
 
 
-def _printable(text: str) -> str:
+def printable(text: str, lines: bool = True) -> str:
     """Text safe to print on a terminal: control characters (an escape sequence in a hostile spec
-    could drive the terminal) and lone surrogates become `\\xNN` / `\\uNNNN`; new lines and tabs stay."""
-    if all(c.isprintable() or c in "\n\t" for c in text):
+    could drive the terminal) and lone surrogates become `\\xNN` / `\\uNNNN`; new lines and tabs stay
+    unless `lines` is false (a value quoted within one line: a class name, a layer name, a file name).
+    Everything specc prints that quotes a file's content goes through it, as diagnostics do."""
+    keep = "\n\t" if lines else ""
+    if all((c.isprintable() and not 0xD800 <= ord(c) <= 0xDFFF) or c in keep for c in text):
         return text
-    return "".join(c if c.isprintable() or c in "\n\t" else f"\\x{ord(c):02x}" if ord(c) < 0x100 else f"\\u{ord(c):04x}"
-                   for c in text)
+    return "".join(c if (c.isprintable() and not 0xD800 <= ord(c) <= 0xDFFF) or c in keep
+                   else f"\\x{ord(c):02x}" if ord(c) < 0x100 else f"\\u{ord(c):04x}" for c in text)
 
 
 @functools.lru_cache(maxsize=8)
