@@ -28,7 +28,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from .errors import EXIT_OK, Diagnostic, UsageError, UserError
+from .errors import EXIT_OK, Diagnostic, UsageError, UserError, printable
 from .plan import LayerNode, Obj, Plan
 
 NULL = "/dev/null"
@@ -456,7 +456,8 @@ def render_diff(d: SpecDiff) -> str:
             lines.append(f"- {s.key}: {show(s.old)}")
     if not d.settings and d.same_architecture:
         lines.append("no setting changes")
-    return "\n".join(lines)
+    # File names and layer names are the files' own: one line each, nothing a terminal obeys.
+    return "\n".join(printable(line, lines=False) for line in lines)
 
 
 def _colored(text: str) -> str:
@@ -490,7 +491,9 @@ def _read(path: str, git: bool) -> str | None:
 
 
 def _text_diff(a: str | None, b: str | None, la: str, lb: str) -> str:
-    lines = difflib.unified_diff((a or "").splitlines(keepends=True), (b or "").splitlines(keepends=True), la, lb)
+    from .fmt import text_lines
+
+    lines = difflib.unified_diff(text_lines(a or ""), text_lines(b or ""), la, lb)
     return "".join(line if line.endswith("\n") else line + "\n\\ No newline at end of file\n" for line in lines)
 
 
@@ -524,9 +527,10 @@ def cmd_diff(args) -> int:
     except Exception as err:  # noqa: BLE001 - as a git driver, any failure falls back to a text diff
         if not git:
             raise
-        why = err.render() if isinstance(err, UserError) else f"specc diff: internal error: {type(err).__name__}: {err}"
+        why = err.render() if isinstance(err, UserError) else printable(f"specc diff: internal error: {type(err).__name__}: {err}")
         print(f"{why}\nspecc diff: showing a text diff instead")
-        sys.stdout.write(_text_diff(texts[0], texts[1], labels[0], labels[1]))
+        shown = [printable(label, lines=False) for label in labels]
+        sys.stdout.write(printable(_text_diff(texts[0], texts[1], shown[0], shown[1])))
         return EXIT_OK
     if args.format == "json":
         print(json.dumps(d.to_dict(), indent=2))

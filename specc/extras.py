@@ -76,6 +76,174 @@ LAYERS = {"PositionEmbedding": PositionEmbedding}
 METRICS = {"ExactMatch": ExactMatch}
 
 
-def load_model(path):
-    """`keras.saving.load_model` with specc's registered objects known (safe mode stays on)."""
-    return keras.saving.load_model(path)
+# --- model files: checked before Keras reads them ------------------------------------------------------
+
+#: Bounds on a model file, checked from what it declares (a zip's directory, an HDF5 file's dataset shapes)
+#: before anything is decompressed: a 2 MB `.keras` can declare a 2 GB `config.json`.
+MAX_MEMBERS = 1_000  # members of a `.keras` archive (Keras writes 3, plus its assets)
+MAX_CONFIG_BYTES = 64 * 2**20  # config.json (a 2,000-layer model's is about 2 MB)
+MAX_METADATA_BYTES = 2**20  # metadata.json (a few hundred bytes)
+MAX_WEIGHTS_BYTES = 16 * 2**30  # the weights file, or all the datasets of an `.h5`
+MAX_ARCHIVE_BYTES = 17 * 2**30  # every member together
+MAX_EXPANSION = 100  # a member stored this many times smaller than it declares, past BOMB_FLOOR_BYTES, is a bomb
+BOMB_FLOOR_BYTES = 64 * 2**20
+MAX_CONFIG_DEPTH = 100  # brackets inside one another in config.json (a model nested in models reaches ~20)
+
+_GET_ONE = "save the model again (`model.save(\"model.keras\")`), or copy the whole file again"
+
+
+def _bad(path, message: str, hint: str = _GET_ONE):
+    from .errors import DataError, Diagnostic
+
+    return DataError(Diagnostic(message, file=str(path), hint=hint))
+
+
+def _size(n: int) -> str:
+    return f"{n:,} bytes" if n < 2**20 else f"{n / 2**20:,.0f} MiB" if n < 2**30 else f"{n / 2**30:,.1f} GiB"
+
+
+def _member(path, archive, name: str, limit: int):
+    """The ZipInfo of `name`, refused if it declares more than `limit` bytes or expands like a bomb."""
+    from .errors import printable
+
+    info = archive.getinfo(name)
+    shown = printable(name, lines=False)
+    if info.file_size > limit:
+        return None, _bad(path, f"member `{shown}` of the archive declares {_size(info.file_size)}, more than the "
+                                f"{_size(limit)} specc reads from a model file", "this is not a model specc wrote; "
+                                "a file this large is refused before it is decompressed")
+    if info.file_size > BOMB_FLOOR_BYTES and info.file_size > MAX_EXPANSION * max(info.compress_size, 1):
+        return None, _bad(path, f"member `{shown}` of the archive declares {_size(info.file_size)} but is stored in "
+                                f"{_size(info.compress_size)}: a decompression bomb, refused", "this is not a model "
+                                "specc or Keras wrote")
+    return info, None
+
+
+def _check_keras(path) -> dict:
+    """A `.keras` archive's config, after its directory was checked against the bounds above."""
+    import json
+    import zipfile
+
+    from .errors import printable
+
+    try:
+        archive = zipfile.ZipFile(path)
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, ValueError, EOFError) as err:
+        raise _bad(path, f"not a valid .keras file: it is truncated or not a zip archive ({printable(str(err), lines=False)[:200]})") from None
+    with archive:
+        infos = archive.infolist()
+        if len(infos) > MAX_MEMBERS:
+            raise _bad(path, f"the archive holds {len(infos):,} members; a .keras file holds a few (at most "
+                             f"{MAX_MEMBERS:,} are read)")
+        total = sum(i.file_size for i in infos)
+        if total > MAX_ARCHIVE_BYTES:
+            raise _bad(path, f"the archive's members declare {_size(total)} in all, more than the "
+                             f"{_size(MAX_ARCHIVE_BYTES)} specc reads from a model file")
+        names = {i.filename for i in infos}
+        if "config.json" not in names:
+            raise _bad(path, "not a Keras model archive: it has no config.json")
+        limits = {"config.json": MAX_CONFIG_BYTES, "metadata.json": MAX_METADATA_BYTES}
+        for info in infos:
+            _, err = _member(path, archive, info.filename, limits.get(info.filename, MAX_WEIGHTS_BYTES))
+            if err is not None:
+                raise err
+        try:
+            raw = archive.read("config.json")
+        except (zipfile.BadZipFile, OSError, EOFError, ValueError, NotImplementedError) as err:
+            raise _bad(path, f"member `config.json` cannot be read: the archive is damaged ({printable(str(err), lines=False)[:200]})") from None
+    try:
+        config = json.loads(raw)  # the C scanner stops at the interpreter's recursion limit: RecursionError
+    except RecursionError:
+        config, depth = None, None
+    except (ValueError, UnicodeDecodeError) as err:
+        raise _bad(path, f"member `config.json` is not JSON ({printable(str(err), lines=False)[:200]})") from None
+    else:
+        depth = _depth(config)
+    if depth is None or depth > MAX_CONFIG_DEPTH:
+        raise _bad(path, f"member `config.json` nests {'a thousand or more' if depth is None else f'more than {MAX_CONFIG_DEPTH}'} "
+                         f"levels deep; a Keras model's config nests about 10 (at most {MAX_CONFIG_DEPTH} are read)",
+                   "this is not a model specc or Keras wrote")
+    if not isinstance(config, dict):
+        raise _bad(path, f"member `config.json` holds a JSON {type(config).__name__}, not a model's config (an object)")
+    return config
+
+
+def _depth(value) -> int:
+    """How deep lists and dicts nest in a parsed JSON value, counted without recursion (Keras's own walks of the
+    config recurse), stopping past `MAX_CONFIG_DEPTH`."""
+    deepest, todo = 0, [(value, 1)]
+    while todo:
+        item, depth = todo.pop()
+        if isinstance(item, (dict, list)):
+            deepest = max(deepest, depth)
+            if deepest > MAX_CONFIG_DEPTH:
+                break
+            todo += [(v, depth + 1) for v in (item.values() if isinstance(item, dict) else item)]
+    return deepest
+
+
+def _check_h5(path) -> None:
+    """An HDF5 model file: its datasets' declared sizes, summed, within bounds; none stored outside it."""
+    import h5py
+
+    from .errors import printable
+
+    try:
+        f = h5py.File(path, "r")
+    except (OSError, ValueError) as err:
+        raise _bad(path, f"not a valid HDF5 file: it is truncated or of another kind ({printable(str(err), lines=False)[:200]})") from None
+    total, found = 0, []
+    with f:
+        def visit(name, obj):
+            if isinstance(obj, h5py.Dataset):
+                found.append((name, obj.external, int(obj.size) * obj.dtype.itemsize))
+        try:
+            f.visititems(visit)
+        except (OSError, ValueError, RuntimeError) as err:
+            raise _bad(path, f"the HDF5 file cannot be read: it is damaged ({printable(str(err), lines=False)[:200]})") from None
+    for name, external, nbytes in found:
+        if external:
+            raise _bad(path, f"dataset `{printable(name, lines=False)}` is stored outside the file; specc reads "
+                             "only what the file itself holds", "this is not a model specc or Keras wrote")
+        total += nbytes
+        if total > MAX_WEIGHTS_BYTES:
+            raise _bad(path, f"its datasets declare more than the {_size(MAX_WEIGHTS_BYTES)} specc reads from a "
+                             f"model file (at `{printable(name, lines=False)}`)", "this is not a model specc wrote")
+
+
+def check_model_file(path) -> dict | None:
+    """Refuse a model file that is not what it claims before Keras reads it: a truncated or foreign file, a
+    zip or HDF5 bomb, too many members, a config nested past `MAX_CONFIG_DEPTH`. A `DataError` naming the
+    file (and the member). Returns a `.keras` file's config (parsed JSON: nothing built), else None."""
+    import os
+    import stat
+    from pathlib import Path
+
+    path = Path(path)
+    try:
+        mode = os.stat(path).st_mode
+    except OSError as err:
+        raise _bad(path, f"cannot read the model file: {err.strerror or err}", "give a .keras file") from None
+    if not stat.S_ISREG(mode):
+        raise _bad(path, "not a regular file (a folder, a pipe or a device): a model is a .keras file",
+                   "give a .keras file")
+    if path.suffix.lower() in (".h5", ".hdf5"):
+        _check_h5(path)
+        return None
+    return _check_keras(path)
+
+
+def model_config(path) -> dict:
+    """The config of a `.keras` file (a dict), checked as `check_model_file` does."""
+    config = check_model_file(path)
+    if config is None:
+        raise _bad(path, "expected a Keras 3 `.keras` file", "save one with `model.save(\"model.keras\")`")
+    return config
+
+
+def load_model(path, compile: bool = True, checked: bool = False):
+    """`keras.saving.load_model` with specc's registered objects known (safe mode stays on), after
+    `check_model_file` (unless the caller has just run it: `checked`). Every model file specc reads comes here."""
+    if not checked:
+        check_model_file(path)
+    return keras.saving.load_model(path, compile=compile, safe_mode=True)

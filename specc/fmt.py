@@ -15,13 +15,12 @@ Nothing here imports Keras.
 from __future__ import annotations
 
 import difflib
-import json
 import re
 import sys
 from dataclasses import dataclass, field
 
 from . import nodes as n
-from .errors import EXIT_OK, EXIT_SPEC, InternalError, UserError
+from .errors import EXIT_OK, EXIT_SPEC, InternalError, UserError, printable
 
 WIDTH = 100
 INDENT = "  "
@@ -72,6 +71,26 @@ def _line_of(starts: list[int], offset: int) -> int:
 
 # --- expressions -----------------------------------------------------------
 
+_SHORT_ESCAPES = {"\\": "\\\\", '"': '\\"', "\n": "\\n", "\r": "\\r", "\t": "\\t", "\b": "\\b", "\f": "\\f"}
+
+
+def spec_string(value: str) -> str:
+    """`value` as a spec string literal (`grammar/specc.lark`'s STRING, read back by the parser's
+    escapes): double-quoted, `\\` and `"` escaped, and every character that is not printable (control
+    characters, an escape sequence, line and paragraph separators, lone surrogates) written as an
+    escape, so that the literal stays on one line of the file and on a terminal whatever `value` holds."""
+    out = []
+    for c in value:
+        if c in _SHORT_ESCAPES:
+            out.append(_SHORT_ESCAPES[c])
+        elif c.isprintable() and not 0xD800 <= ord(c) <= 0xDFFF:
+            out.append(c)
+        else:
+            code = ord(c)
+            out.append(f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}" if code < 0x10000 else f"\\U{code:08x}")
+    return '"' + "".join(out) + '"'
+
+
 _PRECEDENCE = {"+": 1, "-": 1, "*": 2, "/": 2, "//": 2, "%": 2}
 
 
@@ -80,7 +99,7 @@ def format_expr(e: n.Node) -> str:
     if isinstance(e, n.Number):
         return e.text.replace(" ", "") if e.text else repr(e.value)
     if isinstance(e, n.Str):
-        return json.dumps(e.value, ensure_ascii=False)
+        return spec_string(e.value)
     if isinstance(e, n.Name):
         return e.id
     if isinstance(e, n.Call):
@@ -390,12 +409,19 @@ def rewrite_files(args, transform, verb: str, done: str) -> int:
         if file == "-":
             sys.stdout.write(out)
         elif out != text:
-            if args.diff:
-                sys.stdout.writelines(difflib.unified_diff(text.splitlines(True), out.splitlines(True), file, file))
+            shown = printable(file, lines=False)  # a file name may hold a new line or an escape sequence
+            if args.diff:  # lines as the parser counts them; what a terminal would obey, escaped
+                diff = difflib.unified_diff(text_lines(text), text_lines(out), shown, shown)
+                sys.stdout.writelines(printable(line.rstrip("\n")) + "\n" for line in diff)
             if args.check or args.diff:
-                print(f"would {verb} {file}", file=sys.stderr)
+                print(f"would {verb} {shown}", file=sys.stderr)
                 code = max(code, EXIT_SPEC)
             else:
                 write_atomic(file, out)
-                print(f"{done} {file}", file=sys.stderr)
+                print(f"{done} {shown}", file=sys.stderr)
     return code
+
+
+def text_lines(text: str) -> list[str]:
+    """`text` split after each `\\n` only (`str.splitlines` would also split at `\\f`, `\\x1c` or U+2028)."""
+    return [line + "\n" for line in text.split("\n")[:-1]] + ([text.rsplit("\n", 1)[-1]] if text and not text.endswith("\n") else [])

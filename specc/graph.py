@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .errors import EXIT_OK, DataError, Diagnostic, UsageError
+from .errors import EXIT_OK, DataError, Diagnostic, UsageError, printable
 from .plan import Plan
 
 if TYPE_CHECKING:
@@ -87,12 +87,20 @@ def format_params(params: int) -> str:
     return f"{params:,} param{'' if params == 1 else 's'}"
 
 
-# Mermaid: labels are quoted; characters with a meaning there are written as entity codes (`#35;` is `#`).
+# Mermaid: labels are quoted; characters with a meaning there are written as entity codes (`#35;` is `#`),
+# and so is every character that is not printable (a new line would end the statement, an escape sequence
+# would drive the terminal the text is printed on).
 _MERMAID_SPECIAL = re.compile(r'["#&<>\[\]{}|`\\]')
 
 
 def escape_mermaid(text: str) -> str:
-    return _MERMAID_SPECIAL.sub(lambda m: f"#{ord(m.group())};", text)
+    return "".join(f"#{ord(c)};" if _MERMAID_SPECIAL.match(c) or not c.isprintable() or 0xD800 <= ord(c) <= 0xDFFF
+                   else c for c in text)
+
+
+def _label(text: str) -> str:
+    """A name from the spec for a drawing: one line, nothing a terminal or an XML parser would refuse or obey."""
+    return printable(text, lines=False)
 
 
 def _info(node: GraphNode) -> str:
@@ -103,7 +111,7 @@ def _info(node: GraphNode) -> str:
 def emit_mermaid(graph: Graph) -> str:
     """A Mermaid flowchart (renders on GitHub and in most Markdown viewers)."""
     ids, kinds = {n.name: n.id for n in graph.nodes}, graph.kinds()
-    lines = ["flowchart TB", f"  %% {graph.name}: {format_params(graph.total_params)}"]
+    lines = ["flowchart TB", f"  %% {_label(graph.name)}: {format_params(graph.total_params)}"]
     for node in graph.nodes:
         head = escape_mermaid(f"{node.name} · {node.cls}" + (" · output" if node.output else ""))
         # inputs and outputs as stadiums, merges as hexagons, other layers as boxes
@@ -123,7 +131,7 @@ def emit_mermaid(graph: Graph) -> str:
 
 def quote_dot(text: str) -> str:
     """A DOT double-quoted string: `"` and `\\` escaped (so `\\n`, `\\l` keep no special meaning)."""
-    return '"' + text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", " ") + '"'
+    return '"' + _label(text).replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
 _DOT_STYLE = {  # fill, border
@@ -136,7 +144,7 @@ _DOT_STYLE = {  # fill, border
 def emit_dot(graph: Graph) -> str:
     """Graphviz DOT, top to bottom, each node an HTML-like label: name and class, then shape and parameters."""
     ids, kinds = {n.name: n.id for n in graph.nodes}, graph.kinds()
-    title = html.escape(f"{graph.name} · {format_params(graph.total_params)}")
+    title = html.escape(f"{_label(graph.name)} · {format_params(graph.total_params)}")
     lines = [
         f"digraph {quote_dot(graph.name)} {{",
         ('  graph [rankdir=TB, labelloc=t, fontname="Helvetica", fontsize=16, ranksep=0.3, nodesep=0.35, '
@@ -148,7 +156,7 @@ def emit_dot(graph: Graph) -> str:
         fill, border = _DOT_STYLE[kinds[node.name]]
         mark = '  <FONT COLOR="#2e7d32"><B>output</B></FONT>' if node.output else ""
         label = (f'<<TABLE BORDER="0" CELLSPACING="0" CELLPADDING="2">'
-                 f'<TR><TD><B>{html.escape(node.name)}</B>  <FONT COLOR="#555555">{html.escape(node.cls)}</FONT>{mark}</TD></TR>'
+                 f'<TR><TD><B>{html.escape(_label(node.name))}</B>  <FONT COLOR="#555555">{html.escape(_label(node.cls))}</FONT>{mark}</TD></TR>'
                  f'<TR><TD><FONT POINT-SIZE="11">{html.escape(_info(node))}</FONT></TD></TR></TABLE>>')
         where = "; ".join(([f"spec line {node.line}"] if node.line else []) + node.notes)
         attrs = [f"label={label}", f'fillcolor="{fill}"']

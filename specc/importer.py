@@ -13,11 +13,9 @@ from __future__ import annotations
 import contextlib
 import functools
 import inspect
-import json
 import math
 import re
 import warnings
-import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,7 +23,8 @@ from typing import Any
 from .build import SEPARATE_INPUTS  # attention layers called as (query, value[, key])
 from .build import shapes_only as no_weights
 from .catalog import DENIED_LAYERS, METRIC_STRINGS, call_options_of, catalog, kind_of_argument, signature_of, snake_case
-from .errors import EXIT_OK, Diagnostic, UsageError
+from .errors import EXIT_OK, DataError, Diagnostic, UsageError, printable
+from .fmt import spec_string
 from .keras_env import import_keras
 
 _RESERVED = {"model", "block", "input", "output", "repeat", "parallel", "branch",
@@ -109,6 +108,15 @@ class _Namer:
                 and name not in self.given and (name == own or name not in self.layers))
 
 
+def _q(text: Any) -> str:
+    """A name or value from the file, quoted in a message or a comment: one line, nothing a terminal obeys."""
+    return printable(str(text), lines=False)
+
+
+def _first_line(err: BaseException) -> str:
+    return (str(err).strip().splitlines() or [type(err).__name__])[0]
+
+
 # -- values --------------------------------------------------------------------------------------
 
 class _Fail(Exception):
@@ -137,11 +145,11 @@ def _value(v: Any, kind: str | None = None) -> str:
         if v["class_name"].endswith("DTypePolicy"):
             return _value(v["config"]["name"])
         if kind is None:
-            raise _Fail(f"it holds a `{v['class_name']}` object, which the language cannot write")
+            raise _Fail(f"it holds a `{_q(v['class_name'])}` object, which the language cannot write")
         try:
             obj = keras.saving.deserialize_keras_object(v, safe_mode=True)
         except Exception as err:  # noqa: BLE001 - an unknown or unsafe object: say so
-            raise _Fail(f"its `{v['class_name']}` object cannot be read ({str(err).splitlines()[0][:200]})") from None
+            raise _Fail(f"its `{_q(v['class_name'])}` object cannot be read ({_q(_first_line(err))[:200]})") from None
         return _call(obj, kind)
     if kind == "layer" and isinstance(v, keras.layers.Layer):
         return _call(v, kind)
@@ -155,16 +163,16 @@ def _value(v: Any, kind: str | None = None) -> str:
         return _number(v)
     if isinstance(v, str):
         if kind and kind != "activation" and v and not _identifier(v):
-            raise _Fail(f"`{v}` is not a name the language can write")
+            raise _Fail(f"`{_q(v)}` is not a name the language can write")
         if kind == "activation" and not catalog("activation").knows(v):
-            raise _Fail(f"activation `{v}` is not a Keras activation")
-        return v if _identifier(v) else json.dumps(v, ensure_ascii=False)
+            raise _Fail(f"activation `{_q(v)}` is not a Keras activation")
+        return v if _identifier(v) else spec_string(v)
     if isinstance(v, tuple):
         items = [_value(i, kind) for i in v]
         return f"({items[0]},)" if len(items) == 1 else f"({', '.join(items)})"
     if isinstance(v, list):
         return f"[{', '.join(_value(i, kind) for i in v)}]"
-    raise _Fail(f"its value {v!r} ({type(v).__name__}) cannot be written in a spec")
+    raise _Fail(f"its value {_q(repr(v))[:200]} ({type(v).__name__}) cannot be written in a spec")
 
 
 def _norm(v: Any) -> Any:
@@ -225,7 +233,8 @@ def _call(obj: Any, kind: str) -> str:
             args.append(f"{k}={text}")
     for k in config:
         if k not in sig.names and k in default and _norm(config[k]) != _norm(default[k]):
-            raise _Fail(f"its setting `{k}`={config[k]!r} is not a constructor argument, so a spec cannot give it")
+            raise _Fail(f"its setting `{_q(k)}`={_q(repr(config[k]))[:200]} is not a constructor argument, so a spec "
+                        "cannot give it")
     return f"{spec}({', '.join(args)})" if args else spec
 
 
@@ -237,17 +246,17 @@ def _fail(where: str, message: str) -> NotExpressible:
 
 def _what(layer) -> str:
     kind = "layer" if isinstance(layer, import_keras().layers.Layer) else "operation"
-    return f"{kind} `{layer.name}` ({type(layer).__name__})"
+    return f"{kind} `{_q(layer.name)}` ({_q(type(layer).__name__)})"
 
 
 def _functional(model, where: str):
     keras = import_keras()
     fn = getattr(model, "_functional", None) if isinstance(model, keras.Sequential) else model
     if isinstance(model, keras.Sequential) and fn is None:
-        raise _fail(where, f"the Sequential model `{model.name}` has no input shape yet: start it with "
+        raise _fail(where, f"the Sequential model `{_q(model.name)}` has no input shape yet: start it with "
                     "`keras.Input(shape)` or build it, then import it")
     if not hasattr(fn, "_nodes_by_depth"):
-        raise _fail(where, f"model `{model.name}` ({type(model).__name__}) is a subclassed keras.Model: its `call` "
+        raise _fail(where, f"model `{_q(model.name)}` ({_q(type(model).__name__)}) is a subclassed keras.Model: its `call` "
                     "is Python code, so there is no graph of layers to read")
     return fn
 
@@ -263,7 +272,7 @@ class _Graph:
         env: dict[int, Any] = {}
         for t in fn.inputs:
             layer = t._keras_history.operation
-            what = f"input `{layer.name}`"
+            what = f"input `{_q(layer.name)}`"
             if t.shape and t.shape[0] is not None:
                 raise _fail(where, f"{what} has a fixed batch size ({t.shape[0]}); a spec's inputs leave it free")
             if getattr(t, "sparse", False) or getattr(t, "ragged", False):
@@ -335,15 +344,16 @@ class _Graph:
         masked = any(getattr(t, "_keras_mask", None) is not None for t in args)
         extra = [k for k, v in kn.arguments.kwargs.items() if v and not (k == "mask" and masked)]
         if extra or len(args) != len(inner.inputs):
-            raise _fail(self.where, f"nested model `{sub.name}` is called with arguments a spec cannot pass "
+            raise _fail(self.where, f"nested model `{_q(sub.name)}` is called with arguments a spec cannot pass "
                         f"({', '.join(extra) or 'its inputs in a structure'})")
         if len(inner.outputs) != 1:
-            raise _fail(self.where, f"nested model `{sub.name}` has {len(inner.outputs)} outputs; a spec's layers "
+            raise _fail(self.where, f"nested model `{_q(sub.name)}` has {len(inner.outputs)} outputs; a spec's layers "
                         "return one")
         sub_env = {id(t): env[id(a)] for t, a in zip(inner.inputs, args)}
         self.walk(inner, sub_env)
         env[id(kn.outputs[0])] = sub_env[id(inner.outputs[0])]
-        self.notes.append(f"nested model `{sub.name}` ({type(sub).__name__}) was flattened into its layers")
+        # A note becomes a comment of the spec: a name holding a new line would start a section of its own.
+        self.notes.append(f"nested model `{_q(sub.name)}` ({_q(type(sub).__name__)}) was flattened into its layers")
 
     def node(self, layer, kn, env) -> _Node:
         """The sources and call options of one layer call, from the node's arguments."""
@@ -351,14 +361,14 @@ class _Graph:
         cls = type(layer)
         if cls not in _names("layer")[0]:
             why = DENIED_LAYERS.get(cls.__name__)
-            raise _Fail(why and f"a spec cannot use `{cls.__name__}`: {why}" or
-                        f"its class `{cls.__module__}.{cls.__name__}` is not a Keras layer or one of specc's "
+            raise _Fail(why and f"a spec cannot use `{_q(cls.__name__)}`: {why}" or
+                        f"its class `{_q(cls.__module__)}.{_q(cls.__name__)}` is not a Keras layer or one of specc's "
                         "(a custom class: its code cannot be written in a spec)")
         sig = inspect.signature(layer.call)
         try:
             bound = sig.bind(*kn.arguments.args, **kn.arguments.kwargs).arguments
         except TypeError as err:
-            raise _Fail(f"its call cannot be read ({err})") from None
+            raise _Fail(f"its call cannot be read ({_q(_first_line(err))[:200]})") from None
         items: list[tuple[str, Any]] = []
         for k, v in bound.items():
             kind = sig.parameters[k].kind
@@ -400,7 +410,7 @@ class _Graph:
             if k in call_options_of(cls) and k not in signature_of(cls).names:
                 options[k] = v
                 continue
-            raise _Fail(f"it is called with `{k}={v!r}`, which a spec cannot pass")
+            raise _Fail(f"it is called with `{_q(k)}={_q(repr(v))[:200]}`, which a spec cannot pass")
         if separate and len(inputs) == 2 and inputs[0] is inputs[1]:
             inputs = inputs[:1]  # self-attention: one tensor flowing in attends to itself
         missing = [t for t in inputs if id(t) not in env]
@@ -481,7 +491,7 @@ def _train(model, where: str) -> list[str]:
     try:
         config = model.get_compile_config() if getattr(model, "compiled", False) else None
     except Exception as err:  # noqa: BLE001 - Keras cannot serialize it: a lambda or a custom function
-        message = str(err).splitlines()[0][:300] if str(err) else type(err).__name__
+        message = _q(_first_line(err))[:300]
         raise _fail(where, f"the training configuration cannot be imported: Keras cannot describe it ({message})") from None
     if not config or config.get("loss") is None:
         return []
@@ -493,14 +503,14 @@ def _train(model, where: str) -> list[str]:
         if isinstance(value, str):
             if kind == "metric" and value in METRIC_STRINGS or catalog(kind).knows(value):
                 return value
-            raise _Fail(f"the {kind} `{value}` is not in Keras's catalogue")
+            raise _Fail(f"the {kind} `{_q(value)}` is not in Keras's catalogue")
         if isinstance(value, dict) and "class_name" in value:
             return _value(value, kind)
         if isinstance(value, (list, tuple)):
             return f"[{', '.join(one(v, kind) for v in value)}]"
         if isinstance(value, dict):
             raise _Fail(f"a {kind} per output name cannot be written; the language takes one, or a list in output order")
-        raise _Fail(f"the {kind} {value!r} cannot be written in a spec")
+        raise _Fail(f"the {kind} {_q(repr(value))[:200]} cannot be written in a spec")
 
     try:
         if config.get("loss_weights") is not None:
@@ -526,12 +536,13 @@ def import_model(model, name: str | None = None, where: str | None = None) -> st
 
     if not isinstance(model, keras.Model):
         raise UsageError(Diagnostic(f"expected a keras.Model, got {type(model).__name__}", file=where or "<model>"))
-    where = where or f"the Keras model `{model.name}`"
+    where = where or f"the Keras model `{_q(model.name)}`"
     graph = _Graph(model, where)
     body = graph.lines()
     model_name = re.sub(r"\W", "_", name or model.name, flags=re.ASCII)
     model_name = model_name if _identifier(model_name) else f"m_{model_name}"
-    head = [f"# Imported from {where} by `specc import`."] + [f"# {note}." for note in graph.notes]
+    # Comments of the spec: one line each, whatever the file's name holds (notes quote names already escaped).
+    head = [f"# Imported from {_q(where)} by `specc import`."] + [f"# {_q(note)}." for note in graph.notes]
     text = head + [f"model {model_name} {{"] + [f"  {line}" for line in body] + ["}"]
     train = _train(model, where)
     from .fmt import format_text
@@ -539,35 +550,29 @@ def import_model(model, name: str | None = None, where: str | None = None) -> st
     return format_text("\n".join(text + ([""] + train if train else [])) + "\n")  # the canonical layout
 
 
-def _archive_config(path: Path) -> dict:
-    """The model's config in a `.keras` archive, read as JSON (nothing is built or run), or {}."""
-    try:
-        with zipfile.ZipFile(path) as archive:
-            config = json.loads(archive.read("config.json"))
-    except (OSError, KeyError, ValueError, zipfile.BadZipFile):
-        return {}  # Keras says what is wrong with the file when it loads it
-    return config if isinstance(config, dict) else {}
-
-
 def _refuse_code(config: Any, where: str) -> None:
-    """Name a layer that wraps code (`Lambda`) before Keras's safe mode refuses the file less specifically."""
-    if isinstance(config, dict):
-        if config.get("class_name") in _CODE:
-            name = (config.get("config") or {}).get("name", "?")
-            cls = config["class_name"]
-            raise _fail(where, f"layer `{name}` ({cls}) cannot be imported: {DENIED_LAYERS[cls]}")
-        for v in config.values():
-            _refuse_code(v, where)
-    elif isinstance(config, list):
-        for v in config:
-            _refuse_code(v, where)
+    """Name a layer that wraps code (`Lambda`) before Keras's safe mode refuses the file less specifically.
+    Iterative: the config's depth is bounded (`specc.extras.MAX_CONFIG_DEPTH`), but not by recursion."""
+    todo = [config]
+    while todo:
+        item = todo.pop()
+        if isinstance(item, dict):
+            if item.get("class_name") in _CODE:
+                inner = item.get("config")
+                name = inner.get("name", "?") if isinstance(inner, dict) else "?"
+                cls = item["class_name"]
+                raise _fail(where, f"layer `{_q(name)}` ({cls}) cannot be imported: {DENIED_LAYERS[cls]}")
+            todo += reversed(list(item.values()))
+        elif isinstance(item, list):
+            todo += reversed(item)
 
 
 def import_file(path: str | Path) -> str:
     """Spec text for a saved `.keras` file, loaded in Keras's safe mode (never unsafe); a file saved from a
-    compiled model gets a `train` section."""
-    keras = import_keras()
-    from . import extras  # noqa: F401 - registers specc's classes so their files load
+    compiled model gets a `train` section. A file that is not a sound `.keras` archive (truncated, not a zip,
+    a decompression bomb, a config nested past the bound) is a `DataError` naming it (`specc.extras`)."""
+    import_keras()
+    from .extras import load_model, model_config
 
     path = Path(path)
     if not path.is_file():
@@ -575,15 +580,15 @@ def import_file(path: str | Path) -> str:
     if path.suffix != ".keras":
         raise UsageError(Diagnostic("expected a Keras 3 `.keras` file (save one with `model.save(\"model.keras\")`)",
                                     file=str(path)))
-    config = _archive_config(path)
+    config = model_config(path)
     _refuse_code(config, str(path))
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # "optimizer variables not loaded": irrelevant to a spec
-            model = keras.saving.load_model(path, compile=config.get("compile_config") is not None, safe_mode=True)
+            model = load_model(path, compile=config.get("compile_config") is not None, checked=True)
     except Exception as err:  # noqa: BLE001 - Keras says why it cannot read the file
         message = re.sub(r"\s+", " ", str(err)).strip()[:600] or type(err).__name__
-        raise UsageError(Diagnostic(f"Keras cannot load it (in safe mode): {message}", file=str(path))) from None
+        raise DataError(Diagnostic(f"Keras cannot load it (in safe mode): {_q(message)}", file=str(path))) from None
     return import_model(model, where=str(path))
 
 

@@ -88,15 +88,11 @@ class Run:
 
 def load_keras(path: Path, compile: bool = True):
     """A `.keras` file in safe mode with specc's registered objects known; a bad file is a DataError."""
-    from .extras import load_model
-    from .keras_env import import_keras
+    from .extras import check_model_file, load_model
 
+    check_model_file(path)  # truncated, not a zip, a bomb: a DataError naming the file and the member
     try:
-        if compile:
-            return load_model(path)
-        from . import extras  # noqa: F401 - registers PositionEmbedding and ExactMatch
-
-        return import_keras().saving.load_model(path, compile=False)
+        return load_model(path, compile=compile, checked=True)
     except Exception as err:  # noqa: BLE001 - a corrupt, truncated or foreign file
         raise DataError(Diagnostic(f"cannot load the model: {(str(err).strip().splitlines() or [type(err).__name__])[0][:300]}",
                                    file=str(path))) from None

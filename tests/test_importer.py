@@ -14,7 +14,7 @@ import pytest
 
 from specc.api import load, loads
 from specc.cli import main
-from specc.errors import UsageError
+from specc.errors import DataError, UsageError
 from specc.build import shapes_only as no_weights
 from specc.fmt import format_text
 from specc.importer import NotExpressible, import_file, import_model
@@ -265,9 +265,9 @@ def test_missing_or_wrong_file(tmp_path, capsys):
     assert "no such file" in capsys.readouterr().err
     bad = tmp_path / "bad.keras"
     bad.write_bytes(b"not a zip")
-    with pytest.raises(UsageError) as caught:
+    with pytest.raises(DataError) as caught:  # a bad file: exit 3, saying what it is
         import_file(bad)
-    assert "Keras cannot load it" in caught.value.message and caught.value.exit_code == 2
+    assert "not a valid .keras file" in caught.value.message and caught.value.exit_code == 3
     assert main(["import", str(ROOT / "specs/mnist.model")]) == 2  # a spec, not a Keras file
     assert "expected a Keras 3 `.keras` file" in capsys.readouterr().err
 
