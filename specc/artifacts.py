@@ -22,6 +22,14 @@ def _umask_mode() -> int:
     return 0o666 & ~mask
 
 
+def _naming(err: OSError, path: Path) -> OSError:
+    """`err` naming the file that could not be written (not its temporary name, or none: `np.savez` to an open
+    file says nothing), of the same class (`OSError(ENOSPC, ...)`, `PermissionError`, ...)."""
+    if err.errno is None:
+        return err
+    return OSError(err.errno, err.strerror or os.strerror(err.errno), str(path))
+
+
 def write_atomic_with(path: str | Path, save: Callable[[str], None], suffix: str = ".tmp") -> Path:
     """Have `save(tmp_name)` write a temporary file beside `path`, fsync it, then rename it over `path`.
 
@@ -29,7 +37,10 @@ def write_atomic_with(path: str | Path, save: Callable[[str], None], suffix: str
     On any failure the temporary file is removed and `path` is left as it was.
     """
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}{PARTIAL}", suffix=suffix)
+    try:
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}{PARTIAL}", suffix=suffix)
+    except OSError as err:
+        raise _naming(err, path) from err
     os.close(fd)
     try:
         save(tmp)
@@ -37,11 +48,13 @@ def write_atomic_with(path: str | Path, save: Callable[[str], None], suffix: str
             os.fsync(f.fileno())
         os.chmod(tmp, _umask_mode())  # mkstemp makes 0600; finished files get the usual mode
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as err:
         try:
             os.unlink(tmp)
-        except FileNotFoundError:
+        except OSError:
             pass
+        if isinstance(err, OSError):
+            raise _naming(err, path) from err
         raise
     try:  # make the rename itself durable
         dir_fd = os.open(path.parent, os.O_RDONLY)

@@ -28,12 +28,14 @@ import random
 import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Optional
 
 import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr, ValidationError
 
 from .artifacts import write_atomic
-from .errors import DataError, Diagnostic
+from .errors import DataError, Diagnostic, printable
+from .rundir import CHECKPOINT, describe_schema_error
 from .keras_env import import_keras
 
 keras = import_keras()
@@ -74,36 +76,129 @@ def save_checkpoint(path: Path, model, meta: dict[str, Any], early_stopping=None
     write_atomic(path, lambda f: np.savez(f, **arrays))
 
 
-def read_checkpoint(path: Path, meta_only: bool = False) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
-    """(meta, arrays) of a checkpoint file; with `meta_only`, the arrays are not read."""
+class _EarlyStoppingMeta(BaseModel):
+    wait: StrictInt
+    stopped_epoch: StrictInt
+    best_epoch: StrictInt
+    best: Optional[float]
+    best_weights: StrictBool
+
+
+class CheckpointMeta(BaseModel):
+    """The schema of a checkpoint's `meta` (JSON): what `EpochCheckpoint` and `restore_checkpoint` read."""
+
+    model_config = ConfigDict(extra="allow")
+
+    epoch: StrictInt = Field(ge=0)
+    stopped: StrictBool = False
+    history: dict[StrictStr, list[float]] = Field(default_factory=dict)
+    epoch_seconds: list[float] = Field(default_factory=list)
+    seconds: float = 0.0
+    spec_sha256: StrictStr = Field(pattern=r"^[0-9a-f]{64}$")
+    cross_validation: Optional[dict[StrictStr, Any]] = None
+    resumed_at: list[StrictInt] = Field(default_factory=list)
+    paths: list[StrictStr]
+    layers: dict[StrictStr, list[Annotated[int, Field(ge=0, strict=True)]]]
+    numpy_rng: tuple[Annotated[int, Field(ge=0, le=624, strict=True)], Annotated[int, Field(ge=0, le=1, strict=True)], float]
+    python_rng: tuple[StrictInt, list[Annotated[int, Field(ge=0, lt=2**32, strict=True)]], Optional[float]]
+    early_stopping: Optional[_EarlyStoppingMeta] = None
+
+
+#: The largest checkpoint meta read (it holds the history: a few kB per hundred epochs).
+MAX_META = 64 << 20
+
+
+def _check_checkpoint(meta: CheckpointMeta, names: list[str], arrays: dict[str, np.ndarray] | None) -> str | None:
+    """What is wrong with a checkpoint whose meta passed its schema, or None."""
+    counts: dict[str, int] = {}
+    for name in names:
+        kind, _, index = name.partition("/")
+        if name in ("rng/numpy", "rng/keras"):
+            continue
+        if kind not in ("model", "optimizer", "early_stopping") or not index.isdigit():
+            return f"unexpected array `{printable(name[:100], lines=False)}`"
+        counts[kind] = counts.get(kind, 0) + 1
+    for kind, n in counts.items():
+        if any(f"{kind}/{i}" not in names for i in range(n)):
+            return f"its {kind} arrays are not numbered 0..{n - 1}"
+    if "rng/numpy" not in names:
+        return "no `rng/numpy` array (NumPy's random state)"
+    if counts.get("model", 0) != len(meta.paths):
+        return f"{counts.get('model', 0)} model arrays but {len(meta.paths)} variable paths in its meta"
+    bad = [f"{layer}: {i}" for layer, idx in meta.layers.items() for i in idx if i >= len(meta.paths)]
+    if bad:
+        return f"its meta's `layers` names variable {printable(bad[0][:200], lines=False)}, but it holds {len(meta.paths)}"
+    if meta.epoch and any(len(v) != meta.epoch for v in meta.history.values()):
+        return f"its history does not have one value per epoch for its {meta.epoch} epochs"
+    if len(meta.python_rng[1]) != 625:
+        return "its Python random state does not have 625 numbers"
+    if arrays is not None:
+        rng = arrays["rng/numpy"]
+        if rng.shape != (624,) or rng.dtype != np.uint32:
+            return f"`rng/numpy` is {rng.dtype}{list(rng.shape)}, not uint32[624]"
+        for name, value in arrays.items():
+            if value.dtype.kind not in "biuf":
+                return f"array `{name}` holds {value.dtype} values, not numbers"
+    return None
+
+
+def read_checkpoint(path: Path, meta_only: bool = False, hint: str | None = None) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    """(meta, arrays) of a checkpoint file, checked against `CheckpointMeta` and the arrays its meta implies;
+    with `meta_only`, the arrays are not read. A `DataError` naming the file and what is wrong otherwise."""
+    path = Path(path)
+
+    def wrong(what: str) -> DataError:
+        return DataError(Diagnostic(f"not a readable specc checkpoint: {what}", file=str(path), hint=hint))
+
+    if not path.is_file():
+        raise wrong("not a regular file" if path.exists() else "no such file")
     try:
         with np.load(path, allow_pickle=False) as z:
-            meta = json.loads(str(z["meta"]))
-            arrays = {} if meta_only else {k: z[k] for k in z.files if k != "meta"}
-    except Exception as err:  # noqa: BLE001 - truncated, foreign, or not a checkpoint
-        raise DataError(Diagnostic(f"cannot read the checkpoint {path}: {str(err).splitlines()[0][:300]}",
-                                   hint="the run cannot be resumed; start it again with `--force`")) from None
-    return meta, arrays
+            if not hasattr(z, "files"):
+                raise wrong("a single .npy array, not an .npz archive")
+            names = list(z.files)
+            if "meta" not in names:
+                raise wrong("it has no `meta` entry")
+            raw = z["meta"]
+            if raw.shape != () or raw.dtype.kind != "U" or raw.dtype.itemsize > MAX_META:
+                raise wrong(f"its `meta` is {raw.dtype}{list(raw.shape)}, not one JSON string")
+            meta = CheckpointMeta.model_validate(json.loads(str(raw)))
+            names.remove("meta")
+            arrays = {} if meta_only else {k: z[k] for k in names}
+    except DataError:
+        raise
+    except ValidationError as err:
+        raise wrong(f"its meta does not fit: {describe_schema_error(err)}") from None
+    except Exception as err:  # noqa: BLE001 - truncated, foreign, not a zip, bad JSON, pickled arrays
+        why = printable((str(err).strip().splitlines() or [type(err).__name__])[0][:300], lines=False)
+        raise wrong(f"{why} ({type(err).__name__})") from None
+    problem = _check_checkpoint(meta, names, None if meta_only else arrays)
+    if problem:
+        raise wrong(problem)
+    return meta.model_dump(), arrays
 
 
-def checkpoint_weights(path: Path) -> dict[str, list[np.ndarray]]:
+def checkpoint_weights(path: Path, hint: str | None = None) -> dict[str, list[np.ndarray]]:
     """Each layer's weights in a checkpoint (`layer.get_weights()` order), by layer name."""
-    meta, arrays = read_checkpoint(path)
+    meta, arrays = read_checkpoint(path, hint=hint)
     return {name: [arrays[f"model/{i}"] for i in idx] for name, idx in meta["layers"].items()}
 
 
-def restore_checkpoint(model, meta: dict[str, Any], arrays: dict[str, np.ndarray], early_stopping=None) -> None:
-    """Put a checkpoint's variables and random states back (the optimizer must be built)."""
+def restore_checkpoint(model, meta: dict[str, Any], arrays: dict[str, np.ndarray], early_stopping=None,
+                       file: str = CHECKPOINT) -> None:
+    """Put a checkpoint's variables and random states back (the optimizer must be built); `file` names it in errors."""
     for kind, variables in (("model", model.variables), ("optimizer", model.optimizer.variables)):
         saved = sorted((k for k in arrays if k.startswith(kind + "/")), key=lambda k: int(k.split("/")[1]))
         if len(saved) != len(variables):
             raise DataError(Diagnostic(f"the checkpoint holds {len(saved)} {kind} variables, this model has "
-                                       f"{len(variables)}", hint="was the run started by another version of specc?"))
+                                       f"{len(variables)}", file=file,
+                                       hint="was the run started by another version of specc?"))
         for i, (key, v) in enumerate(zip(saved, variables)):
             value = arrays[key]
             if tuple(value.shape) != tuple(v.shape):  # paths may differ: seed generators are numbered per process
                 raise DataError(Diagnostic(f"the checkpoint's {kind} variable {i} ({meta['paths'][i] if kind == 'model' else key}, "
-                                           f"{tuple(value.shape)}) does not fit this model's ({v.path}, {tuple(v.shape)})"))
+                                           f"{tuple(value.shape)}) does not fit this model's ({v.path}, {tuple(v.shape)})",
+                                           file=file))
             v.assign(value)
     pos, has_gauss, gauss = meta["numpy_rng"]
     np.random.set_state(("MT19937", arrays["rng/numpy"], pos, has_gauss, gauss))
@@ -193,7 +288,7 @@ class EpochCheckpoint(keras.callbacks.Callback):
 
     def on_train_begin(self, logs=None):
         if self.state is not None:
-            restore_checkpoint(self.model, *self.state, early_stopping=self.early_stopping)
+            restore_checkpoint(self.model, *self.state, early_stopping=self.early_stopping, file=str(self.path))
             self.state = None  # the arrays are in the model now
         self.start = time.perf_counter()
 

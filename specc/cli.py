@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 import traceback
 from pathlib import Path
 
 from . import __version__
-from .errors import Diagnostic, EXIT_CODES, EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, UsageError, UserError
+from .errors import Diagnostic, EXIT_CODES, EXIT_DATA, EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, UsageError, UserError
 
 EPILOG = "exit codes:\n" + "\n".join(f"  {code:<4} {why}" for code, why in EXIT_CODES.items())
 
@@ -26,14 +27,32 @@ class _Parser(argparse.ArgumentParser):
         raise SystemExit(EXIT_USAGE)
 
 
-def _positive(text: str) -> int:
+def _temperature(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not math.isfinite(value) or value < 0:
+        raise argparse.ArgumentTypeError(f"expected a finite number >= 0, got {text!r}")
+    return value
+
+
+def _whole(text: str, least: int) -> int:
     try:
         value = int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a number >= 1, got {value}")
+    if value < least:
+        raise argparse.ArgumentTypeError(f"expected a number >= {least}, got {value}")
     return value
+
+
+def _positive(text: str) -> int:
+    return _whole(text, 1)
+
+
+def _seed(text: str) -> int:
+    return _whole(text, 0)
 
 
 def make_parser() -> argparse.ArgumentParser:
@@ -81,9 +100,9 @@ def make_parser() -> argparse.ArgumentParser:
     g.add_argument("run", metavar="RUN_DIR")
     g.add_argument("--prompt", required=True, metavar="TEXT", help="the text to continue")
     g.add_argument("--tokens", type=_positive, default=200, metavar="N", help="how many tokens to sample (200)")
-    g.add_argument("--temperature", type=float, default=1.0, metavar="T",
+    g.add_argument("--temperature", type=_temperature, default=1.0, metavar="T",
                    help="sampling temperature: lower is more conservative, 0 always takes the likeliest (1.0)")
-    g.add_argument("--seed", type=int, metavar="N", help="seed of the sampler, for repeatable output")
+    g.add_argument("--seed", type=_seed, metavar="N", help="seed of the sampler (>= 0), for repeatable output")
 
     ev = sub.add_parser("eval", help="evaluate a trained run on its test split or on other data",
                         description="Evaluate the model of RUN_DIR with the spec's loss and metrics.")
@@ -251,15 +270,23 @@ def cmd_run(args) -> int:
         plan = plan.model_copy(update={"init": init})
     from .distribute import is_primary
     from .lint import lint_report
+    from .runner import claim_run_dir
 
-    try:  # the lint warnings first: they are not fatal, and training may take hours
-        found = lint_report(plan, epochs=args.epochs, limit=args.limit).diagnostics if is_primary() else []
-    except UserError:
-        found = []  # an error of the spec or its data: the run reports it where it arises
-    for d in found:
-        print(d.render(), file=sys.stderr)
-    result = run_plan(plan, out=args.out, epochs=args.epochs, limit=args.limit,
-                      verbose=0 if args.quiet else None, force=args.force, resume=args.resume)
+    # The run directory is claimed (locked, and refused when it is not free) before lint reads any data.
+    claimed = claim_run_dir(args.out, plan.file, args.force, args.resume)
+    try:
+        try:  # the lint warnings first: they are not fatal, and training may take hours
+            found = lint_report(plan, epochs=args.epochs, limit=args.limit).diagnostics if is_primary() else []
+        except UserError:
+            found = []  # an error of the spec or its data: the run reports it where it arises
+        for d in found:
+            print(d.render(), file=sys.stderr)
+    except BaseException:
+        if claimed is not None:
+            claimed.release()
+        raise
+    result = run_plan(plan, out=args.out, epochs=args.epochs, limit=args.limit, verbose=0 if args.quiet else None,
+                      force=args.force, resume=args.resume, claimed=claimed)
     m = result.metrics
     test = ", ".join(f"{k} {v:.4f}" for k, v in m["test"].items())
     where = "training data (no test split)" if m["test_on"] == "train" else "test"
@@ -318,7 +345,13 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("specc: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
-    except Exception:  # noqa: BLE001 - anything else is our bug, never the user's
+    except Exception as err:  # noqa: BLE001 - anything else is our bug, never the user's
+        if isinstance(err, OSError) and err.errno is not None:  # the environment: a full disk, no permission
+            from .errors import printable
+
+            where = printable(str(err.filename), lines=False) if err.filename else "specc"
+            print(f"{where}: error: {printable(err.strerror or str(err), lines=False)}", file=sys.stderr)
+            return EXIT_DATA
         print("specc: internal error: this is a bug in specc, not in your spec. Please report it with this traceback:",
               file=sys.stderr)
         traceback.print_exc()

@@ -23,9 +23,10 @@ import numpy as np
 
 from . import __version__
 from .artifacts import remove_partial_files, write_atomic, write_atomic_with
+from .rundir import CHECKPOINT, RUN_FILES, RunDir, claim_out, claim_resume, diverged as _diverged, read_run_info  # noqa: F401 - RUN_FILES re-exported
 from .build import build_model, make_object
 from .data import Dataset, count_examples, data_source, load_dataset, prepare, take
-from .errors import DataError, Diagnostic, SpecError, UsageError, UserError, did_you_mean
+from .errors import DataError, Diagnostic, SpecError, UsageError, UserError, did_you_mean, printable
 from .keras_env import import_keras
 from .catalog import catalog
 from .plan import Obj, Plan
@@ -55,17 +56,6 @@ class RunResult:
     model: Any = field(repr=False, default=None)
 
 
-def default_out(spec_file: str) -> Path:
-    stem = Path(spec_file).stem if spec_file and not spec_file.startswith("<") else "spec"
-    return Path("runs") / f"{stem}-{time.strftime('%Y%m%d-%H%M%S')}"
-
-
-CHECKPOINT = "checkpoint.npz"
-# Everything a run writes; `--force` removes them in this order (results first), partial files after.
-RUN_FILES = ("metrics.json", "model.keras", "curves.png", CHECKPOINT, "history.csv", "run.json", "tokenizer.json",
-             "classes.json")
-
-
 def spec_hash(plan: Plan) -> str:
     """The SHA-256 of the spec's text: a resumed run must train the very spec its run started with."""
     return hashlib.sha256(plan.source.encode("utf-8")).hexdigest()
@@ -77,27 +67,20 @@ def _checkpoint_meta(path: Path) -> dict[str, Any]:
     return read_checkpoint(path, meta_only=True)[0]
 
 
-def _prepare_out(out: Path, force: bool) -> None:
-    """Make the run directory. A finished or unfinished run there is refused; with `force`, its files go
-    first, metrics.json before the rest, so that a failing new run never sits beside the old run's metrics."""
-    finished = [f for f in ("metrics.json", "model.keras") if (out / f).exists()]
-    if finished and not force:
-        raise UsageError(Diagnostic(f"{out} already holds a run; refusing to overwrite it",
-                                    hint="choose another `--out`, or pass `--force` to replace it"))
-    if (out / CHECKPOINT).exists() and not force:
-        done = _checkpoint_meta(out / CHECKPOINT).get("epoch", "?")
-        raise UsageError(Diagnostic(f"{out} holds an unfinished run (checkpoint after epoch {done}); refusing to overwrite it",
-                                    hint=f"continue it with `specc run --resume {out}`, or pass `--force` to start over"))
-    try:
-        if force:
-            for f in RUN_FILES:
-                (out / f).unlink(missing_ok=True)
-            if out.is_dir():
-                remove_partial_files(out)
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        raise UsageError(Diagnostic(f"cannot use {out} as the run directory: {err.strerror or err}",
-                                    hint="choose another `--out`")) from None
+def claim_run_dir(out: str | Path | None, spec_file: str, force: bool = False,
+                  resume: str | Path | None = None) -> RunDir | None:
+    """Claim (lock) the directory a run writes, before anything is loaded or trained: `resume`'s, `out`, or a
+    new `runs/NAME-TIME`. Process 0 alone writes a run (`specc.distribute`); the others claim nothing (None)."""
+    from .distribute import is_primary
+
+    if not is_primary():
+        return None
+    if resume is not None:
+        if out is not None and Path(out).resolve() != Path(resume).resolve():
+            raise UsageError(Diagnostic("`--resume` continues the run in its own directory; `--out` names another",
+                                        file=str(resume), hint="leave out `--out`"))
+        return claim_resume(resume)
+    return claim_out(out, spec_file, force)
 
 
 def _open_resume(plan: Plan, run_dir: Path, out, epochs: int | None, limit: int | None) -> tuple[Plan, dict, dict, dict]:
@@ -116,17 +99,22 @@ def _open_resume(plan: Plan, run_dir: Path, out, epochs: int | None, limit: int 
     if (run_dir / "metrics.json").exists():
         raise refuse("this run is finished (it has metrics.json); there is nothing to resume",
                      "start a new run with `specc run SPEC --out NEW_DIR`")
-    if not (run_dir / CHECKPOINT).exists() or not (run_dir / "run.json").exists():
+    if not (run_dir / CHECKPOINT).exists():
         raise refuse(f"no {CHECKPOINT} here: the run stopped before its first epoch ended",
-                     f"start it again: `specc run SPEC --out {run_dir} --force`")
-    try:
-        info = json.loads((run_dir / "run.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError) as err:
-        raise DataError(Diagnostic(f"cannot read {run_dir / 'run.json'}: {err}")) from None
-    meta, arrays = read_checkpoint(run_dir / CHECKPOINT)
+                     f"start it again: `specc run SPEC --out {run_dir}`")
+    if not (run_dir / "run.json").exists():
+        raise refuse("no run.json here: this is not the directory of a specc run",
+                     "name the directory of a run that was interrupted")
+    info = read_run_info(run_dir)
+    if info.get("diverged"):
+        raise refuse(f"this run diverged ({_diverged(info)}); resuming it would diverge again",
+                     f"start a new run from its last good weights with a lower learning rate: "
+                     f"`specc run SPEC --init {run_dir} --out NEW_DIR`")
+    meta, arrays = read_checkpoint(run_dir / CHECKPOINT,
+                                   hint=f"the run cannot be resumed; start it again with `specc run SPEC --out {run_dir} --force`")
     here = spec_hash(plan)
     if here != info["spec_sha256"] or here != meta["spec_sha256"]:
-        raise refuse(f"{plan.file} differs from the spec this run started with (sha256 {here[:12]} here, "
+        raise refuse(f"{printable(plan.file, lines=False)} differs from the spec this run started with (sha256 {here[:12]} here, "
                      f"{info['spec_sha256'][:12]} in run.json)",
                      f"`specc run --resume {run_dir}` resumes with the run's own spec.model; to train a changed spec, "
                      f"start a new run (`--init {run_dir}` starts it from the checkpoint's weights)")
@@ -248,15 +236,15 @@ def apply_init(plan: Plan, model) -> list[str]:
         if file.name == CHECKPOINT:
             from .checkpoint import checkpoint_weights
 
-            theirs = checkpoint_weights(file)
+            theirs = checkpoint_weights(file, hint="name a run whose checkpoint.npz is whole, or its model.keras")
         else:
             from .extras import load_model
 
             theirs = {layer.name: layer.get_weights() for layer in load_model(file).layers if layer.weights}
     except Exception as err:  # noqa: BLE001 - a corrupt or foreign file
         why = err.message if isinstance(err, UserError) else str(err).splitlines()[0][:300]  # not a nested diagnostic
-        raise DataError(plan.diag(f"`init` cannot load {file}: {why}",
-                                  init.span("from"))) from None
+        raise DataError(plan.diag(f"`init` cannot load {file}: {why}", init.span("from"),
+                                  err.hint if isinstance(err, UserError) else None)) from None
     ours = {layer.name: layer for layer in model.layers if layer.weights}
     taken: list[str] = []
     for pattern in init.layers or ["*"]:
@@ -333,27 +321,82 @@ def fit_options(plan: Plan) -> dict[str, Any]:
 
 def run_plan(plan: Plan, out: str | Path | None = None, epochs: int | None = None, limit: int | None = None,
              verbose: int | str | None = None, force: bool = False, resume: str | Path | None = None,
-             callbacks: list | None = None) -> RunResult:
+             callbacks: list | None = None, claimed: RunDir | None = None) -> RunResult:
     """Train, evaluate and save; with `resume` (a run directory), continue that run from its last checkpoint
     with the settings it started with. `callbacks` (Keras callbacks) run before specc's own.
+
+    The run directory is claimed (locked, and refused if it is not a run's or holds one, `specc.rundir`) before
+    anything is loaded or trained, and held until the run ends; `claimed`: a claim already made
+    (`claim_run_dir`). A full disk or another failed write, and Ctrl-C, say what was kept and how to go on.
     Raises `SpecError`/`DataError`/`UsageError` for user mistakes."""
     if plan.train is None:
         raise SpecError(plan.diag(
             "the spec has no `train` section; `specc run` needs one", None,
             hint="add `train { loss: sparse_categorical_crossentropy; optimizer: adam; epochs: 5 }`"))
+    from .distribute import process_out_dir
+
+    run = claimed if claimed is not None else claim_run_dir(out, plan.file, force, resume)
+    try:
+        out_dir = run.path if run is not None else process_out_dir(Path(resume or out or "runs"))
+        try:
+            return _run_plan(plan, run, out_dir, epochs, limit, verbose, resume, callbacks)
+        except KeyboardInterrupt:
+            print(f"specc: interrupted; {_how_to_go_on(out_dir, plan, run)}", file=sys.stderr, flush=True)
+            raise
+        except OSError as err:  # a full disk, a quota, a read-only or vanished folder
+            raise _failed_write(err, out_dir, plan, run) from None
+    finally:
+        if run is not None:
+            run.release()
+
+
+def _how_to_go_on(out_dir: Path, plan: Plan, run: RunDir | None) -> str:
+    """What a run that stopped left, and the command that goes on from there."""
+    if (out_dir / CHECKPOINT).exists() and not (out_dir / "metrics.json").exists():
+        return f"{_kept(out_dir)}; continue with `specc run --resume {out_dir}`"
+    if (out_dir / "metrics.json").exists():
+        return f"the run in {out_dir} is finished"
+    if run is not None and run.created and out_dir.is_dir() and not any(out_dir.iterdir()):
+        return f"nothing was written (the new folder {out_dir} is removed)"
+    spec = "SPEC" if plan.file.startswith("<") else plan.file
+    return f"{_kept(out_dir)}; no epoch was saved: start again with `specc run {spec} --out {out_dir}`"
+
+
+def _failed_write(err: OSError, out_dir: Path, plan: Plan, run: RunDir | None) -> DataError:
+    """A `DataError` for an `OSError` of a run: the file, why, what was kept, and how to go on once fixed."""
+    import errno
+
+    name = err.filename if isinstance(err.filename, str) else None
+    why = err.strerror or str(err)
+    fix = ("once there is space" if err.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG) else
+           "once the folder is writable again" if err.errno in (errno.EROFS, errno.EACCES, errno.EPERM) else
+           "once that is fixed")
+    try:
+        inside = name is not None and Path(name).resolve().parent == out_dir.resolve()
+    except OSError:
+        inside = False
+    message = f"could not write {Path(name).name}: {why}" if inside else f"{why}" + (f" ({name})" if name else "")
+    go_on = _how_to_go_on(out_dir, plan, run)
+    return DataError(Diagnostic(message, file=name or str(out_dir), hint=f"{fix}: {go_on}" if "`" in go_on else go_on))
+
+
+def _run_plan(plan: Plan, run: RunDir | None, out_dir: Path, epochs: int | None, limit: int | None, verbose,
+              resume: str | Path | None, callbacks: list | None) -> RunResult:
     ckpt: dict[str, Any] | None = None
+    arrays: dict[str, Any] = {}
     if resume is not None:
-        plan, info, ckpt, arrays = _open_resume(plan, Path(resume), out, epochs, limit)
-        out, epochs, limit = resume, info["epochs"], info["limit"]
+        plan, info, ckpt, arrays = _open_resume(plan, Path(resume), None, epochs, limit)
+        epochs, limit = info["epochs"], info["limit"]
     try:
         platform = select_device(plan.device)
     except DataError as err:  # blame the `device:` line
         raise DataError(plan.diag(err.message, plan.device_origin.span, err.hint)) from None
-    from .distribute import configure_distribution, describe, eval_batch_size, process_out_dir, shard_data
+    from .distribute import configure_distribution, describe, eval_batch_size, shard_data
 
     distribution = configure_distribution(plan)  # the `device` section's `parallel`, before the model is built
     keras = import_keras()
     train = plan.train
+    assert train is not None
     if train.seed is not None:
         keras.utils.set_random_seed(train.seed)
     data = prepare(plan, load_dataset(plan), limit)
@@ -369,12 +412,15 @@ def run_plan(plan: Plan, out: str | Path | None = None, epochs: int | None = Non
         folds = ckpt.get("cross_validation")
     else:
         folds = _cross_validate(plan, data, n_epochs, verbose) if train.validation else None
-    out_dir = process_out_dir(Path(out) if out else default_out(plan.file))  # process 0 alone writes the run
     if ckpt is None:
-        _prepare_out(out_dir, force)
+        if run is not None:
+            run.clear()  # the old run's files (`--force`), only now that the new run is about to write
+        files = ["run.json", "spec.model", CHECKPOINT, "history.csv", "model.keras", "curves.png", "metrics.json",
+                 *(["tokenizer.json"] if data.vocab is not None else []),
+                 *(["classes.json"] if data.classes is not None else [])]
+        info = _write_run_info(plan, out_dir, n_epochs, limit, platform, files)  # first: the folder is a run's now
         if plan.source:
             write_atomic(out_dir / "spec.model", plan.source)
-        info = _write_run_info(plan, out_dir, n_epochs, limit, platform)
         if data.vocab is not None:
             write_atomic(out_dir / "tokenizer.json", data.vocab.to_json())
         if data.classes is not None:
@@ -421,10 +467,6 @@ def run_plan(plan: Plan, out: str | Path | None = None, epochs: int | None = Non
     try:
         model.fit(data.x_train, data.y_train, sample_weight=data.w_train, callbacks=callbacks, verbose=verbose,
                   epochs=done if ckpt and ckpt.get("stopped") else n_epochs, initial_epoch=done, **fit_options(plan))
-    except KeyboardInterrupt:
-        print(f"specc: interrupted during training; {_kept(out_dir)}"
-              + (f"; continue with `specc run --resume {out_dir}`" if saver.saved else ""), file=sys.stderr)
-        raise
     except (ValueError, TypeError) as err:
         if saver.new_epochs:  # it ran whole epochs before failing: not a mismatch of shapes
             raise
@@ -449,6 +491,9 @@ def run_plan(plan: Plan, out: str | Path | None = None, epochs: int | None = Non
                                         f", steps {max(step + 2 - spe, 1)}-{step + 1} of {steps}")
         restart = (f"; `specc run SPEC --init {out_dir}` starts a new run from the weights after epoch {saver.saved}"
                    if saver.saved else "")
+        # Resuming would diverge again (the same run): run.json says so, for `--resume` and `--out` to refuse it.
+        info = {**info, "diverged": {"epoch": epoch + 1, "step": None if step is None else step + 1, "loss": str(loss)}}
+        write_atomic(out_dir / "run.json", json.dumps(info, indent=2) + "\n")
         from .trace import trace_failure
 
         verdict, cause = trace_failure(plan, model, start, data, epoch, steps if step is None else step)
@@ -508,27 +553,34 @@ def run_plan(plan: Plan, out: str | Path | None = None, epochs: int | None = Non
     return RunResult(out=out_dir, metrics=metrics, history=history, model=model)
 
 
-def _write_run_info(plan: Plan, out_dir: Path, epochs: int, limit: int | None, platform: str) -> dict[str, Any]:
+def _write_run_info(plan: Plan, out_dir: Path, epochs: int, limit: int | None, platform: str,
+                    files: list[str]) -> dict[str, Any]:
     """`run.json`, written when a run starts: the spec (path and hash), the settings a resume must keep
-    (epochs, limit, init), the seed, and what it runs on (versions, devices)."""
+    (epochs, limit, init), the seed, what it runs on (versions, devices), and the files the run writes
+    (`--force` removes those, and only those; `specc.rundir`)."""
     import jax
 
     info = {"spec": plan.file, "spec_path": None if plan.file.startswith("<") else str(Path(plan.file).resolve()),
             "spec_sha256": spec_hash(plan), "model": plan.name, "seed": plan.train.seed if plan.train else None,
             "epochs": epochs, "limit": limit, "init": str(plan.path(plan.init.source).resolve()) if plan.init else None,
             "device": platform, "devices": [f"{d.platform}:{d.id} {d.device_kind}" for d in jax.devices()],
-            "versions": _versions(), "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+            "versions": _versions(), "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "files": files}
     write_atomic(out_dir / "run.json", json.dumps(info, indent=2) + "\n")
     return info
 
 
 def _kept(out_dir: Path) -> str:
     """What a stopped run left, for its error message: `kept in DIR: spec.model, ...`."""
-    files = [f for f in ("spec.model", "run.json", CHECKPOINT, "history.csv") if (out_dir / f).exists()]
-    if (out_dir / CHECKPOINT).exists():
-        done = _checkpoint_meta(out_dir / CHECKPOINT)["epoch"]
-        files[files.index(CHECKPOINT)] = f"{CHECKPOINT} (after epoch {done})"
-    return f"kept in {out_dir}: {', '.join(files) or 'nothing'} (no model was saved)"
+    files = [f for f in ("spec.model", "run.json", CHECKPOINT, "history.csv", "model.keras", "curves.png")
+             if (out_dir / f).exists()]
+    if CHECKPOINT in files:
+        try:
+            done = f"after epoch {_checkpoint_meta(out_dir / CHECKPOINT)['epoch']}"
+        except UserError:
+            done = "unreadable"
+        files[files.index(CHECKPOINT)] = f"{CHECKPOINT} ({done})"
+    saved = "" if "model.keras" in files else " (no model was saved)"
+    return f"kept in {out_dir}: {', '.join(files) or 'nothing'}{saved}"
 
 
 def _plot_curves(path: Path, history: dict[str, list[float]], title: str) -> None:

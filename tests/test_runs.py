@@ -109,8 +109,11 @@ def test_a_new_run_refuses_an_unfinished_run_directory(tmp_path, linear, every_e
         specc.load(linear(3.0)).run(out=out)
     with pytest.raises(specc.UsageError) as info:
         specc.load(linear(0.1)).run(out=out)
-    assert "holds an unfinished run (checkpoint after epoch 3)" in info.value.message
-    assert f"specc run --resume {out}" in info.value.hint
+    # It diverged: resuming would diverge again, so the refusal points to `--init`, not to `--resume` (issue 14).
+    assert "holds a run that diverged (its loss became inf in epoch 4, step 4)" in info.value.message
+    assert f"specc run SPEC --init {out}" in info.value.hint and "--resume" not in info.value.hint
+    with pytest.raises(specc.UsageError, match="resuming it would diverge again"):
+        specc.load(linear(3.0)).run(resume=out)
     specc.load(linear(0.1)).run(out=out, force=True)  # --force starts over
     assert not (out / "checkpoint.npz").exists() and (out / "metrics.json").exists()
 
