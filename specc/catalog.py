@@ -52,8 +52,8 @@ OBJECT_ALIASES = {
     "constraint": {},
 }
 
-# Names Keras's compile() understands for metrics besides its catalogue.
-METRIC_STRINGS = {"accuracy", "acc", "crossentropy", "ce"}
+# Names Keras's compile() understands for metrics besides its catalogue (`get_metric` in its compile_utils).
+METRIC_STRINGS = {"accuracy", "acc"}  # not "crossentropy" or "ce": compile() takes those for a loss only
 
 
 def snake_case(name: str) -> str:

@@ -17,7 +17,7 @@ from typing import Any
 from . import fmt
 from . import nodes as n
 from .catalog import DENIED_LAYERS, METRIC_STRINGS, call_options_of, catalog, kind_of_argument, signature_of
-from .errors import Diagnostic, InternalError, Source, SpecError, did_you_mean
+from .errors import Diagnostic, InternalError, Source, SpecError, did_you_mean, printable
 from .keras_env import import_keras
 from .text import SPECIALS
 from .plan import (PARALLEL, TEXT_DATASETS, DataPlan, DistributionPlan, InitPlan, InputNode, LayerNode, Obj, Origin, Plan,
@@ -47,11 +47,38 @@ _CONSTANTS = {"true": True, "false": False, "none": None, "True": True, "False":
 # largest allowed model takes about 2 s (benchmarks/scaling.py, linear in layers); Keras builds 10,000 without
 # trouble, in about 10 s, so the bound is about time, not a limit of Keras.
 MAX_LAYERS = 2_000
+# Layers that build several Keras layers inside count as more than one towards MAX_LAYERS, by what checking them costs
+# (`tests/test_spec_bounds.py` measures it, 300 of a kind: a dense layer 1.4 ms; attention 8.2, group-query attention
+# 6.4, bidirectional LSTM 8.9, a 3-D convolution 4.3, LSTM 2.5, GRU 2.8, time-distributed dense 2.3 ms). At 2,000
+# units a model of any one kind builds in under about 4 s on 2 cores, and `specc check` ends in under 10 s.
+# A wrapper counts as its own weight plus the layer it wraps (`bidirectional(lstm(...))`: 4 + 2).
+LAYER_WEIGHTS = {"MultiHeadAttention": 6, "GroupQueryAttention": 6, "Bidirectional": 4,
+                 "Conv3D": 3, "Conv3DTranspose": 3, "ConvLSTM1D": 3, "ConvLSTM2D": 3, "ConvLSTM3D": 3,
+                 "LSTM": 2, "GRU": 2, "SimpleRNN": 2, "RNN": 2, "EinsumDense": 2}
 MAX_REPEAT = 10_000  # the count of one `repeat`
 MAX_EXPANSION = 100_000  # block calls and `repeat` rounds in all (bodies without layers count too)
 MAX_NESTING = 64  # blocks, `repeat` and `parallel` inside one another, through block calls
 MAX_NUMBER = 2**63 - 1  # the largest whole number arithmetic may make, as in the parser
 MAX_ERRORS = 100  # errors reported for one file; checking stops at the next
+# A value (a `let` constant, an inline `x: [...]`, an argument) has at most this many elements and levels of nesting,
+# counted as it is built: a list may name earlier constants, so 28 short `let`s could otherwise stand for 2**28
+# numbers that every later step (checks, `emit`, the data stage) would walk or copy. A spec can write out about
+# 50,000 numbers (MAX_TOKENS); 20 times that leaves room to reuse a written row.
+MAX_VALUE_ELEMENTS = 1_000_000
+MAX_VALUE_DEPTH = 100  # as deep as the parser lets a spec write brackets (`syntax.MAX_DEPTH`), which every stage takes
+# The model's layer arguments summed over every layer once blocks and `repeat` are expanded (each layer's own are
+# bounded above): what `emit` writes out and `diff` compares.
+MAX_ARGUMENT_ELEMENTS = 4_000_000
+# Keras objects of the training settings, made at check time so that what their constructors refuse is a located
+# error before `specc run` creates anything (layers and their arguments are made when the model is built).
+TRAINING_KINDS = ("optimizer", "loss", "metric", "schedule")
+# Arguments of metrics that size their state, bounded before the metric is made: `AUC` builds a Python list of
+# `num_thresholds` floats in its constructor; `MeanIoU` keeps a `num_classes` x `num_classes` confusion matrix.
+STATE_ARGUMENTS = {"num_thresholds": 2**20, "num_classes": 2**14, "num_labels": 2**14}
+# Layer arguments that Keras reads as a file's path when given a string (`string_lookup`, `integer_lookup`,
+# `text_vectorization`: "an array ... or a string path to a text file"); no other `keras.layers` argument opens a file.
+FILE_ARGUMENTS = ("vocabulary",)
+MAX_VOCABULARY = 2**24  # tokens of a vocabulary specc trains (`vocab_size`): BERT has 30,522, GPT-4 about 100,000
 MAX_EXAMPLE_VALUES = 2**28  # values in one example of an input (1 GiB of float32): XLA aborts or memory runs out past it
 _OPS = {"+": operator.add, "-": operator.sub, "*": operator.mul, "/": operator.truediv,
         "//": operator.floordiv, "%": operator.mod}
@@ -118,6 +145,9 @@ class Checker:
         self.in_section: str | None = None  # the section being checked, whose own facts cannot be named there
         self.ready: set[str] = set()  # `data`, `train`: checked, so that their facts can be named
         self.facts_error: bool = False  # reading the data for its facts failed (reported once)
+        self.sizes: dict[int, tuple[Any, int, int]] = {}  # id -> (list or tuple, elements, depth): `sized`
+        self.argument_elements = 0  # of every layer's arguments so far (MAX_ARGUMENT_ELEMENTS)
+        self.layer_units = 0  # layers so far, each counted by its LAYER_WEIGHTS (MAX_LAYERS)
 
     # -- reporting ---------------------------------------------------------
 
@@ -177,9 +207,9 @@ class Checker:
                 return _CONSTANTS[e.id]
             return self.named(e.id, e.span, kind, what) if kind else e.id
         if isinstance(e, n.Tuple):
-            return tuple(self.value(i, env) for i in e.items)
+            return self.sized(tuple(self.value(i, env) for i in e.items), e)
         if isinstance(e, n.List):
-            return [self.value(i, env, kind, what) for i in e.items]
+            return self.sized([self.value(i, env, kind, what) for i in e.items], e)
         if isinstance(e, n.Neg):
             v = self.value(e.operand, env)
             if not isinstance(v, (int, float)) or isinstance(v, bool):
@@ -209,6 +239,40 @@ class Checker:
                 )
             return self.obj(e, env, kind)
         raise InternalError(f"unknown expression {e!r}")
+
+    def sized(self, v: list | tuple, e: n.Expr) -> list | tuple:
+        """A list or tuple just built, once its size is known to be within bounds. Its items are values built
+        before (each measured then), so the count is a sum however often a constant is named: nothing is walked."""
+        elements, depth = 0, 0
+        for item in v:
+            k, d = self.measure(item)
+            elements += k
+            depth = max(depth, d)
+        depth += 1
+        if elements > MAX_VALUE_ELEMENTS:
+            raise self.fail(f"this value is too large: {elements:,} elements once the constants it names are put in; "
+                            f"specc takes at most {MAX_VALUE_ELEMENTS:,} in one value", e.span,
+                            "a spec describes a network; put data in a file named in `data` (`file: \"data.npz\"`)")
+        if depth > MAX_VALUE_DEPTH:
+            raise self.fail(f"this value is nested too deeply: {depth} levels of lists and tuples once the constants it "
+                            f"names are put in; specc takes at most {MAX_VALUE_DEPTH}", e.span)
+        self.sizes[id(v)] = (v, elements, depth)
+        return v
+
+    def measure(self, v: Any) -> tuple[int, int]:
+        """(elements, levels of nesting) of a value; lists and tuples built by `value` were measured then."""
+        if isinstance(v, (list, tuple)):
+            known = self.sizes.get(id(v))
+            if known is not None and known[0] is v:
+                return known[1], known[2]
+            found = [self.measure(i) for i in v]  # a value from elsewhere (a fact): small, and measured once
+            size = (sum(k for k, _ in found), 1 + max((d for _, d in found), default=0))
+            self.sizes[id(v)] = (v, *size)
+            return size
+        if isinstance(v, Obj):
+            found = [self.measure(i) for i in v.kwargs.values()]
+            return 1 + sum(k for k, _ in found), max((d for _, d in found), default=0)
+        return 1, 0
 
     # -- constants and facts -------------------------------------------------
 
@@ -340,8 +404,43 @@ class Checker:
             raise self.fail(f"unknown {kind} `{call.func}`", call.name_span,
                             did_you_mean(call.func, cat.choices()) or _listing(kind, cat.choices()))
         cls = cat.get_class(cls_name)
-        kwargs = self.arguments(call, cls, env, f"{kind} `{call.func}`")
-        return Obj(kind=kind, module=cat.module_of(cls_name), cls=cls_name, kwargs=kwargs)
+        spans: dict[str, n.Span] = {}
+        kwargs = self.arguments(call, cls, env, f"{kind} `{call.func}`", spans)
+        made = Obj(kind=kind, module=cat.module_of(cls_name), cls=cls_name, kwargs=kwargs)
+        if kind in TRAINING_KINDS:
+            self.construct(made, call, spans, f"{kind} `{call.func}`")
+        return made
+
+    def construct(self, obj: Obj, call: n.Call, spans: dict[str, n.Span], what: str) -> Any:
+        """Make the Keras object of a training setting as `specc run` will, so that what Keras refuses (an integer
+        learning rate, a momentum above 1, two kinds of clipping) is an error of `check`, located on the argument it
+        is about. State that grows with an argument (a metric's confusion matrix or thresholds) is bounded first, and
+        a metric is made without allocating its variables."""
+        from .build import _keras_message, make_object, shapes_only
+
+        for key, bound in STATE_ARGUMENTS.items():
+            v = obj.kwargs.get(key)
+            if isinstance(v, int) and not isinstance(v, bool) and v > bound:
+                raise self.fail(f"`{key}` of {what} is {v:,}; specc takes at most {bound:,} (the metric keeps state "
+                                f"that grows with it)", spans.get(key, call.span))
+        try:
+            if obj.kind == "metric":
+                with shapes_only():
+                    made = make_object(obj)
+                    size = sum(math.prod(v.shape) for v in getattr(made, "variables", []))
+            else:
+                made, size = make_object(obj), 0
+        except Exception as err:  # noqa: BLE001 - the constructor's own validation, as `specc run` would meet it
+            message = _keras_message(err)
+            key = argument_named(message, spans)
+            value = obj.kwargs.get(key) if key else None
+            hint = (f"write it as a float: `{value}.0`" if isinstance(value, int) and not isinstance(value, bool)
+                    and "float" in message else None)
+            raise self.fail(f"invalid arguments for {what}: {message}", spans[key] if key else call.span, hint) from None
+        if size > MAX_EXAMPLE_VALUES:
+            raise self.fail(f"{what} would keep {size:,} values of state; specc takes at most {MAX_EXAMPLE_VALUES:,}",
+                            call.span)
+        return made
 
     def refuse_denied(self, call: n.Call) -> None:
         """Layers that run code or load files are not for specs: say so instead of "unknown layer"."""
@@ -378,9 +477,26 @@ class Checker:
         out: dict[str, Any] = {}
         for pname, (expr, span) in given.items():
             out[pname] = self.value(expr, env, kind_of_argument(pname), f"`{pname}`")
+            if pname == "name" and isinstance(out[pname], str):
+                self.check_name(out[pname], expr.span)
+            if pname in FILE_ARGUMENTS and isinstance(out[pname], str) and _is_layer_class(cls):
+                raise self.fail(f"`{pname}` of {what} is given a string, which Keras reads as the path of a file; a "
+                                "spec reads only the files its `data` section names", expr.span,
+                                f"give the {pname} inline as a list (`{pname}=[\"a\", \"b\"]`); to turn text into "
+                                "token ids learned from the data, use the `data` section's `tokenizer`")
             if spans is not None and span is not None:
                 spans[pname] = span
         return out
+
+    def check_name(self, name: str, span: n.Span | None) -> None:
+        """A name the spec gives a layer or Keras object (`name="..."`): Keras takes any string, but the name is
+        printed (summaries, logs, history columns) and written into files, so it holds no control characters."""
+        if not name:
+            raise self.fail("a name cannot be empty", span, "leave `name` out for an automatic one")
+        if printable(name, lines=False) != name:
+            shown = printable(name[:80], lines=False)
+            raise self.fail(f"the name `{shown}` holds a control or unprintable character", span,
+                            "names are printed and written into files: use letters, digits, `_` and `-`")
 
     # -- the model ---------------------------------------------------------
 
@@ -592,9 +708,19 @@ class Checker:
         if len(sources) > 1 and not _is_merge(cls_name):
             raise self.fail(f"layer `{call.func}` takes one input, but {len(sources)} tensors flow into it", call.name_span,
                             "merge them first: `[a, b] -> concatenate` (or add, multiply, average, ...)")
-        if len(self.layers) >= MAX_LAYERS:
-            raise self.limit(f"the model has more than {MAX_LAYERS:,} layers once blocks and `repeat` are expanded",
-                             call.span, "specc builds models of at most this many layers")
+        self.layer_units += _weight(cls_name, kwargs)
+        if self.layer_units > MAX_LAYERS:
+            heavy = {c: w for c, w in LAYER_WEIGHTS.items() if any(node.cls == c for node in self.layers) or c == cls_name}
+            counted = "; ".join(f"`{c}` counts as {w}" for c, w in heavy.items())
+            raise self.limit(f"the model has more than {MAX_LAYERS:,} layers once blocks and `repeat` are expanded"
+                             + (f" ({counted}: it builds several Keras layers)" if heavy else ""),
+                             call.span, "specc builds models of at most this many layers, so that checking one takes "
+                             "seconds")
+        self.argument_elements += sum(self.measure(v)[0] for v in (*kwargs.values(), *call_kwargs.values()))
+        if self.argument_elements > MAX_ARGUMENT_ELEMENTS:
+            raise self.limit(f"the model's layer arguments hold more than {MAX_ARGUMENT_ELEMENTS:,} values in all once "
+                             "blocks and `repeat` are expanded", call.span,
+                             "a large list given to many layers is copied into each; give it to fewer layers")
         origin = self.origin(call.span).model_copy(update={"args": spans})
         self.layers.append(LayerNode(name=name, cls=cls_name, kwargs=kwargs, inputs=sources, call_kwargs=call_kwargs,
                                      origin=origin))
@@ -733,6 +859,10 @@ class Checker:
             if key in first and v is not None:
                 self.train_given[key] = v
         stop = plan.get("early_stopping")
+        if stop is not None and ("metrics" in plan or "metrics" not in given):  # else the metrics' error says enough
+            e = given["early_stopping"].value
+            at = next((k.span for k in e.kwargs if k.name == "monitor"), e.span) if isinstance(e, n.Call) else e.span
+            self.guarded(self.check_monitor, stop, plan.get("metrics") or [], at)
         if stop is not None and "monitor" not in stop.kwargs and not plan.get("validation_split"):
             # Keras watches `val_loss` by default, and silently never stops without a validation split.
             plan["early_stopping"] = stop.model_copy(update={"kwargs": {**stop.kwargs, "monitor": "loss"}})
@@ -753,8 +883,13 @@ class Checker:
         if key == "early_stopping":
             if isinstance(e, n.Call) and e.func == "early_stopping":
                 cls = import_keras().callbacks.EarlyStopping
-                return Obj(kind="callback", module="keras.callbacks", cls="EarlyStopping",
-                           kwargs=self.arguments(e, cls, {}, "`early_stopping`"))
+                spans: dict[str, n.Span] = {}
+                kwargs = self.arguments(e, cls, {}, "`early_stopping`", spans)
+                for key, v in kwargs.items():  # Keras takes these at construction and fails on them in `fit`
+                    self.early_stopping_value(key, v, spans.get(key, e.span))
+                made = Obj(kind="callback", module="keras.callbacks", cls="EarlyStopping", kwargs=kwargs)
+                self.construct(made, e, spans, "`early_stopping`")
+                return made
             v = self.value(e, {})
             if isinstance(v, int) and not isinstance(v, bool) and v >= 0:
                 return Obj(kind="callback", module="keras.callbacks", cls="EarlyStopping", kwargs={"patience": v})
@@ -776,6 +911,50 @@ class Checker:
                 raise self.fail(f"`shuffle` is `true` or `false`, got {_show(v)}", e.span)
             return v
         raise InternalError(f"no check for setting {key!r}")
+
+    def early_stopping_value(self, key: str, v: Any, span: n.Span | None) -> None:
+        """An argument of `early_stopping(...)` of the type Keras needs: it takes any value when made, and fails on a
+        wrong one at the end of the first epoch (`min_delta="x"`) or silently changes it (`mode=maximum`)."""
+        number = isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+        whole = isinstance(v, int) and not isinstance(v, bool) and v >= 0
+        wanted = {"monitor": ("the name of a logged value, e.g. `val_loss`", isinstance(v, str)),
+                  "min_delta": ("a number", number),
+                  "patience": ("a whole number of epochs >= 0", whole),
+                  "start_from_epoch": ("a whole number of epochs >= 0", whole),
+                  "verbose": ("`0` or `1`", v in (0, 1) and not isinstance(v, bool)),
+                  "mode": ("`auto`, `min` or `max`", v in ("auto", "min", "max")),
+                  "baseline": ("a number or `none`", v is None or number),
+                  "restore_best_weights": ("`true` or `false`", isinstance(v, bool))}
+        if key in wanted and not wanted[key][1]:
+            raise self.fail(f"`{key}` of `early_stopping` is {wanted[key][0]}, got {_show(v)}", span)
+
+    def check_monitor(self, stop: Obj, metrics: list, span: n.Span | None) -> None:
+        """In `mode: auto` Keras infers whether the monitored value should go up or down from the loss or a compiled
+        metric of that name, and fails at the end of the first epoch when there is none: found here instead."""
+        outputs = [o for m in self.spec.models[:1] for st in m.body if isinstance(st, n.Output) for o in st.names]
+        if stop.kwargs.get("mode", "auto") != "auto" or len(outputs) > 1:  # several outputs: metrics per output
+            return
+        monitor = stop.kwargs.get("monitor", "val_loss")
+        name = monitor.removeprefix("val_")
+        if name == "loss":
+            return
+        names: list[str] = []
+        for m in metrics:
+            if isinstance(m, str):
+                names.append(m)
+            elif isinstance(m, Obj):
+                from .build import make_object, shapes_only
+
+                with shapes_only():
+                    made = make_object(m)
+                if hasattr(made, "_direction"):
+                    names.append(made.name)
+        if name not in names:
+            raise self.fail(f"`early_stopping` watches `{monitor}`, but Keras can tell whether it should go up or "
+                            "down only for the loss and the metrics of `train.metrics` "
+                            f"({', '.join(f'`{m}`' for m in ['loss', *names])})", span,
+                            "watch one of them (`val_` + its name for the validation value), or give the direction: "
+                            "`mode=max` or `mode=min`")
 
     def fraction(self, v: Any, e: n.Expr, key: str) -> float:
         if not isinstance(v, (int, float)) or isinstance(v, bool) or not 0 <= v < 1:
@@ -860,8 +1039,10 @@ class Checker:
                                 "per class", e.span)
             return v
         if key == "image_size":
-            if not (isinstance(v, tuple) and len(v) == 2 and all(isinstance(d, int) and d > 0 for d in v)):
+            if not (isinstance(v, tuple) and len(v) == 2 and all(isinstance(d, int) and not isinstance(d, bool)
+                                                               and d > 0 for d in v)):
                 raise self.fail("`image_size` is (height, width), e.g. `image_size: (32, 32)`", e.span)
+            self.per_example(v[0] * v[1] * 3, f"images of {v[0]:,} x {v[1]:,} pixels in 3 colours", e.span)
             return v
         if key == "columns":
             if not isinstance(v, list) or not v or not all(isinstance(i, str) for i in v):
@@ -876,7 +1057,9 @@ class Checker:
                 raise self.fail("`text` is the name of the column holding the text, e.g. `text: sentence`", e.span)
             return v
         if key == "sequence_length":
-            return self.whole(v, e, key, minimum=1)
+            v = self.whole(v, e, key, minimum=1)
+            self.per_example(v, f"examples of {v:,} tokens", e.span)
+            return v
         if key == "tokenizer":
             if isinstance(e, n.Str):
                 return {"path": v}
@@ -891,6 +1074,9 @@ class Checker:
             size = options.get("vocab_size")
             if size is not None:  # at least the special ids and one token
                 size = self.whole(size, e, "vocab_size", minimum=len(SPECIALS) + 1)
+                if size > MAX_VOCABULARY:
+                    raise self.fail(f"`vocab_size` is {size:,}; specc trains vocabularies of at most {MAX_VOCABULARY:,} "
+                                    "tokens", e.span)
             return {"kind": call.func, "vocab_size": size}
         if key == "task":
             call = e if isinstance(e, n.Call) else n.Call(func=str(v), span=e.span, name_span=e.span)
@@ -935,14 +1121,44 @@ class Checker:
         if key == "reshape":
             if isinstance(v, int) and not isinstance(v, bool):
                 v = (v,)
-            if not isinstance(v, tuple) or not all(isinstance(d, int) and d > 0 for d in v):
+            if not isinstance(v, tuple) or not all(isinstance(d, int) and not isinstance(d, bool) and d > 0 for d in v):
                 raise self.fail("`reshape` is a shape per example, e.g. `reshape: (28, 28, 1)`", e.span)
+            self.per_example(math.prod(v), f"examples of shape {v}", e.span)
             return v
         if key == "one_hot":
             if isinstance(v, bool) or (isinstance(v, int) and v > 1):
+                if not isinstance(v, bool):  # the labels become `v` values each
+                    self.per_example(v, f"one-hot labels of {v:,} classes", e.span)
                 return v
             raise self.fail("`one_hot` is `true` (classes counted from the labels) or the number of classes", e.span)
         raise InternalError(f"no check for setting {key!r}")
+
+    def per_example(self, values: int, what: str, span: n.Span | None) -> None:
+        """A data setting that sizes each example (or label): within the bound on values per example."""
+        if values > MAX_EXAMPLE_VALUES:
+            raise self.fail(f"{what} make {values:,} values per example; specc builds at most {MAX_EXAMPLE_VALUES:,} "
+                            "(2**28)", span)
+
+    def check_data_fits(self, data: DataPlan, inputs: list[InputNode]) -> None:
+        """The sizes the `data` section sets (`image_size`, `sequence_length`) against the one input they feed, where
+        both are known: found here rather than after the data was read (or the images resized) at run time."""
+        if len(inputs) != 1 or data.reshape is not None or data.flatten:
+            return
+        inp = inputs[0]
+        want = [d for d in inp.shape if d != 1]
+        if data.image_size is not None and len(inp.shape) == 3 and None not in inp.shape[:2] \
+                and tuple(inp.shape[:2]) != tuple(data.image_size):
+            h, w = data.image_size
+            self.fail(f"`image_size: ({h}, {w})` makes images of {h} x {w} pixels, but input `{inp.name}` takes "
+                      f"{inp.shape[0]} x {inp.shape[1]}: its shape is {_shape_text(inp.shape)}", data.span("image_size"),
+                      f"make them agree: `image_size: ({inp.shape[0]}, {inp.shape[1]})`, or "
+                      f"`input {inp.name}: ({h}, {w}, {inp.shape[2]})`")
+        length = data.sequence_length
+        if length is not None and data.is_text and None not in want and want != [d for d in (length,) if d != 1]:
+            self.fail(f"`sequence_length: {length}` makes examples of {length} tokens, but input `{inp.name}` takes "
+                      f"{_shape_text(inp.shape)}", data.span("sequence_length"),
+                      f"make them agree: `sequence_length: {math.prod(want)}`, or `input {inp.name}: ({length},) int32`"
+                      if len(want) == 1 else f"declare the input as `input {inp.name}: ({length},) int32`")
 
     def options(self, call: n.Call, defaults: dict[str, Any]) -> dict[str, Any]:
         """The keyword (or positional) options of a specc call such as `wordpiece(vocab_size=8000)`."""
@@ -1137,14 +1353,47 @@ def _fields_default(model, key: str) -> Any:
     return model.model_fields[key].default
 
 
-def _show(v: Any) -> str:
+def _show(v: Any, width: int = 80) -> str:
+    """A value quoted in a message: at most about `width` characters of it (a prefix and `...`), however large."""
     if isinstance(v, str):
-        return f"`{v}`"
+        return f"`{v if len(v) <= width else v[:width] + '...'}`"
     if isinstance(v, bool):
         return "`true`" if v else "`false`"
     if v is None:
         return "`none`"
-    return f"`{v!r}`"
+    return f"`{brief(v, width)}`"
+
+
+def brief(v: Any, width: int = 80) -> str:
+    """`repr(v)` cut after about `width` characters, without making the whole of it (a value may be large)."""
+    out: list[str] = []
+    used = 0
+
+    def put(text: str) -> bool:
+        nonlocal used
+        out.append(text)
+        used += len(text)
+        return used <= width
+
+    def walk(x: Any, depth: int) -> bool:
+        if isinstance(x, (list, tuple)):
+            if depth > MAX_VALUE_DEPTH:
+                return put("...") and False
+            if not put("[" if isinstance(x, list) else "("):
+                return False
+            for i, item in enumerate(x):
+                if (i and not put(", ")) or not walk(item, depth + 1):
+                    return False
+            return put(("," if isinstance(x, tuple) and len(x) == 1 else "") + ("]" if isinstance(x, list) else ")"))
+        return put(repr(x)[:width + 1])
+
+    whole = walk(v, 0)
+    text = "".join(out)
+    return text if whole else text[:width] + " ..."
+
+
+def _shape_text(shape: tuple) -> str:
+    return "(" + ", ".join("none" if d is None else str(d) for d in shape) + ("," if len(shape) == 1 else "") + ")"
 
 
 def _numeric(v: Any) -> bool:
@@ -1166,6 +1415,26 @@ def _shape_of(v: Any) -> tuple[int, ...] | None:
 def _listing(kind: str, choices: list[str]) -> str:
     shown = ", ".join(choices[:12])
     return f"known {kind}s include: {shown}{', ...' if len(choices) > 12 else ''}"
+
+
+def argument_named(message: str, names) -> str | None:
+    """Which of these argument names a Keras error message is about, if it names one."""
+    import re
+
+    for arg in names:
+        if re.search(rf"`{arg}`|\b{arg}=|argument {arg}\b|'{arg}'", message):
+            return arg
+    return None
+
+
+def _weight(cls_name: str, kwargs: dict[str, Any]) -> int:
+    """What a layer counts towards MAX_LAYERS: its LAYER_WEIGHTS, with the layers it wraps."""
+    inner = [v for v in kwargs.values() if isinstance(v, Obj) and v.kind == "layer"]
+    return LAYER_WEIGHTS.get(cls_name, 1) + sum(_weight(o.cls, o.kwargs) for o in inner)
+
+
+def _is_layer_class(cls: Any) -> bool:
+    return isinstance(cls, type) and issubclass(cls, import_keras().layers.Layer)
 
 
 def _is_merge(cls_name: str) -> bool:
@@ -1231,6 +1500,8 @@ def _check_spec(spec: n.Spec, source: Source | None) -> Plan:
         ck.fail("k-fold cross-validation (`validation: kfold(...)`) runs on one device; it cannot be combined with "
                 "`parallel`", distribution.span("parallel"), "remove `parallel` from the `device` section, or "
                 "`validation` from `train`")
+    if data is not None and model is not None:
+        ck.guarded(ck.check_data_fits, data, model[1])
     if ck.errors:
         unique = {(d.span.line, d.span.col, d.message) if d.span else (0, 0, d.message): d for d in reversed(ck.errors)}
         raise SpecError(sorted(unique.values(), key=lambda d: (d.span.line, d.span.col) if d.span else (0, 0)))
