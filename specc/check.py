@@ -710,7 +710,8 @@ class Checker:
                             "merge them first: `[a, b] -> concatenate` (or add, multiply, average, ...)")
         self.layer_units += _weight(cls_name, kwargs)
         if self.layer_units > MAX_LAYERS:
-            heavy = {c: w for c, w in LAYER_WEIGHTS.items() if any(node.cls == c for node in self.layers) or c == cls_name}
+            used = {c for node in self.layers for c in _classes(node.cls, node.kwargs)} | set(_classes(cls_name, kwargs))
+            heavy = {c: w for c, w in LAYER_WEIGHTS.items() if c in used}
             counted = "; ".join(f"`{c}` counts as {w}" for c, w in heavy.items())
             raise self.limit(f"the model has more than {MAX_LAYERS:,} layers once blocks and `repeat` are expanded"
                              + (f" ({counted}: it builds several Keras layers)" if heavy else ""),
@@ -1429,8 +1430,15 @@ def argument_named(message: str, names) -> str | None:
 
 def _weight(cls_name: str, kwargs: dict[str, Any]) -> int:
     """What a layer counts towards MAX_LAYERS: its LAYER_WEIGHTS, with the layers it wraps."""
-    inner = [v for v in kwargs.values() if isinstance(v, Obj) and v.kind == "layer"]
-    return LAYER_WEIGHTS.get(cls_name, 1) + sum(_weight(o.cls, o.kwargs) for o in inner)
+    return sum(LAYER_WEIGHTS.get(c, 1) for c in _classes(cls_name, kwargs))
+
+
+def _classes(cls_name: str, kwargs: dict[str, Any]):
+    """A layer's class and those of the layers it wraps."""
+    yield cls_name
+    for v in kwargs.values():
+        if isinstance(v, Obj) and v.kind == "layer":
+            yield from _classes(v.cls, v.kwargs)
 
 
 def _is_layer_class(cls: Any) -> bool:
