@@ -153,9 +153,10 @@ def read_checkpoint(path: Path, meta_only: bool = False, hint: str | None = None
     if not path.is_file():
         raise wrong("not a regular file" if path.exists() else "no such file")
     try:
-        with np.load(path, allow_pickle=False) as z:
-            if not hasattr(z, "files"):
-                raise wrong("a single .npy array, not an .npz archive")
+        loaded = np.load(path, allow_pickle=False)
+        if not hasattr(loaded, "files"):
+            raise wrong("a single .npy array, not an .npz archive")
+        with loaded as z:
             names = list(z.files)
             if "meta" not in names:
                 raise wrong("it has no `meta` entry")

@@ -259,22 +259,27 @@ def cmd_run(args) -> int:
     initialize_processes(args.coordinator, args.num_processes, args.process_id)
     if args.file is None and args.resume is None:
         raise UsageError(Diagnostic("`specc run` needs a spec FILE (or `--resume RUN_DIR`)", file="specc run"))
-    spec = load(args.file or Path(args.resume) / "spec.model")
-    plan = spec.plan
-    if args.init:
-        from .plan import InitPlan
+    from .runner import claim_run_dir, resumable
 
-        # A path given on the command line is relative to the working directory, not to the spec.
-        source = str(Path(args.init).resolve())
-        init = plan.init.model_copy(update={"source": source}) if plan.init else InitPlan(**{"from": source})
-        plan = plan.model_copy(update={"init": init})
-    from .distribute import is_primary
-    from .lint import lint_report
-    from .runner import claim_run_dir
-
-    # The run directory is claimed (locked, and refused when it is not free) before lint reads any data.
-    claimed = claim_run_dir(args.out, plan.file, args.force, args.resume)
+    # The run directory is claimed (locked, and refused when it is not free) before data is read, even for lint.
+    claimed = claim_run_dir(args.out, args.file or "", args.force, args.resume) if args.resume else None
     try:
+        if args.resume:
+            resumable(Path(args.resume), args.out)  # a run that resuming can finish, before its spec is read
+        spec = load(args.file or Path(args.resume) / "spec.model")
+        plan = spec.plan
+        if args.init:
+            from .plan import InitPlan
+
+            # A path given on the command line is relative to the working directory, not to the spec.
+            source = str(Path(args.init).resolve())
+            init = plan.init.model_copy(update={"source": source}) if plan.init else InitPlan(**{"from": source})
+            plan = plan.model_copy(update={"init": init})
+        if claimed is None and not args.resume:
+            claimed = claim_run_dir(args.out, plan.file, args.force)
+        from .distribute import is_primary
+        from .lint import lint_report
+
         try:  # the lint warnings first: they are not fatal, and training may take hours
             found = lint_report(plan, epochs=args.epochs, limit=args.limit).diagnostics if is_primary() else []
         except UserError:

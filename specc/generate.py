@@ -26,7 +26,7 @@ def generate_text(run_dir: str | Path, prompt: str, tokens: int, temperature: fl
     for name in ("model.keras", "tokenizer.json"):
         if not (run / name).is_file():
             raise UsageError(Diagnostic(
-                f"not a finished run of a text model: it has no {name}", file=str(run),
+                f"this is not a finished run of a text model: it has no {name}", file=str(run),
                 hint="train one first, e.g. `specc run specs/shakespeare_gpt.model --out runs/gpt`"))
     if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) or not math.isfinite(temperature) \
             or temperature < 0:

@@ -83,11 +83,9 @@ def claim_run_dir(out: str | Path | None, spec_file: str, force: bool = False,
     return claim_out(out, spec_file, force)
 
 
-def _open_resume(plan: Plan, run_dir: Path, out, epochs: int | None, limit: int | None) -> tuple[Plan, dict, dict, dict]:
-    """Check that `run_dir` holds an unfinished run of this very spec; returns the plan as the run started
-    it (its folder for relative paths, its `init`), its `run.json`, and its checkpoint's meta and arrays."""
-    from .checkpoint import read_checkpoint
-
+def resumable(run_dir: Path, out=None) -> dict[str, Any]:
+    """Check that `run_dir` holds an unfinished run that resuming can finish (before its spec is even read);
+    returns its `run.json`. `out`: the `--out` given with `--resume`, if any."""
     def refuse(message: str, hint: str | None = None):
         return UsageError(Diagnostic(message, file=str(run_dir), hint=hint))
 
@@ -110,6 +108,18 @@ def _open_resume(plan: Plan, run_dir: Path, out, epochs: int | None, limit: int 
         raise refuse(f"this run diverged ({_diverged(info)}); resuming it would diverge again",
                      f"start a new run from its last good weights with a lower learning rate: "
                      f"`specc run SPEC --init {run_dir} --out NEW_DIR`")
+    return info
+
+
+def _open_resume(plan: Plan, run_dir: Path, out, epochs: int | None, limit: int | None) -> tuple[Plan, dict, dict, dict]:
+    """Check that `run_dir` holds an unfinished run of this very spec; returns the plan as the run started
+    it (its folder for relative paths, its `init`), its `run.json`, and its checkpoint's meta and arrays."""
+    from .checkpoint import read_checkpoint
+
+    def refuse(message: str, hint: str | None = None):
+        return UsageError(Diagnostic(message, file=str(run_dir), hint=hint))
+
+    info = resumable(run_dir, out)
     meta, arrays = read_checkpoint(run_dir / CHECKPOINT,
                                    hint=f"the run cannot be resumed; start it again with `specc run SPEC --out {run_dir} --force`")
     here = spec_hash(plan)
@@ -135,39 +145,10 @@ def _open_resume(plan: Plan, run_dir: Path, out, epochs: int | None, limit: int 
 
 
 def _check_labels(plan: Plan, model, data: Dataset) -> None:
-    """Class labels must fit the loss: whole numbers indexing the model's outputs for a sparse categorical loss,
-    0..1 for binary cross-entropy; never NaN."""
-    loss = plan.train.loss if plan.train else None
-    if isinstance(loss, list) or isinstance(data.y_train, dict) or len(model.outputs) != 1:
-        return
-    cls = loss.cls if isinstance(loss, Obj) else catalog("loss").class_name(str(loss))
-    if cls not in ("SparseCategoricalCrossentropy", "BinaryCrossentropy", "BinaryFocalCrossentropy"):
-        return
-    classes = model.outputs[0].shape[-1]
-    for split, y in (("training", data.y_train), ("test", data.y_test)):
-        if y is None or not len(y) or y.dtype.kind not in "iuf":
-            continue
-        source = data_source(plan, data, "test" if split == "test" else "training")
+    """Class labels must fit the loss (`specc.labels`, which `specc eval` uses too)."""
+    from .labels import check_labels
 
-        def wrong(message: str, hint: str) -> DataError:
-            return DataError(plan.diag(message, plan.train.span("loss"), hint))  # type: ignore[union-attr]
-
-        lo, hi = float(np.min(y)), float(np.max(y))
-        if math.isnan(lo) or math.isnan(hi):
-            raise wrong(f"{split} labels from {source} include NaN", "remove those examples or fill in their labels")
-        if cls != "SparseCategoricalCrossentropy":
-            if lo < 0 or hi > 1:
-                raise wrong(f"{split} labels from {source} run from {lo:g} to {hi:g}, but {cls} needs labels in 0..1",
-                            "use 0 and 1 for the two classes, or `sparse_categorical_crossentropy` for more classes")
-            continue
-        if lo < 0 or hi >= classes:
-            raise wrong(f"{split} labels run from {lo:g} to {hi:g}, but the model has {classes} outputs (classes 0..{classes - 1})",
-                        f"the labels come from {source}: make the last layer as wide as the number of classes")
-        if y.dtype.kind == "f" and not np.array_equal(y, np.floor(y)):
-            odd = y[y != np.floor(y)].flat[0]
-            raise wrong(f"{split} labels from {source} include {odd:g}, which is not a class number: "
-                        f"{cls} needs whole numbers 0..{classes - 1}",
-                        "round or encode the labels as class numbers, or use a loss for real-valued targets (`mse`)")
+    check_labels(plan, model, data)
 
 
 def compile_model(plan: Plan, model, weighted: bool = False, examples: int | None = None) -> dict[str, Any]:
@@ -341,7 +322,8 @@ def run_plan(plan: Plan, out: str | Path | None = None, epochs: int | None = Non
         try:
             return _run_plan(plan, run, out_dir, epochs, limit, verbose, resume, callbacks)
         except KeyboardInterrupt:
-            print(f"specc: interrupted; {_how_to_go_on(out_dir, plan, run)}", file=sys.stderr, flush=True)
+            kept, action = _how_to_go_on(out_dir, plan, run)
+            print(f"specc: interrupted; {kept}" + (f"; {action}" if action else ""), file=sys.stderr, flush=True)
             raise
         except OSError as err:  # a full disk, a quota, a read-only or vanished folder
             raise _failed_write(err, out_dir, plan, run) from None
@@ -350,16 +332,16 @@ def run_plan(plan: Plan, out: str | Path | None = None, epochs: int | None = Non
             run.release()
 
 
-def _how_to_go_on(out_dir: Path, plan: Plan, run: RunDir | None) -> str:
-    """What a run that stopped left, and the command that goes on from there."""
-    if (out_dir / CHECKPOINT).exists() and not (out_dir / "metrics.json").exists():
-        return f"{_kept(out_dir)}; continue with `specc run --resume {out_dir}`"
+def _how_to_go_on(out_dir: Path, plan: Plan, run: RunDir | None) -> tuple[str, str]:
+    """What a run that stopped left, and what goes on from there (a command, or "" when nothing is left to do)."""
     if (out_dir / "metrics.json").exists():
-        return f"the run in {out_dir} is finished"
-    if run is not None and run.created and out_dir.is_dir() and not any(out_dir.iterdir()):
-        return f"nothing was written (the new folder {out_dir} is removed)"
+        return f"the run in {out_dir} is finished", ""
     spec = "SPEC" if plan.file.startswith("<") else plan.file
-    return f"{_kept(out_dir)}; no epoch was saved: start again with `specc run {spec} --out {out_dir}`"
+    if (out_dir / CHECKPOINT).exists():
+        return _kept(out_dir), f"continue with `specc run --resume {out_dir}`"
+    if run is not None and run.created and out_dir.is_dir() and not any(out_dir.iterdir()):
+        return f"nothing was written (the new folder {out_dir} is removed)", f"start again with `specc run {spec}`"
+    return _kept(out_dir), f"start again with `specc run {spec} --out {out_dir}` (no epoch was saved)"
 
 
 def _failed_write(err: OSError, out_dir: Path, plan: Plan, run: RunDir | None) -> DataError:
@@ -376,8 +358,9 @@ def _failed_write(err: OSError, out_dir: Path, plan: Plan, run: RunDir | None) -
     except OSError:
         inside = False
     message = f"could not write {Path(name).name}: {why}" if inside else f"{why}" + (f" ({name})" if name else "")
-    go_on = _how_to_go_on(out_dir, plan, run)
-    return DataError(Diagnostic(message, file=name or str(out_dir), hint=f"{fix}: {go_on}" if "`" in go_on else go_on))
+    kept, action = _how_to_go_on(out_dir, plan, run)
+    return DataError(Diagnostic(f"{message}; {kept}", file=name or str(out_dir),
+                                hint=f"{fix}, {action}" if action else None))
 
 
 def _run_plan(plan: Plan, run: RunDir | None, out_dir: Path, epochs: int | None, limit: int | None, verbose,
