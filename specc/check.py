@@ -428,8 +428,9 @@ class Checker:
                 with shapes_only():
                     made = make_object(obj)
                     size = sum(math.prod(v.shape) for v in getattr(made, "variables", []))
-            else:
-                made, size = make_object(obj), 0
+            else:  # an optimizer makes its step counter: real variables, even where `diff` or `graph` build shapes only
+                with _stateful():
+                    made, size = make_object(obj), 0
         except Exception as err:  # noqa: BLE001 - the constructor's own validation, as `specc run` would meet it
             message = _keras_message(err)
             key = argument_named(message, spans)
@@ -1439,6 +1440,19 @@ def _classes(cls_name: str, kwargs: dict[str, Any]):
     for v in kwargs.values():
         if isinstance(v, Obj) and v.kind == "layer":
             yield from _classes(v.cls, v.kwargs)
+
+
+@contextlib.contextmanager
+def _stateful():
+    """Outside Keras's stateless scope (`build.shapes_only`) for a moment, in which an optimizer cannot be made."""
+    from keras.src.backend.common import global_state
+
+    scope = global_state.get_global_attribute("stateless_scope")
+    global_state.set_global_attribute("stateless_scope", None)
+    try:
+        yield
+    finally:
+        global_state.set_global_attribute("stateless_scope", scope)
 
 
 def _is_layer_class(cls: Any) -> bool:
