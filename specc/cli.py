@@ -8,6 +8,7 @@ Exit codes (also in the README and `specc --help`):
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import math
 import sys
@@ -336,6 +337,13 @@ def _command(name: str):
     return getattr(importlib.import_module(f".{module}", __package__), f"cmd_{name}")
 
 
+#: OS errors that say what the machine refused (space, permissions, limits), not what specc got wrong; any
+#: other exception, a `FileNotFoundError` included, is reported as the bug it is.
+_ENVIRONMENT_ERRNOS = frozenset(getattr(errno, name) for name in (
+    "ENOSPC", "EDQUOT", "EROFS", "EACCES", "EPERM", "EIO", "EFBIG", "EMFILE", "ENFILE", "ENAMETOOLONG", "ENOMEM")
+    if hasattr(errno, name))
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = make_parser()
     args = parser.parse_args(argv)
@@ -351,7 +359,7 @@ def main(argv: list[str] | None = None) -> int:
         print("specc: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
     except Exception as err:  # noqa: BLE001 - anything else is our bug, never the user's
-        if isinstance(err, OSError) and err.errno is not None:  # the environment: a full disk, no permission
+        if isinstance(err, OSError) and err.errno in _ENVIRONMENT_ERRNOS:  # a full disk, no permission: not a bug
             from .errors import printable
 
             where = printable(str(err.filename), lines=False) if err.filename else "specc"
