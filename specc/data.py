@@ -11,9 +11,7 @@ from __future__ import annotations
 import csv
 import gzip
 import hashlib
-import io
 import os
-import tarfile
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -21,7 +19,9 @@ from typing import Any
 import numpy as np
 
 from .cache import cache_dir
-from .errors import DataError, Diagnostic, did_you_mean
+from .datafiles import (MAX_DATA_BYTES, DecodedBudget, bad, decode_image, read_image_file, read_npz, size_text,
+                        tar_image_members)
+from .errors import DataError, Diagnostic, did_you_mean, printable
 from .plan import DataPlan, Plan
 
 CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
@@ -84,17 +84,25 @@ TABLE_SUFFIXES = (".csv", ".tsv", ".data")  # delimited text, read by `_load_tab
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp")
 
 
-def _image_members(path: Path):
-    """(relative path parts, read()) for every image file in a folder or a tar of one."""
+def _image_members(path: Path, size: tuple[int, int] | None):
+    """(relative path parts, decoded RGB image) for every image file in a folder or a tar of one, each checked
+    by `specc.datafiles` (bounded, a damaged file a DataError naming it), the decoded total bounded too."""
+    budget = DecodedBudget(path)
     if path.is_dir():
         for f in sorted(path.rglob("*")):
             if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES:
-                yield f.relative_to(path).parts, f.read_bytes
+                parts = f.relative_to(path).parts
+                if len(parts) >= 2:
+                    image = read_image_file(f, "RGB", size)
+                    budget.add(image)
+                    yield parts, image
         return
-    with tarfile.open(path, "r:*") as tar:
-        for member in tar:
-            if member.isfile() and Path(member.name).suffix.lower() in IMAGE_SUFFIXES:
-                yield Path(member.name).parts, tar.extractfile(member).read  # type: ignore[union-attr]
+    for name, raw in tar_image_members(path, IMAGE_SUFFIXES):
+        parts = Path(name).parts
+        if len(parts) >= 2:
+            image = decode_image(raw, path, name, "RGB", size)
+            budget.add(image)
+            yield parts, image
 
 
 def load_image_tree(path: Path, size: tuple[int, int] | None = None, cache_name: str = "images") -> Dataset:
@@ -109,19 +117,11 @@ def load_image_tree(path: Path, size: tuple[int, int] | None = None, cache_name:
             test = "x_test" in z.files
             return Dataset(z["x_train"], z["y_train"], z["x_test"] if test else None, z["y_test"] if test else None,
                            origin=str(path), classes=[str(c) for c in z["classes"]])
-    from PIL import Image
-
     found: dict[str, list[tuple[str, str, np.ndarray]]] = {}
-    for parts, read in _image_members(path):
-        if len(parts) < 2:  # an image outside any class folder
-            continue
+    for parts, image in _image_members(path, size):  # images outside any class folder are left out
         split_at = next((i for i, p in enumerate(parts[:-2]) if p in ("train", "test")), None)
         split = parts[split_at] if split_at is not None else "train"
-        with Image.open(io.BytesIO(read())) as im:
-            im = im.convert("RGB")
-            if size:
-                im = im.resize((size[1], size[0]))
-            found.setdefault(split, []).append((parts[-2], "/".join(parts), np.asarray(im, dtype=np.uint8)))
+        found.setdefault(split, []).append((parts[-2], "/".join(parts), image))
     if not found.get("train"):
         raise DataError(Diagnostic(f"{path} holds no images in `<class>/<file>` or `train/<class>/<file>` folders"))
     classes = sorted({c for items in found.values() for c, _, _ in items})
@@ -172,8 +172,18 @@ def _load_text_dataset(name: str, folder: Path) -> Dataset | None:
     splits = []
     for path in (train, dev):
         header, rows = read_table(path, "\t")
+        if "sentence" not in header or "label" not in header:
+            raise bad(path, f"expected the columns `sentence` and `label`, found: "
+                            f"{printable(', '.join(header)[:200], lines=False)}")
         sentence, label = header.index("sentence"), header.index("label")
-        splits += [_texts([r[sentence].strip() for r in rows]), np.array([int(r[label]) for r in rows], dtype=np.int32)]
+        labels = np.zeros(len(rows), dtype=np.int32)
+        for k, r in enumerate(rows):
+            try:
+                labels[k] = int(r[label])
+            except (ValueError, OverflowError):
+                raise bad(path, f"row {k + 1}: the label {printable(repr(r[label])[:80], lines=False)} is not a class "
+                                "number") from None
+        splits += [_texts([r[sentence].strip() for r in rows]), labels]
     return Dataset(*splits, origin=str(folder))
 
 
@@ -257,33 +267,66 @@ class _Located:
         origin = self.origins.get(key)
         return DataError(self.plan.diag(message, origin.span if origin else None, hint))
 
+    def located(self, key: str, err: DataError) -> DataError:
+        """A `specc.datafiles` error about a file (it names the file) pointed at setting `key` of the spec."""
+        return self.error(key, file_message(err), err.hint)
+
+
+def file_message(err: DataError) -> str:
+    """The message of a DataError about a file, led by the file's name (when it names one)."""
+    file = err.first.file
+    return err.message if not file or file.startswith("<") or file in err.message else f"{file}: {err.message}"
+
 
 def _data_file(plan: Plan, key: str, where: _Located) -> Path:
     """The existing file that setting `key` (`file` or `test_file`) names."""
     path = plan.path(getattr(plan.data, key))
     if not path.is_file():
-        raise where.error(key, f"data file not found: {path}")
+        raise where.error(key, f"data file not found: {path}" if not path.exists() else
+                          f"{printable(str(path), lines=False)} is not a regular file (a folder, a pipe or a device)")
+    if path.stat().st_size > MAX_DATA_BYTES:
+        raise where.error(key, f"{path} holds {size_text(path.stat().st_size)}, more than the {size_text(MAX_DATA_BYTES)} "
+                          "specc reads from one data file (MAX_DATA_BYTES)", "split the data into smaller files")
     return path
 
 
 def _load_npz(plan: Plan, key: str, where: _Located) -> dict[str, np.ndarray]:
     path = _data_file(plan, key, where)
-    if path.stat().st_size == 0:
-        raise where.error(key, f"{path} is empty (0 bytes)")
     try:
-        with np.load(path, allow_pickle=False) as z:  # never unpickle: a data file cannot run code
-            return {k: z[k] for k in z.files}
-    except Exception as err:  # noqa: BLE001
-        raise where.error(key, f"cannot read {path} as .npz: {err}") from None
+        return read_npz(path)  # checked from its directory and headers first; never unpickled
+    except DataError as err:
+        raise where.located(key, err) from None
 
 
 def read_table(path: Path, delimiter: str, columns: list[str] | None = None) -> tuple[list[str], list[list[str]]]:
     """(column names, rows) of a delimited text file; `columns` names them when there is no header row.
-    Tab-separated files are read without quoting (as GLUE and MovieLens write them)."""
+    Tab-separated files are read without quoting (as GLUE and MovieLens write them). Every row has as many
+    fields as there are columns: a row with more or fewer is a DataError naming the file and its line (a
+    `specc.datafiles` error: `file_message` leads with the file). Blank lines are left out."""
     quoting = csv.QUOTE_NONE if delimiter == "\t" else csv.QUOTE_MINIMAL
-    with open(path, newline="", encoding="utf-8-sig") as f:
-        rows = [r for r in csv.reader(f, delimiter=delimiter, quoting=quoting) if r]
+    rows, lines = [], []
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as f:
+            reader = csv.reader(f, delimiter=delimiter, quoting=quoting)
+            for r in reader:
+                if r:
+                    rows.append(r)
+                    lines.append(reader.line_num)
+    except (UnicodeDecodeError, csv.Error) as err:
+        raise bad(path, f"cannot read {path} as delimited text: {printable(str(err), lines=False)[:200]}",
+                  "save it as UTF-8 text, one example per line") from None
+    except OSError as err:
+        raise bad(path, f"cannot read it: {err.strerror or err}") from None
     header = list(columns) if columns else (rows.pop(0) if rows else [])
+    if not columns and lines:
+        lines.pop(0)
+    for r, line in zip(rows, lines):
+        if len(r) != len(header):
+            shown = ", ".join(printable(c, lines=False)[:40] for c in header[:20]) + (", ..." if len(header) > 20 else "")
+            raise bad(path, f"line {line}: {len(r)} fields, expected {len(header)} ({shown})",
+                      f"is the delimiter {delimiter!r} right? set `delimiter:` in `data`" if len(r) == 1 or len(header) == 1
+                      else "every row needs one value per column; quote values that hold the delimiter"
+                      if quoting != csv.QUOTE_NONE else "every row needs one value per column")
     return header, rows
 
 
@@ -296,16 +339,10 @@ def _load_table(plan: Plan, key: str, where: _Located):
     delimiter = d.delimiter or ("\t" if path.suffix in (".tsv", ".data") else ",")
     try:
         columns, rows = read_table(path, delimiter, d.columns)
-    except (UnicodeDecodeError, csv.Error) as err:
-        raise where.error(key, f"cannot read {path} as delimited text: {err}") from None
+    except DataError as err:
+        raise where.located(key, err) from None
     if not columns or not rows:
         raise where.error(key, f"{path} has a header but no rows" if columns and not d.columns else f"{path} is empty")
-    short = next((i for i, r in enumerate(rows) if len(r) < len(columns)), None)
-    if short is not None:
-        line = short + (1 if d.columns else 2)
-        raise where.error(key, f"{path.name}, line {line}: {len(rows[short])} fields, expected {len(columns)} "
-                          f"({', '.join(columns)})",
-                          f"is the delimiter {delimiter!r} right? set `delimiter:` in `data`" if len(rows[short]) == 1 else None)
     several = len(plan.inputs) > 1 and not d.features and not d.text
     wanted = ([(i.name, "columns" if d.columns else key) for i in plan.inputs] if several
               else [(c, "features") for c in d.features or []]) + [(c, k) for c, k in ((d.text, "text"), (d.target, "target")) if c]
@@ -321,9 +358,10 @@ def _load_table(plan: Plan, key: str, where: _Located):
         try:
             return np.array([float(r[i]) for r in rows], dtype=np.float32)
         except (TypeError, ValueError):
-            bad = next(k for k, r in enumerate(rows) if not _is_float(r[i]))
-            line = bad + (1 if d.columns else 2)
-            raise where.error(key, f"{path.name}, line {line}, column `{name}`: {rows[bad][i]!r} is not a number") from None
+            k = next(k for k, r in enumerate(rows) if not _is_float(r[i]))
+            line = k + (1 if d.columns else 2)
+            raise where.error(key, f"{path.name}, line {line}, column `{name}`: {printable(repr(rows[k][i])[:80], lines=False)} "
+                              "is not a number") from None
 
     if d.text:
         x: Any = _texts([r[columns.index(d.text)] for r in rows])
@@ -399,15 +437,18 @@ def load_dataset(plan: Plan) -> Dataset:
         try:
             return load_builtin(d.dataset)
         except DataError as err:  # blame the `dataset:` line of the spec
-            raise where.error("dataset", err.first.message, err.first.hint) from None
+            raise where.located("dataset", err) from None
     if d.images:
         path = plan.path(d.images)
         if not path.exists():
             raise where.error("images", f"image folder not found: {path}")
+        if not (path.is_dir() or path.is_file()):
+            raise where.error("images", f"{printable(str(path), lines=False)} is neither a folder nor a file (a pipe or "
+                              "a device)", "give a folder of `<class>/<image>` files, or a tar of one")
         try:
             return _split(load_image_tree(path, d.image_size), d.test_split)
         except DataError as err:
-            raise where.error("images", err.first.message, err.first.hint) from None
+            raise where.located("images", err) from None
     if d.file:
         x, y, xt, yt = _load_file(plan, "file", where)
         if d.test_file:
@@ -488,7 +529,7 @@ def prepare(plan: Plan, ds: Dataset, limit: int | None = None) -> Dataset:
         if len({len(a) for a in arrays}) > 1:
             raise where.error(key, f"the {split} arrays disagree on the number of examples: "
                               f"{sorted({len(a) for a in arrays})} (in {data_source(plan, ds, split)})")
-    classes = _count_classes(d.one_hot, ds) if d.one_hot else None  # from all labels, before any limit
+    classes = _count_classes(d.one_hot, ds, where) if d.one_hot else None  # from all labels, before any limit
     if limit is not None:
         ds = replace(ds, x_train=take(ds.x_train, slice(limit)), y_train=take(ds.y_train, slice(limit)),
                      w_train=take(ds.w_train, slice(limit)))
@@ -511,10 +552,7 @@ def prepare(plan: Plan, ds: Dataset, limit: int | None = None) -> Dataset:
         if isinstance(y, dict):
             return {k: fit_y(v) for k, v in y.items()}
         if classes is not None:
-            y = y.astype(np.int64).reshape(-1)
-            if y.min() < 0 or y.max() >= classes:
-                raise where.error("one_hot", f"labels run from {y.min()} to {y.max()}, outside 0..{classes - 1}")
-            return np.eye(classes, dtype=np.float32)[y]
+            return one_hot_labels(y, classes, where)
         return y
 
     x_train, y_train = fit_x(ds.x_train), fit_y(ds.y_train)
@@ -584,6 +622,10 @@ def _prepare_text(plan: Plan, ds: Dataset, where: _Located, culprit: str, vocab=
     corpus = len(ds.x_train) == 1 and ds.y_train is None  # one stream of text, not examples
 
     def sequences(texts) -> np.ndarray:  # (examples, length) ids
+        if len(texts) * length * 4 > MAX_DATA_BYTES:
+            raise where.error("sequence_length", f"{len(texts):,} texts of {length:,} tokens would take "
+                              f"{size_text(len(texts) * length * 4)}, more than the {size_text(MAX_DATA_BYTES)} specc "
+                              "makes from one data source (MAX_DATA_BYTES)", "make `sequence_length` shorter")
         if corpus:
             return next_token_windows(vocab.ids("".join(texts)), length)[0]
         return encode_texts(vocab, [str(t) for t in texts], length)
@@ -626,7 +668,7 @@ def _holds_text(x) -> bool:
 def _vocabulary(plan: Plan, ds: Dataset, where: _Located):
     """The `tokenizer` trained on the training text, or a saved one: the path given, else the vocabulary
     of the run that `init` starts from (its embeddings only make sense with it)."""
-    from .text import train_vocabulary, vocabulary_from_json
+    from .text import read_vocabulary, train_vocabulary
 
     d = plan.data
     assert d is not None
@@ -641,17 +683,55 @@ def _vocabulary(plan: Plan, ds: Dataset, where: _Located):
         raise DataError(plan.diag(f"no saved vocabulary at {path}", span,
                                   "name a run directory of a text model, or its `tokenizer.json`"))
     try:
-        return vocabulary_from_json(path.read_text(encoding="utf-8"))
-    except (ValueError, KeyError, TypeError, UnicodeDecodeError) as err:
-        raise DataError(plan.diag(f"cannot read the vocabulary in {path}: {err}", span)) from None
+        return read_vocabulary(path)
+    except DataError as err:
+        raise DataError(plan.diag(f"cannot read the vocabulary in {file_message(err)}", span, err.hint)) from None
 
 
-def _count_classes(one_hot: bool | int, ds: Dataset) -> int:
+def _class_labels(y: np.ndarray, where: _Located) -> np.ndarray:
+    """Labels as class numbers (int64, flat): whole numbers >= 0, else a DataError at `one_hot`."""
+    from .check import MAX_EXAMPLE_VALUES  # the bound on values per example, as for inputs
+
+    y = np.asarray(y).reshape(-1)
+    if y.dtype.kind not in "biuf":
+        raise where.error("one_hot", f"the labels are {y.dtype} values, not class numbers")
+    if y.dtype.kind == "f":
+        odd = y[~np.isfinite(y) | (y != np.round(y))] if y.size else y
+        if odd.size:
+            raise where.error("one_hot", f"the labels include {odd[0]:g}, which is not a class number",
+                              "one-hot labels are made from whole numbers 0, 1, 2, ...")
+    if y.size and (float(y.min()) < 0 or float(y.max()) > MAX_EXAMPLE_VALUES):
+        lo, hi = float(y.min()), float(y.max())
+        raise where.error("one_hot", f"the labels run from {lo:,.0f} to {hi:,.0f}: one-hot labels need class numbers "
+                          f"0..N-1, and at most {MAX_EXAMPLE_VALUES:,} classes (values per example, 2**28)",
+                          "are these class numbers? leave out `one_hot` for real-valued targets")
+    return y.astype(np.int64)
+
+
+def one_hot_labels(y: np.ndarray, classes: int, where: _Located) -> np.ndarray:
+    """(examples, classes) float32 rows of 0 and 1, after the labels and the array's size were checked (no identity
+    matrix of `classes` x `classes` is made)."""
+    y = _class_labels(y, where)
+    if y.size and (y.min() < 0 or y.max() >= classes):
+        raise where.error("one_hot", f"labels run from {y.min()} to {y.max()}, outside 0..{classes - 1}")
+    if y.size * classes * 4 > MAX_DATA_BYTES:
+        raise where.error("one_hot", f"{y.size:,} one-hot labels of {classes:,} classes would take "
+                          f"{size_text(y.size * classes * 4)}, more than the {size_text(MAX_DATA_BYTES)} specc makes "
+                          "from one data source (MAX_DATA_BYTES)", "use `sparse_categorical_crossentropy` on the "
+                          "class numbers instead of `one_hot`")
+    out = np.zeros((y.size, classes), dtype=np.float32)
+    out[np.arange(y.size), y] = 1.0
+    return out
+
+
+def _count_classes(one_hot: bool | int, ds: Dataset, where: _Located) -> int:
     if not isinstance(one_hot, bool):
         return one_hot
-    labels = [a for side in (ds.y_train, ds.y_test) if side is not None
+    labels = [_class_labels(a, where) for side in (ds.y_train, ds.y_test) if side is not None
               for a in (side.values() if isinstance(side, dict) else [side])]
-    return int(max(np.max(a) for a in labels)) + 1
+    if not any(a.size for a in labels):
+        raise where.error("one_hot", "there are no labels to count the classes of", "give the number: `one_hot: 10`")
+    return int(max(a.max() for a in labels if a.size)) + 1
 
 
 def _fit_shape(x: np.ndarray, want: tuple, name: str, where: _Located, culprit: str) -> np.ndarray:

@@ -26,6 +26,8 @@ import numpy as np
 from . import __version__
 from . import data as loading
 from .cache import writable_subdir
+from .datafiles import npz_names
+from .errors import DataError
 from .plan import DataPlan, InitPlan, InputNode, Plan
 
 FACT_NAMES = ("classes", "features", "vocab_size", "sequence_length", "examples")
@@ -217,7 +219,7 @@ def _compute_facts(plan: Plan) -> Facts:
                                "name the input's size instead")
     else:
         shape = tuple(int(s) for s in loading.reshape_examples(plan, np.asarray(ds.x_train[:1]), where).shape[1:])
-    classes, kind = _infer_classes(d, ds, task, vocab_size)
+    classes, kind = _infer_classes(d, ds, task, vocab_size, where)
     if classes is None:
         unknown["classes"] = {
             "real": f"the targets of {source} are real numbers (regression), not class labels",
@@ -236,25 +238,28 @@ def _named_arrays(plan: Plan) -> list[str]:
     assert d is not None
     if not (d.file or "").endswith(".npz"):
         return []
+    path = plan.path(d.file)
+    if not path.is_file():
+        return []  # `load_dataset` says why, at the `file` setting
     try:
-        with np.load(plan.path(d.file), allow_pickle=False) as z:  # the names only: no array is read
-            names = list(z.files)
-    except Exception:  # noqa: BLE001 - unreadable: `load_dataset` says why, at the `file` setting
-        return []
+        names = npz_names(path)  # the names only, from the zip's directory: no array is read
+    except DataError as err:
+        raise loading._Located(plan).located("file", err) from None
     wanted = [[d.x] if isinstance(d.x, str) else ["x_train", "x"], [d.y] if isinstance(d.y, str) else ["y_train", "y"]]
     if all(any(n in names for n in side) for side in wanted):
         return []
     return list(dict.fromkeys(n.removesuffix("_train").removesuffix("_test") for n in names))
 
 
-def _infer_classes(d: DataPlan, ds: loading.Dataset, task: str, vocab_size: int | None) -> tuple[int | None, str]:
+def _infer_classes(d: DataPlan, ds: loading.Dataset, task: str, vocab_size: int | None,
+                   where: loading._Located) -> tuple[int | None, str]:
     """(number of classes, what y holds). Integer labels count max + 1; float targets count as labels only
     when they are one-hot rows, or whole numbers that use every value 0..N-1 (N at most half the examples):
     otherwise they are real-valued targets of a regression."""
     if task in ("next_token", "masked_tokens") and vocab_size is not None:
         return vocab_size, "tokens"
     if d.one_hot:
-        return loading._count_classes(d.one_hot, ds), "classes"
+        return loading._count_classes(d.one_hot, ds, where), "classes"
     if ds.classes:
         return len(ds.classes), "classes"
     y = ds.y_train
@@ -264,7 +269,8 @@ def _infer_classes(d: DataPlan, ds: loading.Dataset, task: str, vocab_size: int 
     if y.size == 0 or y.dtype.kind not in "iuf" or not np.all(np.isfinite(y)):
         return None, "real"
     if y.dtype.kind in "iu":
-        return (loading._count_classes(True, ds), "classes") if y.min() >= 0 else (None, "real")
+        sides = [np.asarray(a) for a in (ds.y_train, ds.y_test) if isinstance(a, np.ndarray) and a.size]
+        return (int(max(a.max() for a in sides)) + 1, "classes") if y.min() >= 0 else (None, "real")
     if y.ndim == 2 and y.shape[1] > 1 and np.all((y == 0) | (y == 1)) and np.all(y.sum(axis=1) == 1):
         return int(y.shape[1]), "classes"
     if y.min() == 0 and np.all(y == np.round(y)):

@@ -30,7 +30,8 @@ from typing import Any
 import numpy as np
 
 from .artifacts import write_atomic
-from .errors import DataError, Diagnostic, EXIT_OK, UsageError
+from .datafiles import npz_names, read_classes, read_image_file, read_npy, read_npz
+from .errors import DataError, Diagnostic, EXIT_OK, UsageError, printable
 from .plan import Plan
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp")
@@ -121,12 +122,7 @@ def open_run(run_dir: str | Path) -> Run:
             metrics = {}
     spec_file = path / "spec.model"
     plan = loads(read_spec(spec_file), str(spec_file)).plan
-    classes = None
-    if (path / "classes.json").is_file():
-        try:
-            classes = [str(c) for c in json.loads((path / "classes.json").read_text(encoding="utf-8"))]
-        except (ValueError, TypeError, UnicodeDecodeError) as err:
-            raise UsageError(Diagnostic(f"cannot read classes.json: {err}", file=str(path))) from None
+    classes = read_classes(path / "classes.json") if (path / "classes.json").is_file() else None
     plan, base = _resolve_data_paths(plan, path, metrics.get("spec"))
     return Run(path=path, plan=plan, metrics=metrics, classes=classes, base=base)
 
@@ -224,23 +220,12 @@ def other_data(run: Run, name: str):
                                     "table cannot be read as its data", file=name,
                                     hint="give an .npz file with `x` and `y` arrays (raw, like the training data)"))
     if suffix == ".npz" and len(run.plan.inputs) == 1 and len(run.plan.outputs) == 1:
-        try:
-            with np.load(path, allow_pickle=False) as z:
-                keys = set(z.files)
-        except Exception as err:  # noqa: BLE001 - not an npz file
-            raise _npz_error(path, name, err) from None
+        keys = set(npz_names(path))  # checked from the zip's directory and headers: nothing decompressed
         xs = d.x if isinstance(d.x, str) else None
         if not ({xs, "x_train", "x"} & keys) and {"x_test", "y_test"} <= keys:
             update.update(x="x_test", y="y_test")
     plan = _data_plan(run, **update)
     return _wrapped(name, lambda: prepare(plan, load_dataset(plan)))
-
-
-def _npz_error(path: Path, name: str, err: Exception) -> DataError:
-    import zipfile
-
-    why = "it is not a zip of .npy arrays" if not zipfile.is_zipfile(path) else str(err)[:300]
-    return DataError(Diagnostic(f"cannot read it as .npz: {why}", file=name))
 
 
 def _wrapped(name: str, load):
@@ -282,19 +267,14 @@ def image_format(run: Run) -> tuple[str, tuple[int, int]]:
 def read_images(run: Run, files: list[Path]) -> np.ndarray:
     """(N, H, W[, 3]) uint8: each file read as the run read its training images (converted to RGB, or to
     grayscale for MNIST-like inputs, resized with Pillow's default filter to the training size)."""
-    from PIL import Image, UnidentifiedImageError
+    from .datafiles import DecodedBudget
 
-    mode, (h, w) = image_format(run)
+    mode, size = image_format(run)
+    budget = DecodedBudget(files[0].parent if len(files) > 1 else files[0])
     out = []
-    for f in files:
-        try:
-            with Image.open(f) as im:
-                im = im.convert(mode)
-                if im.size != (w, h):
-                    im = im.resize((w, h))
-                out.append(np.asarray(im, dtype=np.uint8))
-        except (UnidentifiedImageError, OSError, ValueError) as err:
-            raise DataError(Diagnostic(f"cannot read this image: {err}", file=str(f))) from None
+    for f in files:  # as `specc run` reads an image folder: bounded, a damaged file a DataError naming it
+        out.append(read_image_file(f, mode, size))
+        budget.add(out[-1])
     return np.stack(out)
 
 
@@ -312,8 +292,10 @@ def _read_image_folder(run: Run, folder: Path) -> tuple[np.ndarray, np.ndarray, 
     index = {n: i for i, n in enumerate(names)}
     unknown = sorted({f.parent.name for f in files if f.parent.name not in index})
     if unknown:
-        raise DataError(Diagnostic(f"class folders {', '.join(unknown[:5])} are not classes of the run", file=str(folder),
-                                   hint=f"the run's classes: {', '.join(names[:20])}" if names else None))
+        raise DataError(Diagnostic(f"class folders {printable(', '.join(unknown[:5]), lines=False)} are not classes of "
+                                   "the run", file=str(folder),
+                                   hint=f"the run's classes: {printable(', '.join(names[:20]), lines=False)}"
+                                   if names else None))
     return read_images(run, files), np.array([index[f.parent.name] for f in files], dtype=np.int32), files
 
 
@@ -338,12 +320,14 @@ def evaluate(run: Run, ds, model=None) -> dict[str, float]:
 
 def cmd_eval(args) -> int:
     from .data import count_examples
+    from .labels import check_labels
 
     run = open_run(args.run)
     if run.plan.train is None:
         raise UsageError(Diagnostic("the spec has no `train` section: no loss or metrics to evaluate",
                                     file=str(run.path / "spec.model")))
     ds = other_data(run, args.data) if args.data else load_test_split(run)
+    check_labels(run.plan, run.model(), ds, file=args.data)  # as `specc run` checks them before training
     result = evaluate(run, ds)
     n = count_examples(ds.x_test)
     where = args.data or ("the training data (the spec holds out none)" if ds.test_is_train else "the test split")
@@ -451,24 +435,11 @@ def _short(text: str, width: int = 40) -> str:
 
 
 def _load_npy(path: Path, name: str) -> np.ndarray:
-    try:
-        x = np.load(path, allow_pickle=False)  # never unpickle: a data file cannot run code
-    except Exception as err:  # noqa: BLE001
-        raise DataError(Diagnostic(f"cannot read it as .npy: {str(err)[:300]}", file=name)) from None
-    if not isinstance(x, np.ndarray):  # an .npz under another name
-        x.close()
-        raise DataError(Diagnostic("holds several arrays (an .npz file): name it .npz", file=name))
-    if x.dtype.kind not in "biuf":
-        raise DataError(Diagnostic(f"holds {x.dtype} values; expected numbers", file=name))
-    return x
+    return read_npy(path)  # its header checked first (numbers, a size within bounds); never unpickled
 
 
 def _npz_inputs(run: Run, path: Path, name: str):
-    try:
-        with np.load(path, allow_pickle=False) as z:
-            arrays = {k: z[k] for k in z.files}
-    except Exception as err:  # noqa: BLE001
-        raise _npz_error(path, name, err) from None
+    arrays = read_npz(path)  # checked from its directory and headers first; never unpickled
     inputs = [i.name for i in run.plan.inputs]
     if len(inputs) > 1:
         missing = [i for i in inputs if i not in arrays and f"{i}_test" not in arrays]
@@ -495,10 +466,7 @@ def _table_inputs(run: Run, path: Path, name: str):
 
     d = run.plan.data
     if d is None or (not d.features and len(run.plan.inputs) == 1):
-        try:
-            header, rows = read_table(path, "\t" if path.suffix in (".tsv", ".data") else ",")
-        except (UnicodeDecodeError, csv.Error) as err:
-            raise DataError(Diagnostic(f"cannot read it as delimited text: {err}", file=name)) from None
+        header, rows = read_table(path, "\t" if path.suffix in (".tsv", ".data") else ",")  # DataErrors name the file
         rows = ([] if not _all_numbers(header) else [header]) + rows
         try:
             return np.array([[float(v) for v in r] for r in rows], dtype=np.float32)
@@ -544,13 +512,10 @@ def _read_texts(run: Run, path: Path, name: str) -> list[str]:
 
 
 def _encode(run: Run, texts: list[str]) -> np.ndarray:
-    from .text import encode_texts, vocabulary_from_json
+    from .text import encode_texts, read_vocabulary
 
     assert run.tokenizer_file is not None and run.plan.data is not None
-    try:
-        vocab = vocabulary_from_json(run.tokenizer_file.read_text(encoding="utf-8"))
-    except (ValueError, KeyError, TypeError, UnicodeDecodeError) as err:
-        raise UsageError(Diagnostic(f"cannot read the vocabulary: {err}", file=str(run.tokenizer_file))) from None
+    vocab = read_vocabulary(run.tokenizer_file)  # a DataError naming the file if it is not one specc wrote
     length = run.plan.data.sequence_length or int(run.plan.inputs[0].shape[0] or 0)
     return encode_texts(vocab, texts, length).astype(run.plan.inputs[0].dtype, copy=False)
 
@@ -693,6 +658,7 @@ def format_table(run: Run, output: str, y: np.ndarray, labels: list[str]) -> str
         keep = header.index("probability") + 1
         header, rows = header[:keep], [r[:keep] for r in rows]
     cells = [[_cell(v) for v in r] for r in rows]
+    header = [printable(h, lines=False) for h in header]
     widths = [max(len(h), *(len(r[i]) for r in cells)) if cells else len(h) for i, h in enumerate(header)]
     right = [i > 0 and bool(rows) and not isinstance(rows[0][i], str) for i in range(len(header))]
 
@@ -705,7 +671,7 @@ def format_table(run: Run, output: str, y: np.ndarray, labels: list[str]) -> str
 def _cell(v: Any) -> str:
     if isinstance(v, float):
         return f"{v:.4f}" if abs(v) < 1e5 else f"{v:.6g}"
-    return str(v)
+    return printable(str(v), lines=False)  # class names and file names come from files: no escape sequences
 
 
 def write_predictions(run: Run, out: Path, outputs: dict[str, np.ndarray], labels: list[str]) -> None:

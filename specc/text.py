@@ -10,8 +10,13 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable
+from pathlib import Path
+from typing import Annotated, Any, Literal
 
 import numpy as np
+from pydantic import BaseModel, Field, RootModel, StringConstraints, ValidationError
+
+from .errors import printable
 
 SPECIALS = ("[PAD]", "[UNK]", "[MASK]")
 PAD, UNK, MASK = 0, 1, 2
@@ -107,17 +112,62 @@ def train_vocabulary(kind: str, texts: list[str], vocab_size: int | None) -> Voc
     return HFVocabulary.train(texts, kind, vocab_size or 30_000)
 
 
-def vocabulary_from_json(text: str) -> Vocabulary:
-    """A vocabulary saved by `to_json`. Raises ValueError if the text is not one."""
-    data = json.loads(text)
-    kind = data.get("specc_vocabulary") if isinstance(data, dict) else None
-    if kind == "chars" and isinstance(data.get("chars"), list):
-        return CharVocabulary(str(c) for c in data["chars"])
-    if kind in ("words", "wordpiece"):
-        from tokenizers import Tokenizer
+class _CharsFile(BaseModel):
+    specc_vocabulary: Literal["chars"]
+    chars: list[Annotated[str, StringConstraints(min_length=1, max_length=1)]]
 
-        return HFVocabulary(Tokenizer.from_str(json.dumps(data["tokenizer"])), kind)
-    raise ValueError("not a vocabulary written by specc (no `specc_vocabulary` key)")
+
+class _HFFile(BaseModel):
+    specc_vocabulary: Literal["words", "wordpiece"]
+    tokenizer: dict[str, Any]
+
+
+class _VocabularyFile(RootModel[Annotated[_CharsFile | _HFFile, Field(discriminator="specc_vocabulary")]]):
+    pass
+
+
+def vocabulary_from_json(text: str) -> Vocabulary:
+    """A vocabulary saved by `to_json`. Raises ValueError (saying what is wrong) if the text is not one."""
+    from .datafiles import MAX_JSON_DEPTH, json_depth
+
+    try:
+        data = json.loads(text)
+    except RecursionError:
+        data = None
+    if data is None or json_depth(data) > MAX_JSON_DEPTH:
+        raise ValueError(f"it nests lists and objects more than {MAX_JSON_DEPTH} deep (MAX_JSON_DEPTH)")
+    if not isinstance(data, dict) or "specc_vocabulary" not in data:
+        raise ValueError("not a vocabulary written by specc (no `specc_vocabulary` key)")
+    try:
+        saved = _VocabularyFile.model_validate(data).root
+    except ValidationError as err:
+        first = err.errors()[0]
+        at = ".".join(str(p) for p in first["loc"][1:]) or "specc_vocabulary"  # loc[0]: the kind
+        raise ValueError(f"not a vocabulary specc wrote: `{printable(at, lines=False)}`: "
+                         f"{printable(first['msg'], lines=False)}") from None
+    if isinstance(saved, _CharsFile):
+        if len(set(saved.chars)) != len(saved.chars):
+            raise ValueError("not a vocabulary specc wrote: `chars` names a character twice")
+        return CharVocabulary(saved.chars)
+    from tokenizers import Tokenizer
+
+    try:
+        tok = Tokenizer.from_str(json.dumps(saved.tokenizer))
+    except Exception as err:  # noqa: BLE001 - the Rust library raises a bare Exception for a malformed tokenizer
+        why = printable((str(err).strip().splitlines() or [type(err).__name__])[0][:200], lines=False)
+        raise ValueError(f"`tokenizer` is not a Hugging Face tokenizer: {why}") from None
+    return HFVocabulary(tok, saved.specc_vocabulary)
+
+
+def read_vocabulary(path: Path) -> Vocabulary:
+    """The vocabulary in a `tokenizer.json` file (bounded in size and nesting); a DataError naming the file."""
+    from .datafiles import bad, read_json
+
+    read_json(path, "tokenizer")  # size, encoding, JSON and nesting, each a located error
+    try:
+        return vocabulary_from_json(path.read_text(encoding="utf-8"))
+    except ValueError as err:
+        raise bad(path, str(err), "it must be the tokenizer.json that `specc run` wrote for a text model") from None
 
 
 def encode_texts(vocab: Vocabulary, texts: list[str], length: int) -> np.ndarray:
