@@ -180,6 +180,7 @@ def _build_graph(plan: Plan, initializers: bool) -> Built:
                             name=plan.name)
     finally:
         sys.setrecursionlimit(limit)
+    _check_loss_axes(plan, [tensors[o] for o in plan.outputs])
     # After the whole graph, as a real build after a weight-free one reports them: first shapes, then initializers.
     tried: dict[Any, BaseException | None] = {}
     for node, args, start, made_at, end in made:
@@ -188,6 +189,25 @@ def _build_graph(plan: Plan, initializers: bool) -> Built:
             if err is not None:
                 raise (_arguments_error(plan, node, err) if k < made_at else _call_error(plan, node, args, err)) from None
     return Built(model=model, layers=layers, tensors=tensors)
+
+
+def _check_loss_axes(plan: Plan, outputs: list) -> None:
+    """A loss's `axis` names an axis of the output it is computed on: Keras takes any number when the loss is made and
+    fails in the first training step (`IndexError`, `axis 5 is out of bounds`), after the run directory was made."""
+    train = plan.train
+    if train is None:
+        return
+    losses = train.loss if isinstance(train.loss, list) else [train.loss] * len(outputs)
+    for loss, out in zip(losses, outputs):
+        axis = loss.kwargs.get("axis") if isinstance(loss, Obj) else None
+        axes = axis if isinstance(axis, (list, tuple)) else [axis]
+        rank = len(out.shape)
+        wrong = [a for a in axes if isinstance(a, int) and not isinstance(a, bool) and not -rank <= a < rank]
+        if wrong:
+            raise SpecError(plan.diag(
+                f"the loss `{loss.cls}` reduces over axis {wrong[0]}, but the output it is computed on has "
+                f"{rank} axes {tuple(out.shape)} (batch axis included): axes run from {-rank} to {rank - 1}",
+                train.span("loss"), hint="leave `axis` out for the last axis (-1)"))
 
 
 def _arguments_error(plan: Plan, node: LayerNode, err: BaseException) -> SpecError:
