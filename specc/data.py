@@ -519,16 +519,7 @@ def prepare(plan: Plan, ds: Dataset, limit: int | None = None) -> Dataset:
     culprit = data_setting(d)
     if d.is_text:
         ds = _prepare_text(plan, ds, where, culprit)
-    for split, xs, ys in (("training", ds.x_train, ds.y_train), ("test", ds.x_test, ds.y_test)):
-        if xs is None or ys is None:
-            continue
-        arrays = [a for side in (xs, ys) for a in (side.values() if isinstance(side, dict) else [side])]
-        key = "test_file" if split == "test" and d.test_file else culprit
-        if count_examples(xs) == 0:
-            raise where.error(key, f"the {split} data from {data_source(plan, ds, split)} is empty (0 examples)")
-        if len({len(a) for a in arrays}) > 1:
-            raise where.error(key, f"the {split} arrays disagree on the number of examples: "
-                              f"{sorted({len(a) for a in arrays})} (in {data_source(plan, ds, split)})")
+    check_example_counts(plan, ds, where, culprit)
     classes = _count_classes(d.one_hot, ds, where) if d.one_hot else None  # from all labels, before any limit
     if limit is not None:
         ds = replace(ds, x_train=take(ds.x_train, slice(limit)), y_train=take(ds.y_train, slice(limit)),
@@ -563,6 +554,22 @@ def prepare(plan: Plan, ds: Dataset, limit: int | None = None) -> Dataset:
     y_test = fit_y(ds.y_test) if ds.y_test is not None else None
     _check_finite(plan, ds, "test", x_test, y_test, where, "test_file" if d.test_file else culprit)
     return replace(ds, x_train=x_train, y_train=y_train, x_test=x_test, y_test=y_test)
+
+
+def check_example_counts(plan: Plan, ds: Dataset, where: _Located, culprit: str) -> None:
+    """Each split has examples, and its arrays (examples, labels, every named input) agree on how many."""
+    d = plan.data
+    assert d is not None
+    for split, xs, ys in (("training", ds.x_train, ds.y_train), ("test", ds.x_test, ds.y_test)):
+        if xs is None:
+            continue
+        arrays = [a for side in (xs, ys) if side is not None for a in (side.values() if isinstance(side, dict) else [side])]
+        key = "test_file" if split == "test" and d.test_file else culprit
+        if count_examples(xs) == 0:
+            raise where.error(key, f"the {split} data from {data_source(plan, ds, split)} is empty (0 examples)")
+        if len({len(a) for a in arrays}) > 1:
+            raise where.error(key, f"the {split} arrays disagree on the number of examples: "
+                              f"{sorted({len(a) for a in arrays})} (in {data_source(plan, ds, split)})")
 
 
 def data_setting(d: DataPlan) -> str:

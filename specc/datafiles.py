@@ -197,8 +197,10 @@ def decode_image(raw: bytes, file: Path | str, member: str | None, mode: str, si
                 return np.asarray(im, dtype=np.uint8)
         except DataError:
             raise
-        except (Image.DecompressionBombError, Image.DecompressionBombWarning) as err:
-            raise bad(file, f"{where} is a decompression bomb: {_why(err)}", "leave it out") from None
+        except (Image.DecompressionBombError, Image.DecompressionBombWarning) as err:  # PIL's bound, before ours
+            raise bad(file, f"{where} declares more than the {MAX_IMAGE_PIXELS:,} pixels specc decodes (MAX_IMAGE_PIXELS; "
+                            f"{_why(err)}); refused before decoding", "leave it out: a small file claiming so many "
+                      "pixels is a decompression bomb") from None
         except Exception as err:  # noqa: BLE001 - PIL raises many kinds on damaged files; all are the file's fault
             why = _why(err).replace(" <_io.BytesIO object at", "").split(" 0x")[0]  # PIL names the buffer we gave it
             raise bad(file, f"cannot read {where}: it is truncated, damaged or not an image ({why})",

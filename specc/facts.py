@@ -199,6 +199,8 @@ def _compute_facts(plan: Plan) -> Facts:
     if named:  # the model's inputs and outputs name the arrays: read them all as inputs
         plan = plan.model_copy(update={"inputs": [InputNode(name=n, shape=()) for n in named]})
     ds = loading.load_dataset(plan)
+    if not d.is_text:  # as `prepare` finds them before a run: the facts of inconsistent arrays mean nothing
+        loading.check_example_counts(plan, ds, where, loading.data_setting(d))
     source = (f"dataset {d.dataset}" if d.dataset else f"file {d.file}" if d.file else f"images {d.images}"
               if d.images else "the inline arrays")
     unknown: dict[str, str] = {}
