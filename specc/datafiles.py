@@ -30,6 +30,10 @@ MAX_IMAGE_PIXELS = 2**26  # one image's width x height (8,192 x 8,192), read fro
 MAX_IMAGE_FILE_BYTES = 256 * 2**20  # one image file (a JPEG of a 100-megapixel photo is about 30 MB)
 MAX_ARCHIVE_MEMBERS = 2_000_000  # members of an image tar (ImageNet's training set has 1.28 million)
 MAX_NPZ_MEMBERS = 10_000  # arrays in one .npz file
+# A compressed member declaring more than this many times the bytes it is stored in, past the floor, is a bomb (zlib
+# reaches ~1,000x on zeros; real arrays, MNIST's included, compress 2-10x; numpy.savez stores without compressing).
+MAX_EXPANSION = 200
+BOMB_FLOOR_BYTES = 256 * 2**20
 MAX_JSON_BYTES = 512 * 2**20  # a run directory's tokenizer.json or classes.json
 MAX_JSON_DEPTH = 100  # lists and objects inside one another in such a file (specc writes at most about 10)
 MAX_CLASS_NAMES = 2**20  # names in classes.json
@@ -40,6 +44,11 @@ _KIND_NAMES = {"c": "complex numbers", "m": "time spans", "M": "dates", "O": "Py
 
 def size_text(n: int) -> str:
     return f"{n:,} bytes" if n < 2**20 else f"{n / 2**20:,.0f} MiB" if n < 2**30 else f"{n / 2**30:,.1f} GiB"
+
+
+def is_bomb(declared: int, stored: int, floor: int = BOMB_FLOOR_BYTES, ratio: int = MAX_EXPANSION) -> bool:
+    """Whether an archive member declaring `declared` bytes, stored in `stored`, expands like a decompression bomb."""
+    return declared > floor and declared > ratio * max(stored, 1)
 
 
 def bad(file: Path | str, message: str, hint: str | None = None) -> DataError:
@@ -126,6 +135,11 @@ def _check_npz(path: Path) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
                 raise bad(path, f"array {member_name(key)} is damaged or not an .npy array ({_why(err)})") from None
             check_array(path, key, dtype, shape)
             nbytes = math.prod(shape) * dtype.itemsize
+            if is_bomb(info.file_size, info.compress_size):
+                raise bad(path, f"array {member_name(key)} declares {size_text(info.file_size)} but is stored in "
+                                f"{size_text(info.compress_size)}: a decompression bomb, refused before decompressing "
+                                f"(MAX_EXPANSION: {MAX_EXPANSION}x past {size_text(BOMB_FLOOR_BYTES)})",
+                          "if the data really compresses this well, save it uncompressed with numpy.savez")
             if nbytes > info.file_size:
                 raise bad(path, f"array {member_name(key)} declares shape {shape} of {dtype} ({size_text(nbytes)}) "
                                 f"but its member holds {size_text(info.file_size)}: the file is damaged or forged")

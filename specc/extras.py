@@ -11,6 +11,7 @@ this module is imported (`specc.extras.load_model`).
 
 from __future__ import annotations
 
+from .datafiles import is_bomb, json_depth, size_text
 from .keras_env import import_keras
 
 keras = import_keras()
@@ -98,10 +99,6 @@ def _bad(path, message: str, hint: str = _GET_ONE):
     return DataError(Diagnostic(message, file=str(path), hint=hint))
 
 
-def _size(n: int) -> str:
-    return f"{n:,} bytes" if n < 2**20 else f"{n / 2**20:,.0f} MiB" if n < 2**30 else f"{n / 2**30:,.1f} GiB"
-
-
 def _member(path, archive, name: str, limit: int):
     """The ZipInfo of `name`, refused if it declares more than `limit` bytes or expands like a bomb."""
     from .errors import printable
@@ -109,12 +106,12 @@ def _member(path, archive, name: str, limit: int):
     info = archive.getinfo(name)
     shown = printable(name, lines=False)
     if info.file_size > limit:
-        return None, _bad(path, f"member `{shown}` of the archive declares {_size(info.file_size)}, more than the "
-                                f"{_size(limit)} specc reads from a model file", "this is not a model specc wrote; "
+        return None, _bad(path, f"member `{shown}` of the archive declares {size_text(info.file_size)}, more than the "
+                                f"{size_text(limit)} specc reads from a model file", "this is not a model specc wrote; "
                                 "a file this large is refused before it is decompressed")
-    if info.file_size > BOMB_FLOOR_BYTES and info.file_size > MAX_EXPANSION * max(info.compress_size, 1):
-        return None, _bad(path, f"member `{shown}` of the archive declares {_size(info.file_size)} but is stored in "
-                                f"{_size(info.compress_size)}: a decompression bomb, refused", "this is not a model "
+    if is_bomb(info.file_size, info.compress_size, BOMB_FLOOR_BYTES, MAX_EXPANSION):
+        return None, _bad(path, f"member `{shown}` of the archive declares {size_text(info.file_size)} but is stored in "
+                                f"{size_text(info.compress_size)}: a decompression bomb, refused", "this is not a model "
                                 "specc or Keras wrote")
     return info, None
 
@@ -137,8 +134,8 @@ def _check_keras(path) -> dict:
                              f"{MAX_MEMBERS:,} are read)")
         total = sum(i.file_size for i in infos)
         if total > MAX_ARCHIVE_BYTES:
-            raise _bad(path, f"the archive's members declare {_size(total)} in all, more than the "
-                             f"{_size(MAX_ARCHIVE_BYTES)} specc reads from a model file")
+            raise _bad(path, f"the archive's members declare {size_text(total)} in all, more than the "
+                             f"{size_text(MAX_ARCHIVE_BYTES)} specc reads from a model file")
         names = {i.filename for i in infos}
         if "config.json" not in names:
             raise _bad(path, "not a Keras model archive: it has no config.json")
@@ -158,7 +155,7 @@ def _check_keras(path) -> dict:
     except (ValueError, UnicodeDecodeError) as err:
         raise _bad(path, f"member `config.json` is not JSON ({printable(str(err), lines=False)[:200]})") from None
     else:
-        depth = _depth(config)
+        depth = json_depth(config, MAX_CONFIG_DEPTH)
     if depth is None or depth > MAX_CONFIG_DEPTH:
         raise _bad(path, f"member `config.json` nests {'a thousand or more' if depth is None else f'more than {MAX_CONFIG_DEPTH}'} "
                          f"levels deep; a Keras model's config nests about 10 (at most {MAX_CONFIG_DEPTH} are read)",
@@ -166,20 +163,6 @@ def _check_keras(path) -> dict:
     if not isinstance(config, dict):
         raise _bad(path, f"member `config.json` holds a JSON {type(config).__name__}, not a model's config (an object)")
     return config
-
-
-def _depth(value) -> int:
-    """How deep lists and dicts nest in a parsed JSON value, counted without recursion (Keras's own walks of the
-    config recurse), stopping past `MAX_CONFIG_DEPTH`."""
-    deepest, todo = 0, [(value, 1)]
-    while todo:
-        item, depth = todo.pop()
-        if isinstance(item, (dict, list)):
-            deepest = max(deepest, depth)
-            if deepest > MAX_CONFIG_DEPTH:
-                break
-            todo += [(v, depth + 1) for v in (item.values() if isinstance(item, dict) else item)]
-    return deepest
 
 
 def _check_h5(path) -> None:
@@ -207,7 +190,7 @@ def _check_h5(path) -> None:
                              "only what the file itself holds", "this is not a model specc or Keras wrote")
         total += nbytes
         if total > MAX_WEIGHTS_BYTES:
-            raise _bad(path, f"its datasets declare more than the {_size(MAX_WEIGHTS_BYTES)} specc reads from a "
+            raise _bad(path, f"its datasets declare more than the {size_text(MAX_WEIGHTS_BYTES)} specc reads from a "
                              f"model file (at `{printable(name, lines=False)}`)", "this is not a model specc wrote")
 
 

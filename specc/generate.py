@@ -20,7 +20,7 @@ def generate_text(run_dir: str | Path, prompt: str, tokens: int, temperature: fl
                   seed: int | None = None) -> str:
     """The prompt followed by `tokens` sampled tokens (greedy when `temperature` is 0)."""
     from .extras import load_model
-    from .text import vocabulary_from_json
+    from .text import read_vocabulary
 
     run = Path(run_dir)
     for name in ("model.keras", "tokenizer.json"):
@@ -34,18 +34,7 @@ def generate_text(run_dir: str | Path, prompt: str, tokens: int, temperature: fl
                                     file="--temperature"))
     if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or seed < 0):
         raise UsageError(Diagnostic(f"the seed must be a whole number >= 0, got {seed!r}", file="--seed"))
-    tokenizer = run / "tokenizer.json"
-    try:
-        vocab = vocabulary_from_json(tokenizer.read_text(encoding="utf-8"))
-    except UserError:
-        raise
-    except (OSError, UnicodeError) as err:
-        raise DataError(Diagnostic(f"cannot read the tokenizer: {getattr(err, 'strerror', None) or err}",
-                                   file=str(tokenizer))) from None
-    except Exception as err:  # noqa: BLE001 - JSON, but not a tokenizer this version of specc wrote
-        why = printable((str(err).strip().splitlines() or [type(err).__name__])[0][:300], lines=False)
-        raise DataError(Diagnostic(f"not a specc tokenizer: {why} ({type(err).__name__})", file=str(tokenizer),
-                                   hint="it must be the tokenizer.json the run's training wrote")) from None
+    vocab = read_vocabulary(run / "tokenizer.json")  # bounded, checked; a DataError naming the file
     model = load_model(run / "model.keras")
     window = _window(model, run)
     width = int(model.outputs[0].shape[-1])

@@ -147,6 +147,21 @@ def _forged_npz(path: Path) -> Path:
     return path
 
 
+def _bomb_npz(path: Path) -> Path:
+    """x holds 300 MiB of zeros deflated to about 0.3 MiB (written in chunks: the test never holds it)."""
+    header = {"descr": "<f4", "fortran_order": False, "shape": (300 * 2**18,)}
+    buf = io.BytesIO()
+    np.lib.format.write_array_header_1_0(buf, header)
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as z:
+        with z.open("x.npy", "w", force_zip64=True) as member:
+            member.write(buf.getvalue())
+            chunk = bytes(2**20)
+            for _ in range(300):
+                member.write(chunk)
+        z.writestr("y.npy", _npy_bytes(np.zeros(4)))
+    return path
+
+
 def _npy_bytes(a: np.ndarray) -> bytes:
     buf = io.BytesIO()
     np.save(buf, a)
@@ -164,6 +179,7 @@ NPZ_VARIANTS = {
     "x and y disagree": (lambda p: _npz(p, x=np.zeros((5, 4, 4, 3)), y=np.zeros(3)),
                          "the training arrays disagree on the number of examples: [3, 5]"),
     "forged header": (_forged_npz, "declares shape (1000000, 1000000)"),
+    "decompression bomb": (_bomb_npz, "a decompression bomb, refused before decompressing"),
     "truncated": (lambda p: p.write_bytes(_npz(p, x=np.zeros((4, 4, 4, 3)), y=np.zeros(4)).read_bytes()[:300]),
                   "cannot read it as .npz"),
     "not a zip": (lambda p: p.write_bytes(b"x,y\n1,2\n"), "not a zip of .npy arrays"),

@@ -391,4 +391,4 @@ def test_bad_data_exits_3(image_run, tmp_path, capsys):
     (tmp_path / "run" / "model.keras").write_bytes(b"PK\x03\x04 truncated")
     np.save(tmp_path / "x.npy", np.zeros((1, 20, 20, 3), dtype=np.uint8))
     code, _, err = specc_main(capsys, "predict", tmp_path / "run", tmp_path / "x.npy")
-    assert code == 3 and err.startswith(f"{tmp_path / 'run' / 'model.keras'}: error: cannot load the model")
+    assert code == 3 and err.startswith(f"{tmp_path / 'run' / 'model.keras'}: error: not a valid .keras file: it is truncated or not a zip archive")
