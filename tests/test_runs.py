@@ -196,7 +196,7 @@ def test_empty_and_incomplete_csv_files(tmp_path, content, found):
 def test_empty_npz_files(tmp_path):
     (tmp_path / "zero.npz").write_bytes(b"")
     err = _data_error(tmp_path, _spec(tmp_path, 'file: "zero.npz"'))
-    assert err.message.endswith("zero.npz is empty (0 bytes)")
+    assert err.message.endswith("zero.npz: the file is empty (0 bytes)")
     name = _npz(tmp_path, x=np.zeros((0, 2), "float32"), y=np.zeros(0))
     err = _data_error(tmp_path, _spec(tmp_path, f'file: "{name}"'))
     assert err.message == "the training data from d.npz is empty (0 examples)"
