@@ -82,13 +82,19 @@ def write_atomic(path: str | Path, content: str | bytes | Callable[[IO[bytes]], 
     return write_atomic_with(path, save)
 
 
-def remove_partial_files(folder: str | Path) -> list[str]:
-    """Delete what killed writes left in `folder` (hidden `.NAME.partial-*` files); returns their names."""
+def remove_partial_files(folder: str | Path, names) -> list[str]:
+    """Delete what killed writes of the files `names` left in `folder` (hidden `.NAME.partial-*` regular files,
+    never a link or a folder, nor a partial file of any other name: call it only on a folder proven to be the
+    writer's own); returns their names."""
+    import stat
+
     gone = []
+    prefixes = tuple(f".{name}{PARTIAL}" for name in names)
     for f in Path(folder).glob(f".*{PARTIAL}*"):
         try:
-            f.unlink()
-            gone.append(f.name)
+            if f.name.startswith(prefixes) and stat.S_ISREG(os.lstat(f).st_mode):
+                f.unlink()
+                gone.append(f.name)
         except OSError:
             pass
     return gone

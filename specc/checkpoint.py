@@ -25,6 +25,7 @@ import json
 import math
 import os
 import random
+import re
 import threading
 import time
 from pathlib import Path
@@ -106,14 +107,41 @@ class CheckpointMeta(BaseModel):
 
 #: The largest checkpoint meta read (it holds the history: a few kB per hundred epochs).
 MAX_META = 64 << 20
+#: specc writes checkpoints uncompressed (`numpy.savez`): arrays declaring more than twice the file's size, past this
+#: much, are not a checkpoint specc wrote (a small file could otherwise decompress to gigabytes).
+CHECKPOINT_SLACK_BYTES = 1 << 20
+#: The global random states a checkpoint holds: (shape, dtype) of each array.
+RNG_ARRAYS = {"rng/numpy": ((624,), np.dtype(np.uint32)), "rng/keras": ((2,), np.dtype(np.uint32))}
+_LOG_NAME = re.compile(r"^[A-Za-z0-9_.\-/]{1,100}$")
 
 
-def _check_checkpoint(meta: CheckpointMeta, names: list[str], arrays: dict[str, np.ndarray] | None) -> str | None:
-    """What is wrong with a checkpoint whose meta passed its schema, or None."""
+def _check_member(path: Path, name: str, dtype: np.dtype, shape: tuple[int, ...]) -> None:
+    """One array of a checkpoint, from its .npy header: `meta` one JSON string of at most MAX_META bytes, the
+    random states their own shapes, every other array numbers."""
+    shown = f"`{printable(name[:100], lines=False)}`"
+    if name == "meta":
+        if shape != () or dtype.kind != "U":
+            raise DataError(Diagnostic(f"its `meta` is {dtype}{list(shape)}, not one JSON string"))
+        if dtype.itemsize > MAX_META:
+            raise DataError(Diagnostic(f"its `meta` declares {dtype.itemsize:,} bytes, more than the {MAX_META:,} "
+                                       "specc reads (MAX_META)"))
+        return
+    if name in RNG_ARRAYS:
+        want, kind = RNG_ARRAYS[name]
+        if shape != want or dtype != kind:
+            raise DataError(Diagnostic(f"{shown} (a random state) is {dtype}{list(shape)}, not {kind}{list(want)}"))
+        return
+    if dtype.hasobject or dtype.names is not None or dtype.kind not in "biuf":
+        raise DataError(Diagnostic(f"array {shown} holds {dtype} values, not numbers"))
+
+
+def _check_checkpoint(meta: CheckpointMeta, declared: dict[str, tuple[tuple[int, ...], np.dtype]]) -> str | None:
+    """What is wrong with a checkpoint whose meta passed its schema and whose arrays passed `_check_member`, or None."""
+    names = [n for n in declared if n != "meta"]
     counts: dict[str, int] = {}
     for name in names:
         kind, _, index = name.partition("/")
-        if name in ("rng/numpy", "rng/keras"):
+        if name in RNG_ARRAYS:
             continue
         if kind not in ("model", "optimizer", "early_stopping") or not index.isdigit():
             return f"unexpected array `{printable(name[:100], lines=False)}`"
@@ -128,23 +156,40 @@ def _check_checkpoint(meta: CheckpointMeta, names: list[str], arrays: dict[str, 
     bad = [f"{layer}: {i}" for layer, idx in meta.layers.items() for i in idx if i >= len(meta.paths)]
     if bad:
         return f"its meta's `layers` names variable {printable(bad[0][:200], lines=False)}, but it holds {len(meta.paths)}"
-    if meta.epoch and any(len(v) != meta.epoch for v in meta.history.values()):
+    if any(len(v) != meta.epoch for v in meta.history.values()) or len(meta.epoch_seconds) != meta.epoch:
         return f"its history does not have one value per epoch for its {meta.epoch} epochs"
-    if len(meta.python_rng[1]) != 625:
+    if meta.epoch and "loss" not in meta.history:
+        return "its history has no `loss` (every run logs its loss)"
+    odd = next((k for k in meta.history if not _LOG_NAME.match(k)), None)
+    if odd is not None:
+        return f"its history logs `{printable(odd[:100], lines=False)}`, not the name of a loss or metric"
+    want_best = bool(meta.early_stopping and meta.early_stopping.best_weights)
+    if want_best != bool(counts.get("early_stopping")):
+        return "its early stopping's best weights are missing" if want_best else \
+            "it holds early stopping's best weights, but its meta says it has none"
+    if counts.get("early_stopping", 0) > counts.get("model", 0):
+        return "it holds more of early stopping's best weights than model variables"
+    version, state, gauss = meta.python_rng
+    if len(state) != 625:
         return "its Python random state does not have 625 numbers"
-    if arrays is not None:
-        rng = arrays["rng/numpy"]
-        if rng.shape != (624,) or rng.dtype != np.uint32:
-            return f"`rng/numpy` is {rng.dtype}{list(rng.shape)}, not uint32[624]"
-        for name, value in arrays.items():
-            if value.dtype.kind not in "biuf":
-                return f"array `{name}` holds {value.dtype} values, not numbers"
+    try:
+        random.Random().setstate((version, tuple(state), gauss))
+    except (ValueError, TypeError, OverflowError) as err:
+        return f"its Python random state is not one Python made ({printable(str(err)[:100], lines=False)})"
+    if not any(state[:624]):
+        return "its Python random state is all zeros (not a Mersenne Twister state)"
     return None
 
 
 def read_checkpoint(path: Path, meta_only: bool = False, hint: str | None = None) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
     """(meta, arrays) of a checkpoint file, checked against `CheckpointMeta` and the arrays its meta implies;
-    with `meta_only`, the arrays are not read. A `DataError` naming the file and what is wrong otherwise."""
+    with `meta_only`, the arrays are not read. A `DataError` naming the file and what is wrong otherwise.
+
+    The zip's directory and every array's .npy header are checked before anything is decompressed
+    (`datafiles.check_npz`): `meta` at most MAX_META bytes, the arrays at most about the file's own size
+    (specc writes checkpoints uncompressed), the random states their own shapes."""
+    from .datafiles import check_npz, size_text
+
     path = Path(path)
 
     def wrong(what: str) -> DataError:
@@ -153,29 +198,35 @@ def read_checkpoint(path: Path, meta_only: bool = False, hint: str | None = None
     if not path.is_file():
         raise wrong("not a regular file" if path.exists() else "no such file")
     try:
-        loaded = np.load(path, allow_pickle=False)
-        if not hasattr(loaded, "files"):
-            raise wrong("a single .npy array, not an .npz archive")
-        with loaded as z:
-            names = list(z.files)
-            if "meta" not in names:
-                raise wrong("it has no `meta` entry")
-            raw = z["meta"]
-            if raw.shape != () or raw.dtype.kind != "U" or raw.dtype.itemsize > MAX_META:
-                raise wrong(f"its `meta` is {raw.dtype}{list(raw.shape)}, not one JSON string")
-            meta = CheckpointMeta.model_validate(json.loads(str(raw)))
-            names.remove("meta")
-            arrays = {} if meta_only else {k: z[k] for k in names}
-    except DataError:
-        raise
+        size = path.stat().st_size
+        declared = check_npz(path, check=_check_member, max_bytes=2 * size + CHECKPOINT_SLACK_BYTES,
+                             what=f"checkpoint of {size_text(size)} (specc writes checkpoints uncompressed)",
+                             floor=CHECKPOINT_SLACK_BYTES, ratio=2, hint=hint or "")
+        if "meta" not in declared:
+            raise wrong("it has no `meta` entry")
+        with np.load(path, allow_pickle=False) as z:
+            meta = CheckpointMeta.model_validate(json.loads(str(z["meta"])))
+            problem = _check_checkpoint(meta, declared)
+            if problem:
+                raise wrong(problem)
+            arrays = {} if meta_only else {k: z[k] for k in declared if k != "meta"}
+    except DataError as err:
+        if err.message.startswith("not a readable specc checkpoint"):
+            raise
+        raise wrong(err.message) from None
     except ValidationError as err:
         raise wrong(f"its meta does not fit: {describe_schema_error(err)}") from None
-    except Exception as err:  # noqa: BLE001 - truncated, foreign, not a zip, bad JSON, pickled arrays
+    except Exception as err:  # noqa: BLE001 - truncated, foreign, not a zip, bad JSON, a damaged member
         why = printable((str(err).strip().splitlines() or [type(err).__name__])[0][:300], lines=False)
         raise wrong(f"{why} ({type(err).__name__})") from None
-    problem = _check_checkpoint(meta, names, None if meta_only else arrays)
-    if problem:
-        raise wrong(problem)
+    if not meta_only:
+        keys = arrays["rng/numpy"]
+        try:
+            np.random.RandomState().set_state(("MT19937", keys, *meta.numpy_rng))
+        except (ValueError, TypeError, OverflowError) as err:
+            raise wrong(f"its NumPy random state is not one NumPy made ({printable(str(err)[:100], lines=False)})") from None
+        if not keys.any():
+            raise wrong("its NumPy random state is all zeros (not a Mersenne Twister state)")
     return meta.model_dump(), arrays
 
 
@@ -212,7 +263,13 @@ def restore_checkpoint(model, meta: dict[str, Any], arrays: dict[str, np.ndarray
         for name in ("wait", "stopped_epoch", "best_epoch", "best"):
             setattr(early_stopping, name, saved_es[name])
         n = sum(1 for k in arrays if k.startswith("early_stopping/"))
-        early_stopping.best_weights = [arrays[f"early_stopping/{i}"] for i in range(n)] if saved_es["best_weights"] else None
+        best = [arrays[f"early_stopping/{i}"] for i in range(n)] if saved_es["best_weights"] else None
+        want = [tuple(w.shape) for w in model.weights]
+        if best is not None and [tuple(b.shape) for b in best] != want:
+            raise DataError(Diagnostic(f"the checkpoint's early-stopping best weights ({len(best)} arrays) do not fit "
+                                       f"this model's {len(want)} weights", file=file,
+                                       hint="start the run again with `--force`"))
+        early_stopping.best_weights = best
 
 
 def write_history(path: Path, history: dict[str, list[float]]) -> None:
@@ -224,6 +281,10 @@ def write_history(path: Path, history: dict[str, list[float]]) -> None:
     for i in range(len(history.get("loss", []))):
         writer.writerow([i + 1] + [repr(history[k][i]) for k in keys])
     write_atomic(path, buf.getvalue())
+
+
+def _names(keys) -> str:
+    return ", ".join(f"`{printable(str(k)[:100], lines=False)}`" for k in sorted(keys)[:10])
 
 
 class FiniteLoss(keras.callbacks.Callback):
@@ -304,6 +365,11 @@ class EpochCheckpoint(keras.callbacks.Callback):
         if self.guard.bad is not None:  # a diverged epoch is never saved: the last good checkpoint stays
             self.model.stop_training = True
             return
+        if self.history and set(logs) != set(self.history):  # a resumed history: this run must log what it logged
+            raise DataError(Diagnostic(
+                f"not a readable specc checkpoint: its history logs {_names(self.history)}, but this run logs "
+                f"{_names(logs)}; nothing was saved from this epoch", file=str(self.path),
+                hint=f"the run cannot be resumed; start it again with `specc run SPEC --out {self.path.parent} --force`"))
         self.times.append(time.perf_counter() - self.t0)
         for key, value in logs.items():
             self.history.setdefault(key, []).append(float(value))

@@ -16,7 +16,7 @@ import traceback
 from pathlib import Path
 
 from . import __version__
-from .errors import Diagnostic, EXIT_CODES, EXIT_DATA, EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, UsageError, UserError
+from .errors import Diagnostic, EXIT_CODES, EXIT_DATA, EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, UsageError, UserError, printable
 
 EPILOG = "exit codes:\n" + "\n".join(f"  {code:<4} {why}" for code, why in EXIT_CODES.items())
 
@@ -217,7 +217,7 @@ def cmd_check(args) -> int:
         else:
             warnings += found
             if args.format == "text":
-                print(f"{file}: ok")
+                print(f"{printable(file, lines=False)}: ok")
                 for d in found:  # warnings do not fail the check (`--strict`: they do)
                     print(d.render(), file=sys.stderr)
     if args.format == "json":
@@ -260,6 +260,10 @@ def cmd_run(args) -> int:
     initialize_processes(args.coordinator, args.num_processes, args.process_id)
     if args.file is None and args.resume is None:
         raise UsageError(Diagnostic("`specc run` needs a spec FILE (or `--resume RUN_DIR`)", file="specc run"))
+    for option, value in (("--out", args.out), ("--resume", args.resume), ("--init", args.init)):
+        if value == "":
+            raise UsageError(Diagnostic(f"`{option}` is empty", file="specc run",
+                                        hint=f"name a folder for `{option}` (`.` for this one), or leave it out"))
     from .runner import claim_run_dir, resumable
 
     # The run directory is claimed (locked, and refused when it is not free) before data is read, even for lint.
@@ -297,7 +301,7 @@ def cmd_run(args) -> int:
     test = ", ".join(f"{k} {v:.4f}" for k, v in m["test"].items())
     where = "training data (no test split)" if m["test_on"] == "train" else "test"
     print(f"{where}: {test}")
-    print(f"params {m['params']:,}; {m['epochs']} epoch{'' if m['epochs'] == 1 else 's'} in {m['seconds']:.1f} s on {m['device']}; saved to {result.out}")
+    print(f"params {m['params']:,}; {m['epochs']} epoch{'' if m['epochs'] == 1 else 's'} in {m['seconds']:.1f} s on {m['device']}; saved to {printable(str(result.out), lines=False)}")
     return EXIT_OK
 
 
@@ -360,8 +364,6 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_INTERRUPTED
     except Exception as err:  # noqa: BLE001 - anything else is our bug, never the user's
         if isinstance(err, OSError) and err.errno in _ENVIRONMENT_ERRNOS:  # a full disk, no permission: not a bug
-            from .errors import printable
-
             where = printable(str(err.filename), lines=False) if err.filename else "specc"
             print(f"{where}: error: {printable(err.strerror or str(err), lines=False)}", file=sys.stderr)
             return EXIT_DATA

@@ -40,7 +40,7 @@ from pydantic import BaseModel
 
 from . import nodes as n
 from .check import _show
-from .errors import EXIT_OK, EXIT_SPEC, EXIT_USAGE, Diagnostic, SpecError, UserError, did_you_mean
+from .errors import EXIT_OK, EXIT_SPEC, EXIT_USAGE, Diagnostic, SpecError, UserError, did_you_mean, printable
 from .plan import Origin, Plan, Settings
 
 ALLOWED = ("params", "output_shape", "initial_loss", "overfit", "gradients")
@@ -590,15 +590,15 @@ def cmd_test(args) -> int:
         if not results:
             untested.append(file)
             if args.format == "text":
-                print(f"{file}: no contracts (`expect` section): nothing to test")
+                print(f"{printable(file, lines=False)}: no contracts (`expect` section): nothing to test")
             continue
         passed += sum(r.ok for r in results)
         failed += sum(not r.ok for r in results)
         reports.append((file, plan, results))
         if args.format == "text":
-            print(file)
+            print(printable(file, lines=False))
             for r in results:
-                print(f"  PASS {r.key}: {r.message}" if r.ok else r.diagnostic(plan).render())
+                print(printable(f"  PASS {r.key}: {r.message}", lines=False) if r.ok else r.diagnostic(plan).render())
     seconds = time.perf_counter() - began
     if args.format == "json":
         files = [{"file": file, "model": plan.name,

@@ -97,20 +97,25 @@ def _npy_header(stream) -> tuple[tuple[int, ...], np.dtype]:
 
 def npz_names(path: Path) -> list[str]:
     """The array names of an .npz file, after its directory and every array's header were checked."""
-    return list(_check_npz(path))
+    return list(check_npz(path))
 
 
-def _check_npz(path: Path) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
+def check_npz(path: Path, check=check_array, max_bytes: int = MAX_DATA_BYTES, what: str = "data file",
+              floor: int = BOMB_FLOOR_BYTES, ratio: int = MAX_EXPANSION,
+              hint: str = "save the arrays with numpy.savez or numpy.savez_compressed") -> dict[str, tuple[tuple[int, ...], np.dtype]]:
     """{array name: (shape, dtype)} of an .npz file, read from its zip directory and the .npy headers: no array
-    is decompressed. Refuses a file that is not a zip of .npy arrays, non-numeric or 0-d arrays, an array whose
-    header declares more than its member holds, and more than MAX_DATA_BYTES in all."""
+    is decompressed. Refuses a file that is not a zip of .npy arrays, arrays that `check(path, name, dtype, shape)`
+    refuses (by default: non-numeric or 0-d ones, as data), an array whose header declares more than its member
+    holds, a member expanding more than `ratio` times past `floor` bytes (a bomb), and more than `max_bytes` in all.
+    `what` names the kind of file in messages (the bound is MAX_DATA_BYTES for data)."""
+    path = Path(path)
     if path.stat().st_size == 0:
         raise bad(path, "the file is empty (0 bytes)")
     try:
         archive = zipfile.ZipFile(path)
     except (zipfile.BadZipFile, zipfile.LargeZipFile, ValueError, EOFError, OSError) as err:
         raise bad(path, f"cannot read it as .npz: it is truncated or not a zip of .npy arrays ({_why(err)})",
-                  "save the arrays with numpy.savez or numpy.savez_compressed") from None
+                  hint) from None
     found: dict[str, tuple[tuple[int, ...], np.dtype]] = {}
     with archive:
         infos = archive.infolist()
@@ -118,10 +123,12 @@ def _check_npz(path: Path) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
             raise bad(path, f"the archive holds {len(infos):,} members; specc reads at most {MAX_NPZ_MEMBERS:,} arrays "
                             "from one .npz (MAX_NPZ_MEMBERS)")
         total = sum(i.file_size for i in infos)
-        if total > MAX_DATA_BYTES:
-            raise bad(path, f"its arrays declare {size_text(total)} in all, more than the {size_text(MAX_DATA_BYTES)} "
-                            "specc reads from one data file (MAX_DATA_BYTES)",
-                      "refused before decompressing; split the data into smaller files")
+        if total > max_bytes:
+            bound = " (MAX_DATA_BYTES)" if max_bytes == MAX_DATA_BYTES else ""
+            raise bad(path, f"its arrays declare {size_text(total)} in all, more than the {size_text(max_bytes)} "
+                            f"specc reads from one {what}{bound}",
+                      "refused before decompressing; split the data into smaller files" if what == "data file" else
+                      "refused before decompressing")
         for info in infos:
             name = info.filename
             if not name.endswith(".npy"):
@@ -133,12 +140,13 @@ def _check_npz(path: Path) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
             except (ValueError, OSError, EOFError, zipfile.BadZipFile, NotImplementedError, RuntimeError,
                     SyntaxError, TypeError, KeyError, zipfile.LargeZipFile) as err:
                 raise bad(path, f"array {member_name(key)} is damaged or not an .npy array ({_why(err)})") from None
-            check_array(path, key, dtype, shape)
+            check(path, key, dtype, shape)
             nbytes = math.prod(shape) * dtype.itemsize
-            if is_bomb(info.file_size, info.compress_size):
+            if is_bomb(info.file_size, info.compress_size, floor, ratio):
+                bound = "MAX_EXPANSION: " if (floor, ratio) == (BOMB_FLOOR_BYTES, MAX_EXPANSION) else ""
                 raise bad(path, f"array {member_name(key)} declares {size_text(info.file_size)} but is stored in "
                                 f"{size_text(info.compress_size)}: a decompression bomb, refused before decompressing "
-                                f"(MAX_EXPANSION: {MAX_EXPANSION}x past {size_text(BOMB_FLOOR_BYTES)})",
+                                f"({bound}{ratio}x past {size_text(floor)})",
                           "if the data really compresses this well, save it uncompressed with numpy.savez")
             if nbytes > info.file_size:
                 raise bad(path, f"array {member_name(key)} declares shape {shape} of {dtype} ({size_text(nbytes)}) "
@@ -148,8 +156,8 @@ def _check_npz(path: Path) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
 
 
 def read_npz(path: Path, names: list[str] | None = None) -> dict[str, np.ndarray]:
-    """Arrays of an .npz file (those in `names`, default all), checked by `_check_npz` first; never unpickled."""
-    declared = _check_npz(path)
+    """Arrays of an .npz file (those in `names`, default all), checked by `check_npz` first; never unpickled."""
+    declared = check_npz(path)
     try:
         with np.load(path, allow_pickle=False) as z:  # never unpickle: a data file cannot run code
             return {k: z[k] for k in declared if names is None or k in names}

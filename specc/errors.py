@@ -112,10 +112,11 @@ class Diagnostic:
 
     def render(self) -> str:
         code = f" [{self.code}]" if self.code else ""
+        file = printable(self.file, lines=False)  # a file name with a new line must not start a fake line
         if self.span is None:
-            out = [f"{self.file}: {self.severity}: {self.message}{code}"]
+            out = [f"{file}: {self.severity}: {self.message}{code}"]
         else:
-            out = [f"{self.file}:{self.span.line}:{self.span.col}: {self.severity}: {self.message}{code}"]
+            out = [f"{file}:{self.span.line}:{self.span.col}: {self.severity}: {self.message}{code}"]
             out += _excerpt(self.source, self.span)
         out += [f"note: {n}" for n in self.notes]
         if self.hint:

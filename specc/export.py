@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from .artifacts import write_atomic, write_atomic_with
-from .errors import DataError, Diagnostic, EXIT_OK, UsageError
+from .errors import DataError, Diagnostic, EXIT_OK, UsageError, printable
 from .inference import Run, evaluate, load_keras, load_test_split, open_run
 
 DEFAULT_NAMES = {"keras": "model.keras", "weights": "model.weights.h5", "int8": "model.int8.keras"}
@@ -39,12 +39,12 @@ def cmd_export(args) -> int:
     out = out_path(run, args.out, args.format)
     if args.format == "keras":
         write_atomic_with(out, lambda tmp: shutil.copyfile(run.model_file, tmp), suffix=".keras")
-        print(f"wrote {out} ({_size(out.stat().st_size)}): a copy of {run.model_file}")
+        print(printable(f"wrote {out} ({_size(out.stat().st_size)}): a copy of {run.model_file}", lines=False))
     elif args.format == "weights":
         size = export_weights(run, out)
         spec = run.path / "spec.model"
-        print(f"wrote {out} ({_size(size)}); load it into the model the spec builds: "
-              f"model = specc.load({str(spec)!r}).build_model(); model.load_weights({str(out)!r})")
+        print(printable(f"wrote {out} ({_size(size)}); load it into the model the spec builds: "
+                        f"model = specc.load({str(spec)!r}).build_model(); model.load_weights({str(out)!r})", lines=False))
     else:
         report = export_int8(run, out)
         print(format_int8_report(report))
@@ -181,7 +181,7 @@ def format_int8_report(r: dict[str, Any]) -> str:
         after = r["test"]["int8"].get(k)
         lines.append(f"  {k}: {v:.4f} -> {after:.4f} ({after - v:+.4f})" if after is not None else f"  {k}: {v:.4f}")
     lines.append(f"wrote {r['file']} and {r['report']}")
-    return "\n".join(lines)
+    return "\n".join(printable(line, lines=False) for line in lines)  # layer names and paths come from files
 
 
 def _size(n: int) -> str:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import stat
 import sys
 import time
 from pathlib import Path
@@ -100,10 +101,18 @@ def diverged(info: dict[str, Any]) -> str:
     return f"its loss became {bad.get('loss', 'NaN')} in epoch {bad.get('epoch', '?')}{step}"
 
 
+def safe_name(stem: str, limit: int = 100) -> str:
+    """A spec's file name made fit for a folder name shown on a terminal: characters that are not printable
+    (control characters, escape sequences, lone surrogates) and path separators become `_`, at most `limit` long."""
+    safe = "".join(c if c.isprintable() and not 0xD800 <= ord(c) <= 0xDFFF and c not in "/\\" else "_"
+                   for c in stem)[:limit].strip()
+    return safe if safe and safe not in (".", "..") else "spec"
+
+
 def new_run_dir(spec_file: str, root: str | Path = "runs") -> Path:
     """Create and return `root/NAME-YYYYmmdd-HHMMSS` (the spec's name and the time), or `...-2`, `-3`, ... when
     another run took that name: `mkdir` without `exist_ok`, so two runs never share a default directory."""
-    stem = Path(spec_file).stem if spec_file and not spec_file.startswith("<") else "spec"
+    stem = safe_name(Path(spec_file).stem) if spec_file and not spec_file.startswith("<") else "spec"
     base = Path(root) / f"{stem}-{time.strftime('%Y%m%d-%H%M%S')}"
     try:
         base.parent.mkdir(parents=True, exist_ok=True)
@@ -147,20 +156,21 @@ class RunDir:
     """A run directory claimed by this process: `path`, locked until `release()`; `created` when this claim
     made it; `remove`: the old run's files that `clear()` deletes before the new run writes its own."""
 
-    def __init__(self, path: Path, fd: int | None, created: bool, remove: list[str] | None = None):
+    def __init__(self, path: Path, fd: int | None, created: bool, remove: list[str] | None = None,
+                 is_run: bool = False):
         self.path, self.fd, self.created, self.remove = path, fd, created, remove or []
+        self.is_run = is_run  # the folder held a specc run (a valid run.json) when claimed: its partial files are its
 
     def clear(self) -> list[str]:
-        """Delete the old run's files (`remove`) and partial run files; say which on stderr."""
+        """Delete the old run's files (`remove`) and, in a folder that held a specc run, its partial run files
+        (regular files only, never a link or a folder); say which on stderr."""
         gone = []
         for name in self.remove:
-            try:
+            if _regular(self.path / name):
                 (self.path / name).unlink()
                 gone.append(name)
-            except FileNotFoundError:
-                pass
-        for entry in sorted(os.listdir(self.path)):
-            if _is_partial(entry) and (self.path / entry).is_file():
+        for entry in sorted(os.listdir(self.path)) if self.is_run else []:
+            if _is_partial(entry) and _regular(self.path / entry):
                 (self.path / entry).unlink(missing_ok=True)
                 gone.append(entry)
         if gone:
@@ -208,8 +218,9 @@ def _lock(path: Path) -> int | None:
 
 
 def _state(path: Path) -> tuple[list[str], dict[str, Any] | None, str | None]:
-    """(entries that are not partial run files, run.json's content if it is specc's, why not if it is not)."""
-    entries = sorted(e for e in os.listdir(path) if not _is_partial(e))
+    """(the folder's entries, run.json's content if it is specc's, why not if it is not). Partial run files count
+    like any other file: they are a run's leftovers only beside a valid run.json (a user may name a file so)."""
+    entries = sorted(os.listdir(path))
     if not entries:
         return [], None, None
     if "run.json" not in entries or not (path / "run.json").is_file():
@@ -218,6 +229,42 @@ def _state(path: Path) -> tuple[list[str], dict[str, Any] | None, str | None]:
         return entries, read_run_info(path), None
     except DataError as err:
         return entries, None, err.message
+
+
+def _regular(path: Path) -> bool:
+    """Whether `path` is a regular file itself (not a link to one, a folder, a FIFO or a device)."""
+    try:
+        return stat.S_ISREG(os.lstat(path).st_mode)
+    except OSError:
+        return False
+
+
+def _kind(path: Path) -> str:
+    """What `path` is, in words (it is not followed if it is a link)."""
+    try:
+        mode = os.lstat(path).st_mode
+    except OSError as err:
+        return f"unreadable ({err.strerror or err})"
+    if stat.S_ISLNK(mode):
+        try:
+            os.stat(path)
+        except OSError as err:
+            if err.errno == errno.ELOOP:
+                return "a symbolic link loop"
+            return f"a symbolic link to nothing (`{printable(os.readlink(path)[:200], lines=False)}` does not exist)"
+        return f"a symbolic link (to `{printable(os.readlink(path)[:200], lines=False)}`)"
+    return ("a folder" if stat.S_ISDIR(mode) else "a FIFO (named pipe)" if stat.S_ISFIFO(mode) else
+            "a socket" if stat.S_ISSOCK(mode) else "a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) else
+            "a file")
+
+
+def special_run_file(path: Path, names=RUN_FILES) -> str | None:
+    """The first of a run's file `names` present in `path` as something other than a regular file (a folder, a
+    link, a FIFO: writing it would fail after training, or write through the link), said as `NAME is WHAT`."""
+    for name in names:
+        if os.path.lexists(path / name) and not _regular(path / name):
+            return f"`{name}` is {_kind(path / name)}, not a file specc wrote"
+    return None
 
 
 def _listing(names: list[str], limit: int = 8) -> str:
@@ -231,26 +278,30 @@ def claim_out(out: str | Path | None, spec_file: str, force: bool) -> RunDir:
     if out is None:
         path = new_run_dir(spec_file)
         return RunDir(path, _lock(path), created=True)
+    if str(out) == "":
+        raise UsageError(Diagnostic("`--out` is empty", file="specc run",
+                                    hint="name a new folder for the run, or leave out `--out` for runs/NAME-TIME"))
     path = Path(out)
 
     def refuse(message: str, hint: str) -> UsageError:
         return UsageError(Diagnostic(message, file=str(path), hint=hint))
 
     created = False
-    if path.exists() or path.is_symlink():
-        if not path.is_dir():
-            raise refuse("`--out` names a file, not a folder", "choose a new folder for the run")
-        if not os.access(path, os.W_OK | os.X_OK):
-            raise refuse("cannot write into this folder (permission denied)", "choose another `--out`")
-    else:
-        try:
-            path.mkdir(parents=True)
-            created = True
-        except FileExistsError:
-            pass  # made meanwhile by another process: the lock decides
-        except OSError as err:
-            raise refuse(f"cannot use this as the run directory: {err.strerror or err}", "choose another `--out`") from None
-    entries, info, why = _state(path)  # before locking, so that a user's folder gets nothing written into it
+    try:
+        if os.path.lexists(path):
+            if not path.is_dir():
+                raise refuse(f"`--out` names {_kind(path)}, not a folder", "choose a new folder for the run")
+            if not os.access(path, os.W_OK | os.X_OK):
+                raise refuse("cannot write into this folder (permission denied)", "choose another `--out`")
+        else:
+            try:
+                path.mkdir(parents=True)
+                created = True
+            except FileExistsError:
+                pass  # made meanwhile by another process: the lock decides
+        entries, info, why = _state(path)  # before locking, so that a user's folder gets nothing written into it
+    except OSError as err:  # a name too long, a loop of links above it, no permission
+        raise refuse(f"cannot use this as the run directory: {err.strerror or err}", "choose another `--out`") from None
     if entries and info is None:
         raise refuse(f"this folder is not empty and is not a specc run ({why}): it holds {_listing(entries)}",
                      "choose a new or empty folder for `--out`; specc never deletes files it did not write, "
@@ -283,8 +334,13 @@ def claim_out(out: str | Path | None, spec_file: str, force: bool) -> RunDir:
                     done = " (its checkpoint is unreadable)"
                 raise refuse(f"this folder holds an unfinished run{done}; refusing to overwrite it",
                              f"continue it with `specc run --resume {path}`, or pass `--force` to start over")
+            special = special_run_file(path)
+            if special:
+                raise refuse(f"this run directory cannot be written: {special}",
+                             "remove or rename it, or choose another `--out`")
             listed = set(info["files"])
-            run.remove = [f for f in RUN_FILES if f in listed and (path / f).is_file()]
+            run.remove = [f for f in RUN_FILES if f in listed and _regular(path / f)]
+            run.is_run = True
     except BaseException:
         run.release()
         raise
@@ -293,11 +349,14 @@ def claim_out(out: str | Path | None, spec_file: str, force: bool) -> RunDir:
 
 def claim_resume(run_dir: str | Path) -> RunDir:
     """Claim the directory of a run to resume (it must exist; `_open_resume` checks what it holds)."""
-    path = Path(run_dir)
-    if not path.is_dir():
-        raise UsageError(Diagnostic("no run directory here", file=str(path),
+    if str(run_dir) == "":
+        raise UsageError(Diagnostic("`--resume` is empty", file="specc run",
                                     hint="name the directory of a run that was interrupted"))
+    path = Path(run_dir)
     try:
-        return RunDir(path, _lock(path), created=False)
+        if not path.is_dir():
+            raise UsageError(Diagnostic("no run directory here" + (f" (it is {_kind(path)})" if os.path.lexists(path) else ""),
+                                        file=str(path), hint="name the directory of a run that was interrupted"))
+        return RunDir(path, _lock(path), created=False, is_run=True)
     except OSError as err:
         raise UsageError(Diagnostic(f"cannot use this as the run directory: {err.strerror or err}", file=str(path))) from None

@@ -23,7 +23,8 @@ import numpy as np
 
 from . import __version__
 from .artifacts import remove_partial_files, write_atomic, write_atomic_with
-from .rundir import CHECKPOINT, RUN_FILES, RunDir, claim_out, claim_resume, diverged as _diverged, read_run_info  # noqa: F401 - RUN_FILES re-exported
+from .rundir import (CHECKPOINT, RUN_FILES, RunDir, claim_out, claim_resume, diverged as _diverged, read_run_info,  # noqa: F401 - RUN_FILES re-exported
+                     special_run_file)
 from .build import build_model, make_object
 from .data import Dataset, count_examples, data_source, load_dataset, prepare, take
 from .errors import DataError, Diagnostic, SpecError, UsageError, UserError, did_you_mean, printable
@@ -104,6 +105,9 @@ def resumable(run_dir: Path, out=None) -> dict[str, Any]:
         raise refuse("no run.json here: this is not the directory of a specc run",
                      "name the directory of a run that was interrupted")
     info = read_run_info(run_dir)
+    special = special_run_file(run_dir, [f for f in RUN_FILES if f not in ("run.json", CHECKPOINT)])  # those two: read
+    if special:
+        raise refuse(f"this run cannot be resumed: {special}", "remove or rename it, then resume")
     if info.get("diverged"):
         raise refuse(f"this run diverged ({_diverged(info)}); resuming it would diverge again",
                      f"start a new run from its last good weights with a lower learning rate: "
@@ -122,6 +126,10 @@ def _open_resume(plan: Plan, run_dir: Path, out, epochs: int | None, limit: int 
     info = resumable(run_dir, out)
     meta, arrays = read_checkpoint(run_dir / CHECKPOINT,
                                    hint=f"the run cannot be resumed; start it again with `specc run SPEC --out {run_dir} --force`")
+    if meta["epoch"] > info["epochs"]:
+        raise DataError(Diagnostic(f"not a readable specc checkpoint: it claims {meta['epoch']} epochs done, but the run "
+                                   f"trains {info['epochs']} (run.json)", file=str(run_dir / CHECKPOINT),
+                                   hint=f"the run cannot be resumed; start it again with `specc run SPEC --out {run_dir} --force`"))
     here = spec_hash(plan)
     if here != info["spec_sha256"] or here != meta["spec_sha256"]:
         raise refuse(f"{printable(plan.file, lines=False)} differs from the spec this run started with (sha256 {here[:12]} here, "
@@ -323,7 +331,8 @@ def run_plan(plan: Plan, out: str | Path | None = None, epochs: int | None = Non
             return _run_plan(plan, run, out_dir, epochs, limit, verbose, resume, callbacks)
         except KeyboardInterrupt:
             kept, action = _how_to_go_on(out_dir, plan, run)
-            print(f"specc: interrupted; {kept}" + (f"; {action}" if action else ""), file=sys.stderr, flush=True)
+            print(printable(f"specc: interrupted; {kept}" + (f"; {action}" if action else ""), lines=False),
+                  file=sys.stderr, flush=True)
             raise
         except OSError as err:  # a full disk, a quota, a read-only or vanished folder
             raise _failed_write(err, out_dir, plan, run) from None
@@ -434,17 +443,18 @@ def _run_plan(plan: Plan, run: RunDir | None, out_dir: Path, epochs: int | None,
     callbacks = [*startup_probe(), *(callbacks or []), start, guard, *([stopper] if stopper else []), saver]
     done = saver.done
     if ckpt is not None:
-        remove_partial_files(out_dir)
+        remove_partial_files(out_dir, RUN_FILES)  # a proven run's (`_open_resume` read its run.json)
         write_history(out_dir / "history.csv", saver.history)  # history.csv may lag the checkpoint by one epoch
     if verbose and taken:
-        print(f"init: {len(taken)} layers from {plan.init.source}: {', '.join(taken)}"  # type: ignore[union-attr]
-              + (f"; frozen: {', '.join(plan.init.freeze)}" if plan.init.freeze else ""), flush=True)  # type: ignore[union-attr]
+        print(printable(f"init: {len(taken)} layers from {plan.init.source}: {', '.join(taken)}"  # type: ignore[union-attr]
+                        + (f"; frozen: {', '.join(plan.init.freeze)}" if plan.init.freeze else ""), lines=False),  # type: ignore[union-attr]
+              flush=True)
     if verbose:
         test = "the training data" if data.test_is_train else f"{count_examples(data.x_test):,} test examples"
         what = f"resuming `{plan.name}` after epoch {done} of {n_epochs}" if ckpt else f"training `{plan.name}`"
         print(f"{what} ({model.count_params():,} params) on {examples:,} examples "
               f"for {n_epochs} epoch{'s' if n_epochs != 1 else ''} of batch {train.batch_size} on {describe(platform)}; "
-              f"evaluating on {test}; writing {out_dir}", flush=True)
+              f"evaluating on {test}; writing {printable(str(out_dir), lines=False)}", flush=True)
         if compiled["lowered"] or compiled["steps_per_execution"] > 1:
             print(f"compiled for {platform}: {describe_compiled(compiled)}", flush=True)
     try:
