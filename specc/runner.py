@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from . import __version__
+from .version import __version__
 from .artifacts import remove_partial_files, write_atomic, write_atomic_with
 from .rundir import CHECKPOINT, RUN_FILES, RunDir, claim_out, claim_resume, diverged as _diverged, read_run_info  # noqa: F401 - RUN_FILES re-exported
 from .build import build_model, make_object
@@ -169,9 +169,8 @@ def compile_model(plan: Plan, model, weighted: bool = False, examples: int | Non
             loss = catalog("loss").get_class(cls)()
         if isinstance(loss, import_keras().losses.Loss):
             loss.reduction = "mean_with_sample_weight"
-    from .cost import choose_steps_per_execution, step_flops
     from .distribute import local_batch_size
-    from .lower import enable_jit, lower_model, lowering_choice
+    from .lower import choose_steps_per_execution, enable_jit, lower_model, lowering_choice, step_flops
 
     batch = local_batch_size(train.batch_size)
     lowered = lower_model(model, choice=lowering_choice(None), batch_size=batch)  # the step is traced after this
