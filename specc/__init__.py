@@ -9,9 +9,8 @@
     code = specc.emit(spec)                  # spec -> standalone Keras code
 """
 
-__version__ = "0.1.0"
-
-from .errors import DataError, InternalError, SpecError, UsageError, UserError  # noqa: E402
+from .errors import DataError, InternalError, SpecError, UsageError, UserError
+from .version import __version__
 
 
 def __getattr__(name: str):

@@ -14,6 +14,7 @@ from typing import Callable, IO
 
 
 PARTIAL = ".partial-"  # in the names of files still being written
+CHECKPOINT = "checkpoint.npz"  # a run's checkpoint (`specc.checkpoint`), among its files (`specc.rundir.RUN_FILES`)
 
 
 def _umask_mode() -> int:

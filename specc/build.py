@@ -11,6 +11,7 @@ of the layer that raised it. Keras computes every shape; specc has no shape rule
 from __future__ import annotations
 
 import contextlib
+import gc
 import math
 import re
 import sys
@@ -18,8 +19,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from .catalog import catalog
-from .check import MAX_EXAMPLE_VALUES, argument_named, brief, gc_paused
-from .errors import SpecError, printable, suggest
+from .limits import MAX_EXAMPLE_VALUES
+from .errors import SpecError, brief, printable, suggest
 from .keras_env import import_keras, keras_module
 from .plan import LayerNode, Obj, Plan
 
@@ -37,12 +38,21 @@ MAX_LAYER_PARAMS = 2**31
 def make_object(value: Any) -> Any:
     """Turn plan values into Keras objects: `Obj` -> `keras.<module>.<cls>(**kwargs)`, recursively."""
     if isinstance(value, Obj):
-        return getattr(keras_module(value.module), value.cls)(**{k: make_object(v) for k, v in value.kwargs.items()})
+        return getattr(_module(value.module), value.cls)(**{k: make_object(v) for k, v in value.kwargs.items()})
     if isinstance(value, list):
         return [make_object(v) for v in value]
     if isinstance(value, tuple):
         return tuple(make_object(v) for v in value)
     return value
+
+
+def _module(path: str):
+    """The module an `Obj` names: a Keras module, or `specc.extras` (specc's own classes, which import Keras)."""
+    if path == "specc.extras":
+        from . import extras
+
+        return extras
+    return keras_module(path)
 
 
 def make_layer(node: LayerNode):
@@ -56,10 +66,35 @@ _NOISE = [
 ]
 
 
+@contextlib.contextmanager
+def gc_paused():
+    """Python's cycle collector paused while a model is checked or built, as it was before afterwards.
+
+    A full collection walks every object in the process, and Keras and JAX leave hundreds of thousands after
+    their import; the objects a large model makes set off several, each costing as much as the whole heap
+    (measured: a third of building a ResNet of 200 blocks, `benchmarks/scaling.py`). What a build leaves
+    behind is collected as usual afterwards."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
+def argument_named(message: str, names) -> str | None:
+    """Which of these argument names a Keras error message is about, if it names one."""
+    for arg in names:
+        if re.search(rf"`{arg}`|\b{arg}=|argument {arg}\b|'{arg}'", message):
+            return arg
+    return None
+
+
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
 
-def _keras_message(err: BaseException) -> str:
+def keras_message(err: BaseException) -> str:
     text = _ANSI.sub("", str(err)).strip()
     for pat in _NOISE:
         text = pat.sub("", text).strip()
@@ -136,7 +171,7 @@ def _build_graph(plan: Plan, initializers: bool) -> Built:
         try:
             tensors[inp.name] = keras.Input(shape=inp.shape, dtype=inp.dtype, name=inp.name)
         except Exception as err:  # noqa: BLE001 - Keras says what is wrong with the shape
-            raise SpecError(plan.diag(f"bad input `{inp.name}`: {_keras_message(err)}", inp.origin.span)) from None
+            raise SpecError(plan.diag(f"bad input `{inp.name}`: {keras_message(err)}", inp.origin.span)) from None
     for node in plan.layers:
         start = len(pending)
         try:
@@ -212,7 +247,7 @@ def _check_loss_axes(plan: Plan, outputs: list) -> None:
 
 def _arguments_error(plan: Plan, node: LayerNode, err: BaseException) -> SpecError:
     """A layer's constructor refused its arguments."""
-    message = _keras_message(err)
+    message = keras_message(err)
     return SpecError(plan.diag(f"invalid arguments for `{node.cls}`: {message}", _blame(node, message),
                                hint=_hint_for(node, message), notes=node.origin.notes))
 
@@ -220,7 +255,7 @@ def _arguments_error(plan: Plan, node: LayerNode, err: BaseException) -> SpecErr
 def _call_error(plan: Plan, node: LayerNode, args: list, err: BaseException) -> SpecError:
     """A layer could not be called on its inputs."""
     shapes = ", ".join(_shape(a) for a in args)
-    message = _keras_message(err)
+    message = keras_message(err)
     ndim = re.search(r"expected (min_|max_)?ndim=(\d+), found ndim=(\d+)", message)
     if ndim:
         bound = {"min_": "at least ", "max_": "at most "}.get(ndim.group(1) or "", "")

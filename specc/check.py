@@ -9,7 +9,6 @@ building on symbolic tensors (`specc.build.infer_shapes`).
 from __future__ import annotations
 
 import contextlib
-import gc
 import math
 import operator
 from typing import Any
@@ -17,8 +16,11 @@ from typing import Any
 from . import fmt
 from . import nodes as n
 from .catalog import DENIED_LAYERS, METRIC_STRINGS, call_options_of, catalog, kind_of_argument, signature_of
-from .errors import Diagnostic, InternalError, Source, SpecError, did_you_mean, printable
-from .keras_env import import_keras
+from .errors import (Diagnostic, InternalError, Source, SpecError, brief, did_you_mean, printable,  # noqa: F401
+                     show_value)  # (brief re-exported)
+from .keras_env import import_keras, prepare_environment
+from .limits import (LAYER_WEIGHTS, MAX_ARGUMENT_ELEMENTS, MAX_ERRORS, MAX_EXAMPLE_VALUES, MAX_EXPANSION, MAX_LAYERS,  # noqa: F401
+                     MAX_NESTING, MAX_NUMBER, MAX_REPEAT, MAX_VALUE_DEPTH, MAX_VALUE_ELEMENTS, MAX_VOCABULARY)  # (re-exported)
 from .text import SPECIALS
 from .plan import (PARALLEL, TEXT_DATASETS, DataPlan, DistributionPlan, InitPlan, InputNode, LayerNode, Obj, Origin, Plan,
                    TrainPlan)
@@ -41,34 +43,6 @@ TASKS = ("classify", "next_token", "masked_tokens")
 DATA_FILES = (".npz", ".csv", ".tsv", ".data", ".txt")
 DTYPES = ("float32", "float16", "bfloat16", "float64", "int32", "int64", "uint8", "bool")
 _CONSTANTS = {"true": True, "false": False, "none": None, "True": True, "False": False, "None": None}
-# Bounds on what a model expands to (README: "Hostile input"), so that `repeat 10**9`, blocks calling
-# blocks exponentially or thousands of nested calls end in a located error, not in hours or a crash.
-# Layers once blocks and `repeat` are expanded: a ResNet of 200 basic blocks (1,405 layers) fits, and `check` of the
-# largest allowed model takes about 2 s (benchmarks/scaling.py, linear in layers); Keras builds 10,000 without
-# trouble, in about 10 s, so the bound is about time, not a limit of Keras.
-MAX_LAYERS = 2_000
-# Layers that build several Keras layers inside count as more than one towards MAX_LAYERS, by what checking them costs
-# (`tests/test_spec_bounds.py` measures it, 300 of a kind: a dense layer 1.4 ms; attention 8.2, group-query attention
-# 6.4, bidirectional LSTM 8.9, a 3-D convolution 4.3, LSTM 2.5, GRU 2.8, time-distributed dense 2.3 ms). At 2,000
-# units a model of any one kind builds in under about 4 s on 2 cores, and `specc check` ends in under 10 s.
-# A wrapper counts as its own weight plus the layer it wraps (`bidirectional(lstm(...))`: 4 + 2).
-LAYER_WEIGHTS = {"MultiHeadAttention": 6, "GroupQueryAttention": 6, "Bidirectional": 4,
-                 "Conv3D": 3, "Conv3DTranspose": 3, "ConvLSTM1D": 3, "ConvLSTM2D": 3, "ConvLSTM3D": 3,
-                 "LSTM": 2, "GRU": 2, "SimpleRNN": 2, "RNN": 2, "EinsumDense": 2}
-MAX_REPEAT = 10_000  # the count of one `repeat`
-MAX_EXPANSION = 100_000  # block calls and `repeat` rounds in all (bodies without layers count too)
-MAX_NESTING = 64  # blocks, `repeat` and `parallel` inside one another, through block calls
-MAX_NUMBER = 2**63 - 1  # the largest whole number arithmetic may make, as in the parser
-MAX_ERRORS = 100  # errors reported for one file; checking stops at the next
-# A value (a `let` constant, an inline `x: [...]`, an argument) has at most this many elements and levels of nesting,
-# counted as it is built: a list may name earlier constants, so 28 short `let`s could otherwise stand for 2**28
-# numbers that every later step (checks, `emit`, the data stage) would walk or copy. A spec can write out about
-# 50,000 numbers (MAX_TOKENS); 20 times that leaves room to reuse a written row.
-MAX_VALUE_ELEMENTS = 1_000_000
-MAX_VALUE_DEPTH = 100  # as deep as the parser lets a spec write brackets (`syntax.MAX_DEPTH`), which every stage takes
-# The model's layer arguments summed over every layer once blocks and `repeat` are expanded (each layer's own are
-# bounded above): what `emit` writes out and `diff` compares.
-MAX_ARGUMENT_ELEMENTS = 4_000_000
 # Keras objects of the training settings, made at check time so that what their constructors refuse is a located
 # error before `specc run` creates anything (layers and their arguments are made when the model is built).
 TRAINING_KINDS = ("optimizer", "loss", "metric", "schedule")
@@ -78,27 +52,8 @@ STATE_ARGUMENTS = {"num_thresholds": 2**20, "num_classes": 2**14, "num_labels": 
 # Layer arguments that Keras reads as a file's path when given a string (`string_lookup`, `integer_lookup`,
 # `text_vectorization`: "an array ... or a string path to a text file"); no other `keras.layers` argument opens a file.
 FILE_ARGUMENTS = ("vocabulary",)
-MAX_VOCABULARY = 2**24  # tokens of a vocabulary specc trains (`vocab_size`): BERT has 30,522, GPT-4 about 100,000
-MAX_EXAMPLE_VALUES = 2**28  # values in one example of an input (1 GiB of float32): XLA aborts or memory runs out past it
 _OPS = {"+": operator.add, "-": operator.sub, "*": operator.mul, "/": operator.truediv,
         "//": operator.floordiv, "%": operator.mod}
-
-
-@contextlib.contextmanager
-def gc_paused():
-    """Python's cycle collector paused while a model is checked or built, as it was before afterwards.
-
-    A full collection walks every object in the process, and Keras and JAX leave hundreds of thousands after
-    their import; the objects a large model makes set off several, each costing as much as the whole heap
-    (measured: a third of building a ResNet of 200 blocks, `benchmarks/scaling.py`). What a build leaves
-    behind is collected as usual afterwards."""
-    enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if enabled:
-            gc.enable()
 
 
 class _Abort(Exception):
@@ -213,12 +168,12 @@ class Checker:
         if isinstance(e, n.Neg):
             v = self.value(e.operand, env)
             if not isinstance(v, (int, float)) or isinstance(v, bool):
-                raise self.fail(f"cannot negate {_show(v)}", e.span)
+                raise self.fail(f"cannot negate {show_value(v)}", e.span)
             return -v
         if isinstance(e, n.BinOp):
             a, b = self.value(e.left, env), self.value(e.right, env)
             if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in (a, b)):
-                raise self.fail(f"`{e.op}` needs two numbers, got {_show(a)} and {_show(b)}", e.span)
+                raise self.fail(f"`{e.op}` needs two numbers, got {show_value(a)} and {show_value(b)}", e.span)
             if e.op in ("/", "//", "%") and b == 0:
                 raise self.fail("division by zero", e.right.span)
             try:
@@ -416,7 +371,7 @@ class Checker:
         learning rate, a momentum above 1, two kinds of clipping) is an error of `check`, located on the argument it
         is about. State that grows with an argument (a metric's confusion matrix or thresholds) is bounded first, and
         a metric is made without allocating its variables."""
-        from .build import _keras_message, make_object, shapes_only
+        from .build import argument_named, keras_message, make_object, shapes_only
 
         for key, bound in STATE_ARGUMENTS.items():
             v = obj.kwargs.get(key)
@@ -432,7 +387,7 @@ class Checker:
                 with _stateful():
                     made, size = make_object(obj), 0
         except Exception as err:  # noqa: BLE001 - the constructor's own validation, as `specc run` would meet it
-            message = _keras_message(err)
+            message = keras_message(err)
             key = argument_named(message, spans)
             value = obj.kwargs.get(key) if key else None
             hint = (f"write it as a float: `{value}.0`" if isinstance(value, int) and not isinstance(value, bool)
@@ -592,7 +547,7 @@ class Checker:
         if isinstance(s, n.Repeat):
             count = self.value(s.count, env)
             if not isinstance(count, int) or isinstance(count, bool) or count < 0:
-                raise self.fail(f"`repeat` needs a whole number of times, got {_show(count)}", s.count.span)
+                raise self.fail(f"`repeat` needs a whole number of times, got {show_value(count)}", s.count.span)
             if count > MAX_REPEAT:
                 raise self.limit(f"`repeat` {count:,} times is more than specc expands (at most {MAX_REPEAT:,})",
                                  s.count.span)
@@ -624,7 +579,7 @@ class Checker:
         if isinstance(v, float) and v.is_integer():
             v = int(v)
         if v is not None and (not isinstance(v, int) or isinstance(v, bool) or v < 1):
-            raise self.fail(f"`{dim}` is {_show(v)}, but a dimension of input `{input_name}` must be a whole number "
+            raise self.fail(f"`{dim}` is {show_value(v)}, but a dimension of input `{input_name}` must be a whole number "
                             ">= 1 (or `none`)", span)
         return v
 
@@ -699,7 +654,7 @@ class Checker:
         name = kwargs.pop("name", None)
         if name is not None:
             if not isinstance(name, str) or name in self.used_names or name in self.tensors:
-                raise self.fail(f"layer name {_show(name)} is not a new name", call.span)
+                raise self.fail(f"layer name {show_value(name)} is not a new name", call.span)
             self.used_names[name] = 1
             self.explicit_names.add(name)
         else:
@@ -910,7 +865,7 @@ class Checker:
             return self.fraction(v, e, key)
         if key == "shuffle":
             if not isinstance(v, bool):
-                raise self.fail(f"`shuffle` is `true` or `false`, got {_show(v)}", e.span)
+                raise self.fail(f"`shuffle` is `true` or `false`, got {show_value(v)}", e.span)
             return v
         raise InternalError(f"no check for setting {key!r}")
 
@@ -928,7 +883,7 @@ class Checker:
                   "baseline": ("a number or `none`", v is None or number),
                   "restore_best_weights": ("`true` or `false`", isinstance(v, bool))}
         if key in wanted and not wanted[key][1]:
-            raise self.fail(f"`{key}` of `early_stopping` is {wanted[key][0]}, got {_show(v)}", span)
+            raise self.fail(f"`{key}` of `early_stopping` is {wanted[key][0]}, got {show_value(v)}", span)
 
     def check_monitor(self, stop: Obj, metrics: list, span: n.Span | None) -> None:
         """In `mode: auto` Keras infers whether the monitored value should go up or down from the loss or a compiled
@@ -960,14 +915,14 @@ class Checker:
 
     def fraction(self, v: Any, e: n.Expr, key: str) -> float:
         if not isinstance(v, (int, float)) or isinstance(v, bool) or not 0 <= v < 1:
-            raise self.fail(f"`{key}` is a fraction in [0, 1), got {_show(v)}", e.span, f"e.g. `{key}: 0.1`")
+            raise self.fail(f"`{key}` is a fraction in [0, 1), got {show_value(v)}", e.span, f"e.g. `{key}: 0.1`")
         return float(v)
 
     def whole(self, v: Any, e: n.Expr, key: str, minimum: int) -> int:
         if isinstance(v, float) and v.is_integer():
             v = int(v)
         if not isinstance(v, int) or isinstance(v, bool) or v < minimum:
-            raise self.fail(f"`{key}` must be a whole number >= {minimum}, got {_show(v)}", e.span)
+            raise self.fail(f"`{key}` must be a whole number >= {minimum}, got {show_value(v)}", e.span)
         return v
 
     def check_data(self, sec: n.Section) -> DataPlan:
@@ -1025,7 +980,7 @@ class Checker:
         v = None if isinstance(e, n.Call) and key in ("tokenizer", "task") else self.value(e, {})
         if key == "dataset":
             if not isinstance(v, str) or v not in DATASETS:
-                raise self.fail(f"unknown dataset {_show(v)}", e.span,
+                raise self.fail(f"unknown dataset {show_value(v)}", e.span,
                                 did_you_mean(str(v), DATASETS) or f"built-in datasets: {', '.join(DATASETS)}; or use `file:`")
             return v
         if key in ("file", "test_file"):
@@ -1069,7 +1024,7 @@ class Checker:
                 if isinstance(e, n.Name) else None
             if call is None or call.func not in TOKENIZERS:
                 got = call.func if call else v
-                raise self.fail(f"unknown tokenizer {_show(got)}", e.span,
+                raise self.fail(f"unknown tokenizer {show_value(got)}", e.span,
                                 did_you_mean(str(got), TOKENIZERS) or
                                 f"tokenizers: {', '.join(TOKENIZERS)}, or the path of a saved one in quotes")
             options = self.options(call, {"vocab_size": None} if call.func != "chars" else {})
@@ -1083,14 +1038,14 @@ class Checker:
         if key == "task":
             call = e if isinstance(e, n.Call) else n.Call(func=str(v), span=e.span, name_span=e.span)
             if call.func not in TASKS:
-                raise self.fail(f"unknown task {_show(call.func)}", e.span,
+                raise self.fail(f"unknown task {show_value(call.func)}", e.span,
                                 did_you_mean(call.func, TASKS) or f"tasks: {', '.join(TASKS)}")
             if call.func != "masked_tokens":
                 self.options(call, {})
                 return call.func
             rate = self.options(call, {"rate": 0.15})["rate"]
             if not isinstance(rate, (int, float)) or isinstance(rate, bool) or not 0 < rate < 1:
-                raise self.fail(f"`rate` is a fraction in (0, 1), got {_show(rate)}", call.span)
+                raise self.fail(f"`rate` is a fraction in (0, 1), got {show_value(rate)}", call.span)
             return {"kind": "masked_tokens", "rate": float(rate)}
         if key == "features":
             if not isinstance(v, list) or not v or not all(isinstance(i, str) for i in v):
@@ -1114,11 +1069,11 @@ class Checker:
             return self.fraction(v, e, key)
         if key == "scale":
             if not isinstance(v, (int, float)) or isinstance(v, bool):
-                raise self.fail(f"`scale` is a number, e.g. `scale: 1/255`, got {_show(v)}", e.span)
+                raise self.fail(f"`scale` is a number, e.g. `scale: 1/255`, got {show_value(v)}", e.span)
             return float(v)
         if key == "flatten":
             if not isinstance(v, bool):
-                raise self.fail(f"`flatten` is `true` or `false`, got {_show(v)}", e.span)
+                raise self.fail(f"`flatten` is `true` or `false`, got {show_value(v)}", e.span)
             return v
         if key == "reshape":
             if isinstance(v, int) and not isinstance(v, bool):
@@ -1210,7 +1165,7 @@ class Checker:
         v = self.value(s.value, {})
         if not isinstance(v, int) or isinstance(v, bool) or not 1 <= v:
             raise self.fail(f"`language` is the version of the language the file is written in, a whole number from 1 "
-                            f"to {LANGUAGE}; got {_show(v)}", s.value.span, f"e.g. `language: {LANGUAGE}`")
+                            f"to {LANGUAGE}; got {show_value(v)}", s.value.span, f"e.g. `language: {LANGUAGE}`")
         if v > LANGUAGE:
             raise self.fail(f"the file is written in language {v}, but this specc knows versions 1 to {LANGUAGE}",
                             s.value.span, "upgrade specc (`pip install -U specc`)")
@@ -1219,7 +1174,7 @@ class Checker:
     def check_device(self, s: n.Setting) -> str:
         v = self.value(s.value, {})
         if v not in DEVICES:
-            raise self.fail(f"unknown device {_show(v)}", s.value.span,
+            raise self.fail(f"unknown device {show_value(v)}", s.value.span,
                             did_you_mean(str(v), DEVICES) or f"devices: {', '.join(DEVICES)}")
         return v
 
@@ -1274,7 +1229,7 @@ class Checker:
             if v is None:
                 return "none"
             if v not in choices:
-                raise self.fail(f"unknown parallelism {_show(v)}", e.span, did_you_mean(str(v), choices)
+                raise self.fail(f"unknown parallelism {show_value(v)}", e.span, did_you_mean(str(v), choices)
                                 or "`parallel: data` (copies of the model, each batch split over the devices) or "
                                 "`parallel: model` (weights split over a mesh of devices)")
             return v
@@ -1283,19 +1238,19 @@ class Checker:
                 v = (v,)
             if not (isinstance(v, tuple) and v and all(isinstance(d, int) and not isinstance(d, bool) and d > 0
                                                        for d in v)):
-                raise self.fail(f"`mesh` is the shape of the grid of devices, e.g. `mesh: (2, 2)`; got {_show(v)}",
+                raise self.fail(f"`mesh` is the shape of the grid of devices, e.g. `mesh: (2, 2)`; got {show_value(v)}",
                                 e.span)
             return v
         if key == "axes":
             v = (v,) if isinstance(v, str) else tuple(v) if isinstance(v, (tuple, list)) else v
             if not (isinstance(v, tuple) and v and all(isinstance(a, str) for a in v)):
-                raise self.fail(f"`axes` names the mesh's axes, e.g. `axes: (batch, model)`; got {_show(v)}", e.span)
+                raise self.fail(f"`axes` names the mesh's axes, e.g. `axes: (batch, model)`; got {show_value(v)}", e.span)
             twice = next((a for i, a in enumerate(v) if a in v[:i]), None)
             if twice is not None:
                 raise self.fail(f"mesh axis `{twice}` is named twice", e.span)
             mesh = plan.get("mesh")
             if mesh is not None and len(mesh) != len(v):
-                raise self.fail(f"`axes` names {len(v)} axes, but the mesh {_show(mesh)} has {len(mesh)}", e.span)
+                raise self.fail(f"`axes` names {len(v)} axes, but the mesh {show_value(mesh)} has {len(mesh)}", e.span)
             return v
         if key == "layout":
             return self.layout(e, plan, origins)
@@ -1317,7 +1272,7 @@ class Checker:
                 raise self.fail("each `layout` entry is a pair: (weight pattern, mesh axes)", item.span, f"e.g. {example}")
             pattern, dims = self.value(item.items[0], {}), self.value(item.items[1], {})
             if not isinstance(pattern, str):
-                raise self.fail(f"a weight pattern is a regular expression in quotes, got {_show(pattern)}",
+                raise self.fail(f"a weight pattern is a regular expression in quotes, got {show_value(pattern)}",
                                 item.items[0].span, 'e.g. `"dense.*kernel"`, matched against paths such as `dense/kernel`')
             try:
                 re.compile(pattern)
@@ -1355,45 +1310,6 @@ def _fields_default(model, key: str) -> Any:
     return model.model_fields[key].default
 
 
-def _show(v: Any, width: int = 80) -> str:
-    """A value quoted in a message: at most about `width` characters of it (a prefix and `...`), however large."""
-    if isinstance(v, str):
-        return f"`{v if len(v) <= width else v[:width] + '...'}`"
-    if isinstance(v, bool):
-        return "`true`" if v else "`false`"
-    if v is None:
-        return "`none`"
-    return f"`{brief(v, width)}`"
-
-
-def brief(v: Any, width: int = 80) -> str:
-    """`repr(v)` cut after about `width` characters, without making the whole of it (a value may be large)."""
-    out: list[str] = []
-    used = 0
-
-    def put(text: str) -> bool:
-        nonlocal used
-        out.append(text)
-        used += len(text)
-        return used <= width
-
-    def walk(x: Any, depth: int) -> bool:
-        if isinstance(x, (list, tuple)):
-            if depth > MAX_VALUE_DEPTH:
-                return put("...") and False
-            if not put("[" if isinstance(x, list) else "("):
-                return False
-            for i, item in enumerate(x):
-                if (i and not put(", ")) or not walk(item, depth + 1):
-                    return False
-            return put(("," if isinstance(x, tuple) and len(x) == 1 else "") + ("]" if isinstance(x, list) else ")"))
-        return put(repr(x)[:width + 1])
-
-    whole = walk(v, 0)
-    text = "".join(out)
-    return text if whole else text[:width] + " ..."
-
-
 def _shape_text(shape: tuple) -> str:
     return "(" + ", ".join("none" if d is None else str(d) for d in shape) + ("," if len(shape) == 1 else "") + ")"
 
@@ -1417,16 +1333,6 @@ def _shape_of(v: Any) -> tuple[int, ...] | None:
 def _listing(kind: str, choices: list[str]) -> str:
     shown = ", ".join(choices[:12])
     return f"known {kind}s include: {shown}{', ...' if len(choices) > 12 else ''}"
-
-
-def argument_named(message: str, names) -> str | None:
-    """Which of these argument names a Keras error message is about, if it names one."""
-    import re
-
-    for arg in names:
-        if re.search(rf"`{arg}`|\b{arg}=|argument {arg}\b|'{arg}'", message):
-            return arg
-    return None
 
 
 def _weight(cls_name: str, kwargs: dict[str, Any]) -> int:
@@ -1467,9 +1373,23 @@ def _is_merge(cls_name: str) -> bool:
         "MultiHeadAttention", "GroupQueryAttention", "Attention", "AdditiveAttention")
 
 
+def compile_text(text: str, file: str = "<string>") -> Plan:
+    """Parse and check spec text into its `Plan` (`specc.api.loads` without the API's wrapper, for the tools)."""
+    from .syntax import parse_text
+
+    return check_spec(parse_text(text, file), Source(text, file))
+
+
+def load_plan(path) -> Plan:
+    """Read, parse and check a `.model` file into its `Plan` (`specc.api.load(path).plan`)."""
+    from .syntax import read_spec
+
+    return compile_text(read_spec(path), str(path))
+
+
 def check_spec(spec: n.Spec, source: Source | None = None) -> Plan:
     """Resolve a parsed spec into a `Plan`. Raises `SpecError` listing every independent error found."""
-    from .distribute import prepare_environment
+    from .build import gc_paused
 
     prepare_environment()  # before anything starts JAX: its CPU client sizes its thread pools once
     with gc_paused():
@@ -1515,7 +1435,7 @@ def _check_spec(spec: n.Spec, source: Source | None) -> Plan:
         ck.guarded(ck.constant, name)
     expect = None
     if "expect" in sections:
-        from .contract import check_expect
+        from .expect import check_expect
 
         expect = ck.guarded(check_expect, ck, sections["expect"])
     if distribution is not None and train is not None and train.validation:

@@ -34,9 +34,8 @@ from typing import Annotated, Any, Optional
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr, ValidationError
 
-from .artifacts import write_atomic
-from .errors import DataError, Diagnostic, printable
-from .rundir import CHECKPOINT, describe_schema_error
+from .artifacts import CHECKPOINT, write_atomic
+from .errors import DataError, Diagnostic, describe_schema_error, printable
 from .keras_env import import_keras
 
 keras = import_keras()

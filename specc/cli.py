@@ -15,7 +15,7 @@ import sys
 import traceback
 from pathlib import Path
 
-from . import __version__
+from .version import __version__
 from .errors import Diagnostic, EXIT_CODES, EXIT_DATA, EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, UsageError, UserError, printable
 
 EPILOG = "exit codes:\n" + "\n".join(f"  {code:<4} {why}" for code, why in EXIT_CODES.items())
@@ -183,7 +183,7 @@ def make_parser() -> argparse.ArgumentParser:
 
 
 def cmd_check(args) -> int:
-    from .api import read_spec
+    from .syntax import read_spec
 
     failures: list[UserError] = []
     warnings: list[Diagnostic] = []
@@ -320,7 +320,7 @@ def cmd_schema(args) -> int:
 
 
 def cmd_parse(args) -> int:
-    from .api import read_spec
+    from .syntax import read_spec
     from .nodes import dump_ast
     from .syntax import parse_text
 

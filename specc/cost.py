@@ -1,9 +1,7 @@
 """What a training step costs, from XLA's own analysis of the lowered step (no per-layer formulas).
 
-`step_flops` lowers one forward and backward pass of the model on a batch (tracing only: nothing
-is compiled or run) and reads XLA's cost analysis. `choose_steps_per_execution` uses it to pick
-Keras's `steps_per_execution`: between executions Keras runs its Python loop, callbacks and
-bookkeeping (about 0.1-0.3 ms per call on a CPU), which a step of a small model does not hide.
+`step_flops` and `choose_steps_per_execution` (which `specc run` uses to pick Keras's `steps_per_execution`)
+live in `specc.lower`, below the runner, and are re-exported here.
 
 `estimate_cost` is the pre-flight cost `specc summary` prints: the model compiled with the spec's
 optimizer, loss and metrics exactly as `specc run` compiles it, and Keras's own JAX training step
@@ -22,41 +20,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-# An execution should hold at least this much work (about 10 ms on a 2-core CPU) ...
-EXECUTION_FLOPS = 1e9
-# ... and at most this many steps, with at least this many executions per epoch so that progress
-# bars, the NaN guard and early stopping still hear from training often.
-MAX_STEPS_PER_EXECUTION = 64
-MIN_EXECUTIONS_PER_EPOCH = 8
-
-
-def step_flops(model, batch_size: int) -> float | None:
-    """FLOPs of one training step (forward and gradients) on a batch, as XLA counts them; None when
-    the model cannot be lowered here (XLA's analysis is missing or the inputs are not plain tensors)."""
-    import jax
-
-    try:
-        specs = [jax.ShapeDtypeStruct((batch_size, *t.shape[1:]), t.dtype) for t in model.inputs]
-        trainable = [v.value for v in model.trainable_variables]
-        others = [v.value for v in model.non_trainable_variables]
-
-        def loss(values, *inputs):
-            outputs, _ = model.stateless_call(values, others, list(inputs) if len(inputs) > 1 else inputs[0],
-                                              training=True)
-            return sum(o.astype("float32").sum() for o in jax.tree_util.tree_leaves(outputs))
-
-        return _flops(jax.jit(jax.grad(loss)).lower(trainable, *specs))
-    except Exception:  # noqa: BLE001 - an estimate only: without one, Keras's default stands
-        return None
-
-
-def choose_steps_per_execution(flops: float | None, steps_per_epoch: int) -> int:
-    """Enough steps per execution to hold EXECUTION_FLOPS of work, within the bounds above."""
-    if not flops:
-        return 1
-    wanted = math.floor(EXECUTION_FLOPS / flops)
-    return max(1, min(wanted, MAX_STEPS_PER_EXECUTION, steps_per_epoch // MIN_EXECUTIONS_PER_EPOCH))
-
+from .lower import (EXECUTION_FLOPS, MAX_STEPS_PER_EXECUTION, MIN_EXECUTIONS_PER_EPOCH,  # noqa: F401
+                    choose_steps_per_execution, flops_of, step_flops)  # (re-exported)
 
 # ------------------------------------------------------------------------------------------ pre-flight cost
 
@@ -144,13 +109,6 @@ def peak_bytes(compiled) -> int:
     place). `generated_code_size_in_bytes` is left out: the program's code is loaded once, not per batch."""
     m = compiled.memory_analysis()
     return int(m.argument_size_in_bytes + m.output_size_in_bytes - m.alias_size_in_bytes + m.temp_size_in_bytes)
-
-
-def _flops(lowered) -> float | None:
-    cost = lowered.cost_analysis()
-    cost = cost[0] if isinstance(cost, (list, tuple)) else cost
-    flops = (cost or {}).get("flops")
-    return float(flops) if flops and flops > 0 else None
 
 
 def _loss_classes(plan, outputs: int) -> list[str | None]:
@@ -309,8 +267,8 @@ def estimate_cost(plan) -> CostReport:
         step, notes = prepare_step(plan)
         lowered = step.lower(local)
         peak = peak_bytes(lowered.compile())
-        flops_step = _flops(lowered if local == batch else step.lower(batch))
-        flops_example = _flops(step.forward(1))
+        flops_step = flops_of(lowered if local == batch else step.lower(batch))
+        flops_example = flops_of(step.forward(1))
     except Exception as err:  # noqa: BLE001 - the summary stands without its cost; say why it is missing
         why = (str(err).strip().splitlines() or [type(err).__name__])[0][:300]
         return CostReport(None, None, None, memory, source, batch, devices, None,
@@ -322,10 +280,10 @@ def estimate_cost(plan) -> CostReport:
     if not report.fits:
         largest = fit_batch(step, {local: peak}, int(MEMORY_MARGIN * memory))
         report.largest_batch = largest * devices if largest else None
-        from .lint import _ignores, _is_ignored  # `# specc: ignore[W201]` on the line, as for every lint code
+        from .lint import ignores, is_ignored  # `# specc: ignore[W201]` on the line, as for every lint code
 
         diag = check_memory(plan, report)
-        if not _is_ignored(diag, _ignores(plan.source)):
+        if not is_ignored(diag, ignores(plan.source)):
             report.diagnostics.append(diag)
     return report
 

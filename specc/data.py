@@ -256,7 +256,7 @@ def load_builtin(name: str) -> Dataset:
 # --- files and inline arrays -----------------------------------------------
 
 
-class _Located:
+class Located:
     """Raises `DataError`s that point at the `data` setting responsible."""
 
     def __init__(self, plan: Plan):
@@ -278,7 +278,7 @@ def file_message(err: DataError) -> str:
     return err.message if not file or file.startswith("<") or file in err.message else f"{file}: {err.message}"
 
 
-def _data_file(plan: Plan, key: str, where: _Located) -> Path:
+def _data_file(plan: Plan, key: str, where: Located) -> Path:
     """The existing file that setting `key` (`file` or `test_file`) names."""
     path = plan.path(getattr(plan.data, key))
     if not path.is_file():
@@ -290,7 +290,7 @@ def _data_file(plan: Plan, key: str, where: _Located) -> Path:
     return path
 
 
-def _load_npz(plan: Plan, key: str, where: _Located) -> dict[str, np.ndarray]:
+def _load_npz(plan: Plan, key: str, where: Located) -> dict[str, np.ndarray]:
     path = _data_file(plan, key, where)
     try:
         return read_npz(path)  # checked from its directory and headers first; never unpickled
@@ -330,7 +330,7 @@ def read_table(path: Path, delimiter: str, columns: list[str] | None = None) -> 
     return header, rows
 
 
-def _load_table(plan: Plan, key: str, where: _Located):
+def _load_table(plan: Plan, key: str, where: Located):
     """(x, y) from a csv/tsv/data file: number columns (`features`), a text column (`text`), or, for a
     model with several inputs, the columns named after the inputs; `target` is y."""
     d = plan.data
@@ -374,7 +374,7 @@ def _load_table(plan: Plan, key: str, where: _Located):
     return x, numbers(d.target) if d.target else None
 
 
-def _load_text_file(plan: Plan, key: str, where: _Located):
+def _load_text_file(plan: Plan, key: str, where: Located):
     """A plain text corpus: the whole file is one stream of text."""
     path = _data_file(plan, key, where)
     try:
@@ -383,7 +383,7 @@ def _load_text_file(plan: Plan, key: str, where: _Located):
         raise where.error(key, f"{path} is not UTF-8 text: {err}") from None
 
 
-def _load_file(plan: Plan, key: str, where: _Located):
+def _load_file(plan: Plan, key: str, where: Located):
     """(x, y, x_test, y_test) from the csv or npz file in setting `key` (`file` or `test_file`).
 
     The loader follows each file's own extension. For `test_file` the first pair is the test split."""
@@ -429,7 +429,7 @@ def _pick(arrays: dict[str, np.ndarray], names: list[str]) -> np.ndarray | None:
 def load_dataset(plan: Plan) -> Dataset:
     """The raw arrays the `data` section names (before preprocessing)."""
     d = plan.data
-    where = _Located(plan)
+    where = Located(plan)
     if d is None:
         raise DataError(Diagnostic("the spec has no `data` section; `specc run` needs one", file=plan.file,
                                    hint="add `data { dataset: mnist }` or `data { file: \"train.npz\" }`"))
@@ -464,7 +464,7 @@ def load_dataset(plan: Plan) -> Dataset:
     return _split(Dataset(x, y, xt, yt, origin="inline"), d.test_split)
 
 
-def _named_arrays(plan: Plan, arrays: dict[str, np.ndarray], where: _Located, key: str):
+def _named_arrays(plan: Plan, arrays: dict[str, np.ndarray], where: Located, key: str):
     """Several inputs or outputs: arrays named after them (`NAME_train`/`NAME_test`, or `NAME`)."""
 
     def side(names: list[str]):
@@ -515,12 +515,12 @@ def prepare(plan: Plan, ds: Dataset, limit: int | None = None) -> Dataset:
     """Apply the `data` section's preprocessing and fit the arrays to the model's input."""
     d = plan.data
     assert d is not None
-    where = _Located(plan)
+    where = Located(plan)
     culprit = data_setting(d)
     if d.is_text:
-        ds = _prepare_text(plan, ds, where, culprit)
+        ds = prepare_text(plan, ds, where, culprit)
     check_example_counts(plan, ds, where, culprit)
-    classes = _count_classes(d.one_hot, ds, where) if d.one_hot else None  # from all labels, before any limit
+    classes = count_classes(d.one_hot, ds, where) if d.one_hot else None  # from all labels, before any limit
     if limit is not None:
         ds = replace(ds, x_train=take(ds.x_train, slice(limit)), y_train=take(ds.y_train, slice(limit)),
                      w_train=take(ds.w_train, slice(limit)))
@@ -537,7 +537,7 @@ def prepare(plan: Plan, ds: Dataset, limit: int | None = None) -> Dataset:
         dtype = "float32" if inp.dtype == "bfloat16" else inp.dtype  # NumPy has no bfloat16: Keras casts
         if d.scale is not None:
             x = x.astype(dtype if dtype.startswith("float") else "float32") * np.float32(d.scale)
-        return _fit_shape(x.astype(dtype, copy=False), inp.shape, inp.name, where, culprit)
+        return fit_shape(x.astype(dtype, copy=False), inp.shape, inp.name, where, culprit)
 
     def fit_y(y):
         if isinstance(y, dict):
@@ -556,7 +556,7 @@ def prepare(plan: Plan, ds: Dataset, limit: int | None = None) -> Dataset:
     return replace(ds, x_train=x_train, y_train=y_train, x_test=x_test, y_test=y_test)
 
 
-def check_example_counts(plan: Plan, ds: Dataset, where: _Located, culprit: str) -> None:
+def check_example_counts(plan: Plan, ds: Dataset, where: Located, culprit: str) -> None:
     """Each split has examples, and its arrays (examples, labels, every named input) agree on how many."""
     d = plan.data
     assert d is not None
@@ -577,7 +577,7 @@ def data_setting(d: DataPlan) -> str:
     return "dataset" if d.dataset else "file" if d.file else "images" if d.images else "x"
 
 
-def reshape_examples(plan: Plan, x: np.ndarray, where: _Located) -> np.ndarray:
+def reshape_examples(plan: Plan, x: np.ndarray, where: Located) -> np.ndarray:
     """The `data` section's own reshaping (`flatten`, `reshape`), before the examples are fitted to an input."""
     d = plan.data
     assert d is not None
@@ -598,7 +598,7 @@ def data_source(plan: Plan, ds: Dataset, split: str = "training") -> str:
     return "the inline arrays" if ds.origin == "inline" else ds.origin or "the data"
 
 
-def _check_finite(plan: Plan, ds: Dataset, split: str, x, y, where: _Located, key: str) -> None:
+def _check_finite(plan: Plan, ds: Dataset, split: str, x, y, where: Located, key: str) -> None:
     """NaN or infinite values in examples or targets would only show as a NaN loss: find them before training."""
     for side, value in (("examples", x), ("targets", y)):
         for name, a in (value.items() if isinstance(value, dict) else [("", value)]):
@@ -616,7 +616,7 @@ def _check_finite(plan: Plan, ds: Dataset, split: str, x, y, where: _Located, ke
 # --- text ----------------------------------------------------------------------
 
 
-def _prepare_text(plan: Plan, ds: Dataset, where: _Located, culprit: str, vocab=None) -> Dataset:
+def prepare_text(plan: Plan, ds: Dataset, where: Located, culprit: str, vocab=None) -> Dataset:
     """Texts -> token ids: train (or load) the vocabulary unless given, then shape the examples for the task."""
     from .text import encode_texts, mask_tokens, next_token_windows
 
@@ -660,7 +660,7 @@ def _prepare_text(plan: Plan, ds: Dataset, where: _Located, culprit: str, vocab=
     return out
 
 
-def text_vocabulary(plan: Plan, ds: Dataset, where: _Located, culprit: str):
+def text_vocabulary(plan: Plan, ds: Dataset, where: Located, culprit: str):
     """The vocabulary of the training text, once it is known to be text."""
     if not _holds_text(ds.x_train):
         raise where.error(culprit, "the data holds no text for the tokenizer",
@@ -672,7 +672,7 @@ def _holds_text(x) -> bool:
     return isinstance(x, np.ndarray) and x.dtype == object and len(x) > 0 and isinstance(x[0], str)
 
 
-def _vocabulary(plan: Plan, ds: Dataset, where: _Located):
+def _vocabulary(plan: Plan, ds: Dataset, where: Located):
     """The `tokenizer` trained on the training text, or a saved one: the path given, else the vocabulary
     of the run that `init` starts from (its embeddings only make sense with it)."""
     from .text import read_vocabulary, train_vocabulary
@@ -695,9 +695,9 @@ def _vocabulary(plan: Plan, ds: Dataset, where: _Located):
         raise DataError(plan.diag(f"cannot read the vocabulary in {file_message(err)}", span, err.hint)) from None
 
 
-def _class_labels(y: np.ndarray, where: _Located) -> np.ndarray:
+def _class_labels(y: np.ndarray, where: Located) -> np.ndarray:
     """Labels as class numbers (int64, flat): whole numbers >= 0, else a DataError at `one_hot`."""
-    from .check import MAX_EXAMPLE_VALUES  # the bound on values per example, as for inputs
+    from .limits import MAX_EXAMPLE_VALUES  # the bound on values per example, as for inputs
 
     y = np.asarray(y).reshape(-1)
     if y.dtype.kind not in "biuf":
@@ -715,7 +715,7 @@ def _class_labels(y: np.ndarray, where: _Located) -> np.ndarray:
     return y.astype(np.int64)
 
 
-def one_hot_labels(y: np.ndarray, classes: int, where: _Located) -> np.ndarray:
+def one_hot_labels(y: np.ndarray, classes: int, where: Located) -> np.ndarray:
     """(examples, classes) float32 rows of 0 and 1, after the labels and the array's size were checked (no identity
     matrix of `classes` x `classes` is made)."""
     y = _class_labels(y, where)
@@ -731,7 +731,7 @@ def one_hot_labels(y: np.ndarray, classes: int, where: _Located) -> np.ndarray:
     return out
 
 
-def _count_classes(one_hot: bool | int, ds: Dataset, where: _Located) -> int:
+def count_classes(one_hot: bool | int, ds: Dataset, where: Located) -> int:
     if not isinstance(one_hot, bool):
         return one_hot
     labels = [_class_labels(a, where) for side in (ds.y_train, ds.y_test) if side is not None
@@ -741,7 +741,7 @@ def _count_classes(one_hot: bool | int, ds: Dataset, where: _Located) -> int:
     return int(max(a.max() for a in labels if a.size)) + 1
 
 
-def _fit_shape(x: np.ndarray, want: tuple, name: str, where: _Located, culprit: str) -> np.ndarray:
+def fit_shape(x: np.ndarray, want: tuple, name: str, where: Located, culprit: str) -> np.ndarray:
     have = x.shape[1:]
     if len(have) == len(want) and all(w is None or w == h for w, h in zip(want, have)):
         return x

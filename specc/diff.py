@@ -474,16 +474,16 @@ def _colored(text: str) -> str:
 
 
 def _load(text: str | None, label: str) -> Plan | None:
-    from .api import loads
+    from .check import compile_text
 
-    return None if text is None else loads(text, label).plan
+    return None if text is None else compile_text(text, label)
 
 
 def _read(path: str, git: bool) -> str | None:
     """A spec's text; None for `/dev/null`. Git's temporary files are read whatever their bytes."""
     from pathlib import Path
 
-    from .api import read_spec
+    from .syntax import read_spec
 
     if path == NULL:
         return None

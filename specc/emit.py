@@ -19,7 +19,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from . import __version__
+from .version import __version__
 from .errors import EXIT_OK, InternalError, printable
 from .plan import LayerNode, Obj, Plan
 
@@ -298,11 +298,11 @@ def _weighted_loss(loss: Any) -> str:
 
 
 def cmd_emit(args) -> int:
-    from .api import load
+    from .check import load_plan
     from .artifacts import write_atomic
     from .errors import SpecError
 
-    plan = load(args.file).plan
+    plan = load_plan(args.file)
     if args.train and plan.train is None:
         raise SpecError(plan.diag("`--train` needs a `train` section in the spec", None,
                                   hint="add `train { loss: ...; optimizer: adam; epochs: 5 }`, or emit the model only"))

@@ -17,9 +17,13 @@ from __future__ import annotations
 import difflib
 import functools
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Iterable
+from typing import TYPE_CHECKING, Any, Iterable
+
+from .limits import MAX_VALUE_DEPTH
 
 if TYPE_CHECKING:  # spans come from the AST; importing it here would slow `specc --help`
+    from pydantic import ValidationError
+
     from .nodes import Span
 
 #: Process exit codes, documented in the README.
@@ -260,3 +264,51 @@ class Source:
 
     def error(self, message: str, span: Span | None, hint: str | None = None, notes: list[str] | None = None) -> SpecError:
         return SpecError(self.diag(message, span, hint, notes))
+
+
+def show_value(v: Any, width: int = 80) -> str:
+    """A value quoted in a message: at most about `width` characters of it (a prefix and `...`), however large."""
+    if isinstance(v, str):
+        return f"`{v if len(v) <= width else v[:width] + '...'}`"
+    if isinstance(v, bool):
+        return "`true`" if v else "`false`"
+    if v is None:
+        return "`none`"
+    return f"`{brief(v, width)}`"
+
+
+def brief(v: Any, width: int = 80) -> str:
+    """`repr(v)` cut after about `width` characters, without making the whole of it (a value may be large)."""
+    out: list[str] = []
+    used = 0
+
+    def put(text: str) -> bool:
+        nonlocal used
+        out.append(text)
+        used += len(text)
+        return used <= width
+
+    def walk(x: Any, depth: int) -> bool:
+        if isinstance(x, (list, tuple)):
+            if depth > MAX_VALUE_DEPTH:
+                return put("...") and False
+            if not put("[" if isinstance(x, list) else "("):
+                return False
+            for i, item in enumerate(x):
+                if (i and not put(", ")) or not walk(item, depth + 1):
+                    return False
+            return put(("," if isinstance(x, tuple) and len(x) == 1 else "") + ("]" if isinstance(x, list) else ")"))
+        return put(repr(x)[:width + 1])
+
+    whole = walk(v, 0)
+    text = "".join(out)
+    return text if whole else text[:width] + " ..."
+
+
+def describe_schema_error(err: ValidationError) -> str:
+    """The first problem pydantic found, as `key.sub: what` (with how many more)."""
+    problems = err.errors()
+    first = problems[0]
+    where = ".".join(str(p) for p in first["loc"]) or "the top level"
+    more = f" (and {len(problems) - 1} more problems)" if len(problems) > 1 else ""
+    return printable(f"`{where}`: {first['msg']}"[:300], lines=False) + more

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import __version__
+from .version import __version__
 from . import data as loading
 from .cache import writable_subdir
 from .datafiles import npz_names
@@ -99,7 +99,7 @@ def infer_facts(data: DataPlan, file: str, init: InitPlan | None = None, source:
     if key in _MEMO:
         return _MEMO[key]
     if offline and data.dataset and not loading.builtin_is_local(data.dataset):
-        raise loading._Located(plan).error("dataset", f"dataset `{data.dataset}` is not on this machine (SPECC_DATA_DIR "
+        raise loading.Located(plan).error("dataset", f"dataset `{data.dataset}` is not on this machine (SPECC_DATA_DIR "
                                            "or Keras's cache) and is not downloaded for its facts")
     folder = writable_subdir("facts")
     path = folder / f"{key}.json" if folder else None
@@ -194,7 +194,7 @@ def _write_cached(path: Path, facts: Facts) -> None:
 def _compute_facts(plan: Plan) -> Facts:
     d = plan.data
     assert d is not None
-    where = loading._Located(plan)
+    where = loading.Located(plan)
     named = _named_arrays(plan)
     if named:  # the model's inputs and outputs name the arrays: read them all as inputs
         plan = plan.model_copy(update={"inputs": [InputNode(name=n, shape=()) for n in named]})
@@ -213,7 +213,7 @@ def _compute_facts(plan: Plan) -> Facts:
         vocab = loading.text_vocabulary(plan, ds, where, loading.data_setting(d))
         vocab_size = vocab.size
         if task == "next_token":  # the examples are windows of the token stream: count them
-            ds = loading._prepare_text(plan, ds, where, loading.data_setting(d), vocab)
+            ds = loading.prepare_text(plan, ds, where, loading.data_setting(d), vocab)
         shape: tuple[int, ...] | None = (int(d.sequence_length),)  # type: ignore[arg-type]
     elif isinstance(ds.x_train, dict) or (d.file or "").endswith(loading.TABLE_SUFFIXES) and not d.features:
         shape = None
@@ -246,7 +246,7 @@ def _named_arrays(plan: Plan) -> list[str]:
     try:
         names = npz_names(path)  # the names only, from the zip's directory: no array is read
     except DataError as err:
-        raise loading._Located(plan).located("file", err) from None
+        raise loading.Located(plan).located("file", err) from None
     wanted = [[d.x] if isinstance(d.x, str) else ["x_train", "x"], [d.y] if isinstance(d.y, str) else ["y_train", "y"]]
     if all(any(n in names for n in side) for side in wanted):
         return []
@@ -254,14 +254,14 @@ def _named_arrays(plan: Plan) -> list[str]:
 
 
 def _infer_classes(d: DataPlan, ds: loading.Dataset, task: str, vocab_size: int | None,
-                   where: loading._Located) -> tuple[int | None, str]:
+                   where: loading.Located) -> tuple[int | None, str]:
     """(number of classes, what y holds). Integer labels count max + 1; float targets count as labels only
     when they are one-hot rows, or whole numbers that use every value 0..N-1 (N at most half the examples):
     otherwise they are real-valued targets of a regression."""
     if task in ("next_token", "masked_tokens") and vocab_size is not None:
         return vocab_size, "tokens"
     if d.one_hot:
-        return loading._count_classes(d.one_hot, ds, where), "classes"
+        return loading.count_classes(d.one_hot, ds, where), "classes"
     if ds.classes:
         return len(ds.classes), "classes"
     y = ds.y_train

@@ -394,7 +394,7 @@ def rewrite_files(args, transform, verb: str, done: str) -> int:
     """Apply `transform(text, file) -> text` to each of `args.files` (`-`: standard input to standard output),
     writing changed files atomically; with `args.check` or `args.diff` nothing is written and a file that would
     change makes the exit code 1. `verb` and `done` say what is done (`reformat`, `reformatted`)."""
-    from .api import read_spec
+    from .syntax import read_spec
     from .artifacts import write_atomic
 
     code = EXIT_OK

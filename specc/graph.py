@@ -201,7 +201,7 @@ def _format_of(args) -> str:
 
 def cmd_graph(args) -> int:
     """`specc graph FILE [-o PATH] [--format F]`: Mermaid on standard output, or the file `-o` names."""
-    from .api import load
+    from .check import load_plan
     from .artifacts import write_atomic
 
     fmt = _format_of(args)
@@ -210,7 +210,7 @@ def cmd_graph(args) -> int:
     if fmt == "png" and not args.out and sys.stdout.isatty():
         raise UsageError(Diagnostic("will not write PNG bytes to a terminal", file="specc graph",
                                     hint="give `-o FILE.png`"))
-    graph = graph_plan(load(args.file).plan)
+    graph = graph_plan(load_plan(args.file))
     text = emit_mermaid(graph) if fmt == "mmd" else emit_dot(graph)
     content = text.encode("utf-8") if fmt in ("mmd", "dot") else render_graphviz(text, fmt)
     if not args.out:

@@ -101,7 +101,8 @@ def load_keras(path: Path, compile: bool = True):
 
 def open_run(run_dir: str | Path) -> Run:
     """Read a run directory; UsageError when it is not one."""
-    from .api import loads, read_spec
+    from .check import compile_text
+    from .syntax import read_spec
 
     path = Path(run_dir)
     if not path.is_dir():
@@ -121,7 +122,7 @@ def open_run(run_dir: str | Path) -> Run:
         if not isinstance(metrics, dict):
             metrics = {}
     spec_file = path / "spec.model"
-    plan = loads(read_spec(spec_file), str(spec_file)).plan
+    plan = compile_text(read_spec(spec_file), str(spec_file))
     classes = read_classes(path / "classes.json") if (path / "classes.json").is_file() else None
     plan, base = _resolve_data_paths(plan, path, metrics.get("spec"))
     return Run(path=path, plan=plan, metrics=metrics, classes=classes, base=base)

@@ -115,13 +115,13 @@ def lint_report(plan: Plan, built=None, epochs: int | None = None, limit: int | 
         built = build_shapes(plan)
     lint = _Lint(plan, built, epochs, limit)
     found = lint.run()
-    silenced = _ignores(plan.source)
-    kept = [d for d in found if not _is_ignored(d, silenced)]
+    silenced = ignores(plan.source)
+    kept = [d for d in found if not is_ignored(d, silenced)]
     kept.sort(key=lambda d: (d.span.line, d.span.col) if d.span else (0, 0))
     return LintReport(kept, lint.skipped)
 
 
-def _ignores(source: str) -> dict[int, set[str] | None]:
+def ignores(source: str) -> dict[int, set[str] | None]:
     """Line -> the codes its `# specc: ignore[...]` comment silences (None: all)."""
     out: dict[int, set[str] | None] = {}
     for number, line in enumerate(source.splitlines(), 1):
@@ -131,7 +131,7 @@ def _ignores(source: str) -> dict[int, set[str] | None]:
     return out
 
 
-def _is_ignored(d: Diagnostic, silenced: dict[int, set[str] | None]) -> bool:
+def is_ignored(d: Diagnostic, silenced: dict[int, set[str] | None]) -> bool:
     if d.span is None:
         return False
     for line in range(d.span.line, d.span.end_line + 1):  # a statement over several lines: a comment on any
@@ -490,20 +490,20 @@ class _Lint:
                   f"{effect}", _find(self.plan, setting, "decay_steps") or setting, hint=hint)
 
     def check_input_shapes(self, facts) -> None:
-        from .data import _fit_shape, _Located
+        from .data import fit_shape, Located
         import numpy as np
 
         shape = facts.example_shape
         if shape is None or self.plan.data.is_text:
             return
         shapes = shape if isinstance(shape, dict) else {self.plan.inputs[0].name: shape}
-        where = _Located(self.plan)
+        where = Located(self.plan)
         for inp in self.plan.inputs:
             have = shapes.get(inp.name)
             if have is None:
                 continue
             try:  # the same rule as the run's: equal, or equal up to axes of size 1
-                _fit_shape(np.zeros((0, *have), np.float32), inp.shape, inp.name, where, "x")
+                fit_shape(np.zeros((0, *have), np.float32), inp.shape, inp.name, where, "x")
             except DataError as err:
                 self.warn("W109", f"input `{inp.name}` is declared {tuple(inp.shape)}, but the data's examples have "
                           f"shape {tuple(have)}", inp.origin.span, hint=err.first.hint,

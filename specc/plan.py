@@ -156,7 +156,7 @@ class Plan(BaseModel):
     # (`data.classes`, `train.steps`), resolved; `specc summary` shows them.
     constants: dict[str, Any] = {}
     facts: Any = Field(default=None, exclude=True, repr=False)  # `specc.facts.Facts` of the data, when computed
-    expect: Any = None  # the `expect` section's contracts (`specc.contract.ExpectPlan`), checked by `specc test`
+    expect: Any = None  # the `expect` section's contracts (`specc.expect.ExpectPlan`), checked by `specc test`
     language: int = 1  # the language version the file declares (`language: 2`), else 1
     file: str = Field(default="<string>", exclude=True)
     source: str = Field(default="", exclude=True, repr=False)

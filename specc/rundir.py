@@ -24,10 +24,9 @@ from typing import Any, Optional
 
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, ValidationError
 
-from .artifacts import PARTIAL
-from .errors import DataError, Diagnostic, UsageError, printable
+from .artifacts import CHECKPOINT, PARTIAL
+from .errors import DataError, Diagnostic, UsageError, describe_schema_error, printable
 
-CHECKPOINT = "checkpoint.npz"
 # Everything a run writes; `--force` removes them in this order (results first), partial files after.
 RUN_FILES = ("metrics.json", "model.keras", "curves.png", CHECKPOINT, "history.csv", "tokenizer.json",
              "classes.json", "spec.model", "run.json")
@@ -36,15 +35,6 @@ RUN_FILES = ("metrics.json", "model.keras", "curves.png", CHECKPOINT, "history.c
 def _is_partial(name: str) -> bool:
     """A file a killed atomic write of a run file left (`.NAME.partial-*`)."""
     return any(name.startswith(f".{f}{PARTIAL}") for f in RUN_FILES)
-
-
-def describe_schema_error(err: ValidationError) -> str:
-    """The first problem pydantic found, as `key.sub: what` (with how many more)."""
-    problems = err.errors()
-    first = problems[0]
-    where = ".".join(str(p) for p in first["loc"]) or "the top level"
-    more = f" (and {len(problems) - 1} more problems)" if len(problems) > 1 else ""
-    return printable(f"`{where}`: {first['msg']}"[:300], lines=False) + more
 
 
 class RunInfo(BaseModel):

@@ -21,16 +21,16 @@ from typing import Any
 
 import numpy as np
 
-from . import __version__
+from .version import __version__
 from .artifacts import remove_partial_files, write_atomic, write_atomic_with
 from .rundir import (CHECKPOINT, RUN_FILES, RunDir, claim_out, claim_resume, diverged as _diverged, read_run_info,  # noqa: F401 - RUN_FILES re-exported
                      special_run_file)
 from .build import build_model, make_object
-from .data import Dataset, count_examples, data_source, load_dataset, prepare, take
+from .data import Dataset, count_examples, load_dataset, prepare, take
 from .errors import DataError, Diagnostic, SpecError, UsageError, UserError, did_you_mean, printable
 from .keras_env import import_keras
 from .catalog import catalog
-from .plan import Obj, Plan
+from .plan import Plan
 
 def select_device(device: str) -> str:
     """Make the requested platform JAX's default device; returns the platform it runs on."""
@@ -177,9 +177,8 @@ def compile_model(plan: Plan, model, weighted: bool = False, examples: int | Non
             loss = catalog("loss").get_class(cls)()
         if isinstance(loss, import_keras().losses.Loss):
             loss.reduction = "mean_with_sample_weight"
-    from .cost import choose_steps_per_execution, step_flops
     from .distribute import local_batch_size
-    from .lower import enable_jit, lower_model, lowering_choice
+    from .lower import choose_steps_per_execution, enable_jit, lower_model, lowering_choice, step_flops
 
     batch = local_batch_size(train.batch_size)
     lowered = lower_model(model, choice=lowering_choice(None), batch_size=batch)  # the step is traced after this

@@ -39,9 +39,9 @@ def step():
 
 
 def flops(lowered) -> float:
-    from specc.cost import _flops
+    from specc.lower import flops_of
 
-    return _flops(lowered)
+    return flops_of(lowered)
 
 
 def test_dense_forward_flops_per_example_are_two_per_weight(step):

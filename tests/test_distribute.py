@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 
 import specc
-from specc import distribute
+from specc import distribute, keras_env
 from specc.errors import DataError, SpecError
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -424,7 +424,7 @@ def test_environment_is_prepared_for_virtual_cpu_devices(monkeypatch):
     monkeypatch.delenv("NPROC", raising=False)
     monkeypatch.setenv("XLA_FLAGS", "--xla_cpu_enable_fast_math=false --xla_force_host_platform_device_count=3")
     assert distribute.requested_cpu_devices() == 3
-    monkeypatch.setattr(distribute, "_backends_started", lambda: False)
+    monkeypatch.setattr(keras_env, "backends_started", lambda: False)
     distribute.prepare_environment()
     assert os.environ["PJRT_NPROC"] == str(max(os.cpu_count() or 1, 3 * distribute.THREADS_PER_DEVICE))
     monkeypatch.setenv("PJRT_NPROC", "5")  # a value the user set is kept

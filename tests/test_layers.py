@@ -1,0 +1,201 @@
+"""The import contract of specc's modules (`specc/layers.py`): no import cycles, every import pointing to the same
+or a lower layer, `api` and `cli` imported by the entry points only, no private names of another module, and
+every module placed in exactly one layer. Imports inside functions count; `if TYPE_CHECKING:` blocks do not.
+
+Read with `ast` only: nothing of specc beyond `specc.layers` (which imports nothing) is imported, so no Keras."""
+
+from __future__ import annotations
+
+import ast
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from specc.layers import ENTRY_ONLY, LAYERS
+
+PACKAGE = Path(__file__).resolve().parent.parent / "specc"
+ENTRY_POINTS = ("cli", "__main__", "__init__")
+
+
+@dataclass(frozen=True)
+class Import:
+    source: str  # the importing module (`__init__` for the package)
+    target: str  # the imported module
+    line: int
+    names: tuple[str, ...] = ()  # names taken from it (`from .x import a, b`; `x.a` on a module bound to a name)
+
+    def __str__(self) -> str:
+        return f"{self.source}.py:{self.line} -> {self.target}" + (f" ({', '.join(self.names)})" if self.names else "")
+
+
+def _is_type_checking(test: ast.expr) -> bool:
+    return (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING") or (
+        isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING")
+
+
+def _nodes(tree: ast.AST):
+    """Every node, leaving out the bodies of `if TYPE_CHECKING:` (their `else` counts)."""
+    stack = [tree]
+    while stack:
+        node = stack.pop()
+        yield node
+        if isinstance(node, ast.If) and _is_type_checking(node.test):
+            stack.extend(node.orelse)
+            continue
+        stack.extend(ast.iter_child_nodes(node))
+
+
+def imports_of(package: Path) -> tuple[set[str], list[Import]]:
+    """The package's modules and every import between them, with the names each takes."""
+    pkg = package.name
+    modules = {p.stem for p in package.glob("*.py")}
+    found: list[Import] = []
+    for path in sorted(package.glob("*.py")):
+        source = path.stem
+        tree = ast.parse(path.read_text(encoding="utf-8"), str(path))
+        bound: dict[str, str] = {}  # local name -> a module of the package bound to it
+        for node in _nodes(tree):
+            if isinstance(node, ast.ImportFrom):
+                if node.level == 0 and node.module and (node.module == pkg or node.module.startswith(pkg + ".")):
+                    base = node.module[len(pkg) + 1:]
+                elif node.level == 1:
+                    base = node.module or ""
+                else:
+                    continue  # another package's import
+                if base:  # from .x import a, b
+                    target = base.split(".")[0]
+                    found.append(Import(source, target, node.lineno, tuple(a.name for a in node.names)))
+                    continue
+                for alias in node.names:  # from . import x: the module x, or a name of the package itself
+                    if alias.name in modules:
+                        found.append(Import(source, alias.name, node.lineno))
+                        bound[alias.asname or alias.name] = alias.name
+                    else:
+                        found.append(Import(source, "__init__", node.lineno, (alias.name,)))
+            elif isinstance(node, ast.Import):
+                for alias in node.names:
+                    parts = alias.name.split(".")
+                    if parts[0] != pkg:
+                        continue
+                    target = parts[1] if len(parts) > 1 else "__init__"
+                    found.append(Import(source, target, node.lineno))
+                    if alias.asname:
+                        bound[alias.asname] = target
+        for node in _nodes(tree):  # loading._Located: a private name reached through a module bound to a name
+            if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id in bound:
+                found.append(Import(source, bound[node.value.id], node.lineno, (node.attr,)))
+    return modules, found
+
+
+def cycles(modules: set[str], found: list[Import]) -> list[list[str]]:
+    """The strongly connected components of more than one module (or a module importing itself), Tarjan's way."""
+    graph: dict[str, set[str]] = {m: set() for m in modules}
+    for imp in found:
+        if imp.target in modules:
+            graph[imp.source].add(imp.target)
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    out: list[list[str]] = []
+
+    def visit(m: str) -> None:
+        index[m] = low[m] = len(index)
+        stack.append(m)
+        on_stack.add(m)
+        for t in sorted(graph[m]):
+            if t not in index:
+                visit(t)
+                low[m] = min(low[m], low[t])
+            elif t in on_stack:
+                low[m] = min(low[m], index[t])
+        if low[m] == index[m]:
+            component = []
+            while True:
+                t = stack.pop()
+                on_stack.discard(t)
+                component.append(t)
+                if t == m:
+                    break
+            if len(component) > 1 or m in graph[m]:
+                out.append(sorted(component))
+
+    for m in sorted(graph):
+        if m not in index:
+            visit(m)
+    return out
+
+
+def violations(package: Path, layers=LAYERS, entry_only=ENTRY_ONLY, entry_points=ENTRY_POINTS) -> dict[str, list[str]]:
+    """What breaks the contract, by rule: `cycles`, `upward`, `entry`, `private`, `placed`."""
+    modules, found = imports_of(package)
+    level: dict[str, int] = {}
+    placed = []
+    for i, (name, members) in enumerate(layers):
+        for m in members:
+            if m in level:
+                placed.append(f"`{m}` is in two layers: {layers[level[m]][0]} and {name}")
+            level.setdefault(m, i)
+    placed += [f"`{m}` is in no layer of specc/layers.py: place it" for m in sorted(modules - set(level))]
+    placed += [f"layer {name} names `{m}`, which is not a module" for name, members in layers for m in members
+               if m not in modules]
+    upward, entry, private = [], [], []
+    for imp in found:
+        if imp.target not in modules:
+            continue
+        if imp.target == "__init__" and imp.source != "__init__":
+            entry.append(f"{imp}: nothing imports the package itself (`__version__` is in `specc.version`)")
+        elif imp.target in entry_only and imp.source not in entry_points and imp.source != imp.target:
+            entry.append(f"{imp}: only {', '.join(entry_points)} import {', '.join(entry_only)}")
+        if imp.source in level and imp.target in level and level[imp.target] > level[imp.source]:
+            upward.append(f"{imp}: layer {layers[level[imp.source]][0]} imports layer {layers[level[imp.target]][0]}")
+        hidden = [n for n in imp.names if n.startswith("_") and not n.startswith("__")]
+        if hidden and imp.target != imp.source:
+            private.append(f"{imp.source}.py:{imp.line} uses private {', '.join(hidden)} of {imp.target}")
+    found_cycles = [" <-> ".join(c) for c in cycles(modules, found)]
+    return {"cycles": found_cycles, "upward": upward, "entry": entry, "private": private, "placed": placed}
+
+
+@pytest.fixture(scope="module")
+def specc_violations() -> dict[str, list[str]]:
+    return violations(PACKAGE)
+
+
+@pytest.mark.parametrize("rule", ["cycles", "upward", "entry", "private", "placed"])
+def test_specc_keeps_its_import_contract(specc_violations, rule):
+    assert specc_violations[rule] == [], "\n".join(specc_violations[rule])
+
+
+def test_function_level_imports_are_counted():
+    """The contract covers lazy imports: `check` reaches `build` only inside functions."""
+    _, found = imports_of(PACKAGE)
+    assert any(i.source == "check" and i.target == "build" for i in found)
+    assert not any(i.source == "errors" and i.target == "nodes" for i in found)  # under `if TYPE_CHECKING:` only
+
+
+def test_the_checker_reports_each_kind_of_violation(tmp_path):
+    pkg = tmp_path / "fake"
+    pkg.mkdir()
+    files = {
+        "__init__.py": "from .low import VALUE\n",
+        "low.py": "VALUE = 1\n\ndef late():\n    from .high import thing  # upward, and a cycle with high\n    return thing\n",
+        "high.py": "from .low import VALUE, _hidden\nfrom . import low as l\n\nthing = l._secret\n",
+        "tool.py": "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from .api import x\nfrom . import api\n",
+        "api.py": "from . import __version__\n",
+        "stray.py": "",
+    }
+    for name, text in files.items():
+        (pkg / name).write_text(text)
+    layers = (("base", ("low",)), ("top", ("high", "tool")), ("api", ("api",)), ("entry", ("__init__", "gone")))
+    got = violations(pkg, layers, entry_only=("api",))
+    assert got["cycles"] == ["high <-> low"]
+    assert got["upward"] == ["api.py:1 -> __init__ (__version__): layer api imports layer entry",
+                             "low.py:4 -> high (thing): layer base imports layer top",
+                             "tool.py:4 -> api: layer top imports layer api"]
+    assert got["private"] == ["high.py:1 uses private _hidden of low", "high.py:4 uses private _secret of low"]
+    assert got["entry"] == ["api.py:1 -> __init__ (__version__): nothing imports the package itself "
+                            "(`__version__` is in `specc.version`)",
+                            "tool.py:4 -> api: only cli, __main__, __init__ import api"]
+    assert got["placed"] == ["`stray` is in no layer of specc/layers.py: place it",
+                             "layer entry names `gone`, which is not a module"]
