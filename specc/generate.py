@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import DataError, Diagnostic, UsageError, UserError, printable
+from .errors import DataError, Diagnostic, UsageError, printable
 from .text import SPECIALS, CharVocabulary
 
 
@@ -55,7 +55,7 @@ def generate_text(run_dir: str | Path, prompt: str, tokens: int, temperature: fl
     if max(ids) >= width:
         raise DataError(Diagnostic(
             f"the prompt has token id {max(ids)}, but the model scores only {width} tokens (its tokenizer has {vocab.size})",
-            file=str(tokenizer), hint="the run's model.keras and tokenizer.json do not belong together"))
+            file=str(run / "tokenizer.json"), hint="the run's model.keras and tokenizer.json do not belong together"))
     rng = np.random.default_rng(seed)
     for _ in range(tokens):
         context = ids[-window:]

@@ -148,7 +148,6 @@ def trace_nonfinite(plan: Plan, model, start: EpochStart, x, y, w, upto: int) ->
     k, state, before, losses = replay_epoch(model, start, batches, upto)
     if k is None:
         return _diverged(plan, losses) if losses and max(losses) > 1e30 else None
-    nodes = {node.name: node for node in plan.layers}
     # Weights that are already non-finite: the previous update made them so.
     for node in plan.layers:
         layer = model.get_layer(node.name)

@@ -99,7 +99,7 @@ def upgrade_text(text: str, file: str = "<string>") -> str:
     declared = next((st for st in spec.settings if st.key == "language"), None)
     if declared is not None and not (isinstance(declared.value, n.Number) and version in (*STEPS, LANGUAGE)):
         raise Source(text, file).error(f"`language` must be a version from 1 to {LANGUAGE} to upgrade from",
-                                       declared.value.span, f"e.g. `language: 1` for a file written before versions")
+                                       declared.value.span, "e.g. `language: 1` for a file written before versions")
     if version >= LANGUAGE:
         return text
     original = spec

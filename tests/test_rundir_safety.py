@@ -405,3 +405,10 @@ def test_generate_arguments_and_a_model_wider_than_its_tokenizer(tmp_path, capsy
         code = cli.main(["generate", str(out), "--prompt", "ab"])
         err = capsys.readouterr().err
         assert code == 3 and err.startswith(f"{out / 'tokenizer.json'}: error: "), (bad, err)
+    from specc.text import CharVocabulary
+
+    wide = [chr(c) for c in range(0x100, 0x100 + 60)]  # 63 ids: a prompt of the last scores past the model's 40
+    (out / "tokenizer.json").write_text(CharVocabulary(wide).to_json())
+    code = cli.main(["generate", str(out), "--prompt", wide[-1]])
+    err = capsys.readouterr().err
+    assert code == 3 and "the model scores only 40 tokens" in err and err.startswith(f"{out / 'tokenizer.json'}: error: "), err
