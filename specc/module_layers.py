@@ -1,4 +1,4 @@
-"""The layers of specc's modules, lowest first: the import contract that `tests/test_layers.py` enforces.
+"""The layers of specc's modules, lowest first: the import contract that `tests/test_module_layers.py` enforces.
 
 A module imports only modules of its own layer or of a lower one, and the modules of one layer never import one
 another in a cycle. Every import counts, those inside functions too (a lazy import is still a dependency; only
@@ -12,7 +12,7 @@ This module imports nothing; it is data for the test and for docs/architecture.m
 
 LAYERS = (
     # base: what every stage needs, importing nothing of specc above it (no Keras, no JAX)
-    ("base", ("version", "limits", "layers", "errors", "nodes", "plan", "artifacts", "cache", "datafiles")),
+    ("base", ("version", "limits", "module_layers", "errors", "nodes", "plan", "artifacts", "cache", "datafiles")),
     # the Keras/JAX runtime: importing Keras lazily on JAX, the process environment JAX reads, specc's own layers
     ("runtime", ("keras_env", "extras")),
     # the language: parsing, formatting, upgrading and highlighting spec text

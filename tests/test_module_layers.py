@@ -1,8 +1,8 @@
-"""The import contract of specc's modules (`specc/layers.py`): no import cycles, every import pointing to the same
+"""The import contract of specc's modules (`specc/module_layers.py`): no import cycles, every import pointing to the same
 or a lower layer, `api` and `cli` imported by the entry points only, no private names of another module, and
 every module placed in exactly one layer. Imports inside functions count; `if TYPE_CHECKING:` blocks do not.
 
-Read with `ast` only: nothing of specc beyond `specc.layers` (which imports nothing) is imported, so no Keras."""
+Read with `ast` only: nothing of specc beyond `specc.module_layers` (which imports nothing) is imported, so no Keras."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from specc.layers import ENTRY_ONLY, LAYERS
+from specc.module_layers import ENTRY_ONLY, LAYERS
 
 PACKAGE = Path(__file__).resolve().parent.parent / "specc"
 ENTRY_POINTS = ("cli", "__main__", "__init__")
@@ -137,7 +137,7 @@ def violations(package: Path, layers=LAYERS, entry_only=ENTRY_ONLY, entry_points
             if m in level:
                 placed.append(f"`{m}` is in two layers: {layers[level[m]][0]} and {name}")
             level.setdefault(m, i)
-    placed += [f"`{m}` is in no layer of specc/layers.py: place it" for m in sorted(modules - set(level))]
+    placed += [f"`{m}` is in no layer of specc/module_layers.py: place it" for m in sorted(modules - set(level))]
     placed += [f"layer {name} names `{m}`, which is not a module" for name, members in layers for m in members
                if m not in modules]
     upward, entry, private = [], [], []
@@ -197,5 +197,5 @@ def test_the_checker_reports_each_kind_of_violation(tmp_path):
     assert got["entry"] == ["api.py:1 -> __init__ (__version__): nothing imports the package itself "
                             "(`__version__` is in `specc.version`)",
                             "tool.py:4 -> api: only cli, __main__, __init__ import api"]
-    assert got["placed"] == ["`stray` is in no layer of specc/layers.py: place it",
+    assert got["placed"] == ["`stray` is in no layer of specc/module_layers.py: place it",
                              "layer entry names `gone`, which is not a module"]
