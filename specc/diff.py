@@ -479,15 +479,11 @@ def _load(text: str | None, label: str) -> Plan | None:
     return None if text is None else compile_text(text, label)
 
 
-def _read(path: str, git: bool) -> str | None:
-    """A spec's text; None for `/dev/null`. Git's temporary files are read whatever their bytes."""
-    from pathlib import Path
-
+def _read(path: str) -> str | None:
+    """A spec's text, read as every spec is (a regular file, within the size limit, UTF-8); None for `/dev/null`."""
     from .syntax import read_spec
 
-    if path == NULL:
-        return None
-    return Path(path).read_text(encoding="utf-8-sig", errors="replace") if git else read_spec(path)
+    return None if path == NULL else read_spec(path)
 
 
 def _text_diff(a: str | None, b: str | None, la: str, lb: str) -> str:
@@ -521,7 +517,17 @@ def cmd_diff(args) -> int:
     else:
         raise UsageError(Diagnostic(f"expected two files (A.model B.model) or the 7 arguments of a git diff driver, "
                                     f"got {len(files)}", file="specc diff"))
-    texts = [_read(p, git) for p in paths]
+    texts = []
+    for path, label in zip(paths, labels):
+        try:
+            texts.append(_read(path))
+        except UserError as err:
+            if not git:
+                raise
+            # As a git driver: one line naming the file, never a text diff of a file too large or not text.
+            why = err.diagnostics[0].message.splitlines()[0] if err.diagnostics else type(err).__name__
+            print(printable(f"specc diff: {label}: not shown: {why}", lines=False)[:400])
+            return EXIT_OK
     try:
         d = diff_plans(_load(texts[0], labels[0]), _load(texts[1], labels[1]), labels[0], labels[1])
     except Exception as err:  # noqa: BLE001 - as a git driver, any failure falls back to a text diff

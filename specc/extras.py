@@ -82,8 +82,17 @@ METRICS = {"ExactMatch": ExactMatch}
 #: Bounds on a model file, checked from what it declares (a zip's directory, an HDF5 file's dataset shapes)
 #: before anything is decompressed: a 2 MB `.keras` can declare a 2 GB `config.json`.
 MAX_MEMBERS = 1_000  # members of a `.keras` archive (Keras writes 3, plus its assets)
-MAX_CONFIG_BYTES = 64 * 2**20  # config.json (a 2,000-layer model's is about 2 MB)
+MAX_CONFIG_BYTES = 16 * 2**20  # config.json (measured: 2,000 Dense layers make 2.0 MB; 600 attention/conv/norm 1.3 MB)
+MAX_CONFIG_VALUES = 1_000_000  # JSON values in config.json (2,000 Dense layers: 114,000), counted before parsing
+MAX_CONFIG_LAYERS = 4_000  # entries of `layers` lists, nested models' included (a spec has at most 2,000 layers)
+#: Keras rebuilds a Sequential model's graph at each layer it adds while loading: 250 layers take 10 s, 500
+#: take 42 s, 4,000 (a 300 KB file) take over 10 minutes (measured, Keras 3 on JAX).
+MAX_SEQUENTIAL_LAYERS = 300
 MAX_METADATA_BYTES = 2**20  # metadata.json (a few hundred bytes)
+#: JSON members expand like a bomb past a much lower floor: Keras stores them uncompressed, and deflated a
+#: 2,000-layer config shrinks 60-80x (measured), while `[{},{},...]` shrinks ~1,000x.
+JSON_MAX_EXPANSION = 200
+JSON_BOMB_FLOOR_BYTES = 64 * 2**10
 MAX_WEIGHTS_BYTES = 16 * 2**30  # the weights file, or all the datasets of an `.h5`
 MAX_ARCHIVE_BYTES = 17 * 2**30  # every member together
 MAX_EXPANSION = 100  # a member stored this many times smaller than it declares, past BOMB_FLOOR_BYTES, is a bomb
@@ -100,16 +109,28 @@ def _bad(path, message: str, hint: str = _GET_ONE):
 
 
 def _member(path, archive, name: str, limit: int):
-    """The ZipInfo of `name`, refused if it declares more than `limit` bytes or expands like a bomb."""
+    """The ZipInfo of `name`, refused if it declares more than `limit` bytes or expands like a bomb, or if it is
+    encrypted or compressed in a way Python cannot read."""
+    import zipfile
+
     from .errors import printable
 
     info = archive.getinfo(name)
     shown = printable(name, lines=False)
+    if info.flag_bits & 0x1:
+        return None, _bad(path, f"member `{shown}` of the archive is encrypted (it needs a password); Keras writes "
+                                "no encrypted members", "save the model again without encryption")
+    if info.compress_type not in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED, zipfile.ZIP_BZIP2, zipfile.ZIP_LZMA):
+        return None, _bad(path, f"member `{shown}` of the archive uses compression method {info.compress_type}, "
+                                "which cannot be read (stored, deflate, bzip2 and lzma can)",
+                          "save the model again with `model.save(\"model.keras\")`")
+    floor, ratio = ((JSON_BOMB_FLOOR_BYTES, JSON_MAX_EXPANSION) if name.endswith(".json")
+                    else (BOMB_FLOOR_BYTES, MAX_EXPANSION))
     if info.file_size > limit:
         return None, _bad(path, f"member `{shown}` of the archive declares {size_text(info.file_size)}, more than the "
                                 f"{size_text(limit)} specc reads from a model file", "this is not a model specc wrote; "
                                 "a file this large is refused before it is decompressed")
-    if is_bomb(info.file_size, info.compress_size, BOMB_FLOOR_BYTES, MAX_EXPANSION):
+    if is_bomb(info.file_size, info.compress_size, floor, ratio):
         return None, _bad(path, f"member `{shown}` of the archive declares {size_text(info.file_size)} but is stored in "
                                 f"{size_text(info.compress_size)}: a decompression bomb, refused", "this is not a model "
                                 "specc or Keras wrote")
@@ -146,8 +167,15 @@ def _check_keras(path) -> dict:
                 raise err
         try:
             raw = archive.read("config.json")
-        except (zipfile.BadZipFile, OSError, EOFError, ValueError, NotImplementedError) as err:
+        except (zipfile.BadZipFile, OSError, EOFError, ValueError, RuntimeError, NotImplementedError) as err:
             raise _bad(path, f"member `config.json` cannot be read: the archive is damaged ({printable(str(err), lines=False)[:200]})") from None
+    # An upper bound on the JSON values, from the bytes that start one (`[`, `{`, `,`), before anything is
+    # parsed: 16 MiB of `{},` would make 5.6 million dicts (gigabytes) for Keras to walk.
+    values = 1 + raw.count(b",") + raw.count(b"[") + raw.count(b"{")
+    if values > MAX_CONFIG_VALUES:
+        raise _bad(path, f"member `config.json` holds up to {values:,} JSON values; a Keras model's config holds "
+                         f"about 60 per layer (at most {MAX_CONFIG_VALUES:,} are read)",
+                   "this is not a model specc or Keras wrote")
     try:
         config = json.loads(raw)  # the C scanner stops at the interpreter's recursion limit: RecursionError
     except RecursionError:
@@ -162,6 +190,25 @@ def _check_keras(path) -> dict:
                    "this is not a model specc or Keras wrote")
     if not isinstance(config, dict):
         raise _bad(path, f"member `config.json` holds a JSON {type(config).__name__}, not a model's config (an object)")
+    layers, todo = 0, [config]  # Keras builds every layer it lists (2,000 Dense layers load in ~10 s)
+    while todo:
+        item = todo.pop()
+        if isinstance(item, dict):
+            found = item.get("layers")
+            layers += len(found) if isinstance(found, list) else 0
+            inner = item.get("config")
+            found = inner.get("layers") if item.get("class_name") == "Sequential" and isinstance(inner, dict) else None
+            if isinstance(found, list) and len(found) > MAX_SEQUENTIAL_LAYERS:
+                raise _bad(path, f"member `config.json` holds a Sequential model of {len(found):,} layers; Keras "
+                                 f"rebuilds it at every layer it loads (minutes past {MAX_SEQUENTIAL_LAYERS:,} layers, "
+                                 "which is the most specc reads)", "save it as a functional model "
+                                 "(`keras.Model(inputs, outputs)`), which loads in one pass")
+            todo += item.values()
+        elif isinstance(item, list):
+            todo += item
+    if layers > MAX_CONFIG_LAYERS:
+        raise _bad(path, f"member `config.json` lists {layers:,} layers; specc reads models of at most "
+                         f"{MAX_CONFIG_LAYERS:,} (a spec holds at most 2,000)", "this is not a model specc wrote")
     return config
 
 

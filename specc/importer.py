@@ -42,6 +42,7 @@ class _Node:
     sources: list  # of _Node or _Input
     options: dict = field(default_factory=dict)
     reason: str | None = None  # why it cannot be written, if it cannot (an error only if something uses it)
+    name: str = ""  # the layer's name in the spec (`_Graph.rename`): its own where a spec can write it
 
 
 @dataclass(eq=False)
@@ -438,9 +439,37 @@ class _Graph:
             current = nxt
         return out
 
+    def rename(self) -> dict[int, str]:
+        """Layer names a spec can write, by layer id: a name holding a control or unprintable character (which
+        `specc check` refuses) keeps its printable characters, made unique, else takes an automatic one."""
+        taken = {i.name for i in self.inputs} | {n.layer.name for n in self.nodes}
+        out: dict[int, str] = {}
+        for node in self.nodes:
+            old = node.layer.name
+            if old and printable(old, lines=False) == old:
+                out[id(node.layer)] = old
+                continue
+            kept = "".join(c for c in old if printable(c, lines=False) == c).strip()
+            base = kept or _names("layer")[0].get(type(node.layer)) or snake_case(type(node.layer).__name__)
+            new = kept if kept and kept not in taken else next(
+                f"{base}_{k}" for k in range(1, len(taken) + 2) if f"{base}_{k}" not in taken)
+            taken.add(new)
+            out[id(node.layer)] = new
+            if _automatic(new, type(node.layer), "layer", None):
+                new_text = "given an automatic name"
+            else:
+                new_text = f"renamed `{_q(new)}`"
+            self.notes.append(f"{_what(node.layer)} was {new_text}: its name held a control or unprintable character, "
+                              "which a spec refuses; loading weights by layer name (`init`) from this file will not "
+                              "match it")
+        return out
+
     def lines(self) -> list[str]:
         order = self.order()
-        namer = _Namer({i.name for i in self.inputs} | {n.layer.name for n in self.nodes})
+        own = self.rename()
+        for node in self.nodes:
+            node.name = own[id(node.layer)]
+        namer = _Namer({i.name for i in self.inputs} | {n.name for n in self.nodes})
         names: dict[int, str] = {}
         lines = []
         for inp in self.inputs:
@@ -451,11 +480,11 @@ class _Graph:
         single = len(self.outputs) == 1 and bool(order) and self.outputs[0] is order[-1]
         for k, node in enumerate(order):
             nxt = order[k + 1] if k + 1 < len(order) else None
-            chosen = not _automatic(node.layer.name, type(node.layer), "layer", None) and namer.fits(
-                node.layer.name, node.layer.name)  # `rating = dense(1)` rather than `dense(1, name=rating)`
+            chosen = not _automatic(node.name, type(node.layer), "layer", None) and namer.fits(
+                node.name, node.name)  # `rating = dense(1)` rather than `dense(1, name=rating)`
             if chosen or any(c is not nxt or len(c.sources) > 1 for c in self.consumers(node)) or (
                     node in self.outputs and not single):
-                names[id(node)] = namer(node.layer.name)
+                names[id(node)] = namer(node.name)
         for k, node in enumerate(order):
             # The first layer names its input when there are several: `user -> embedding(...)`.
             previous = order[k - 1] if k else (self.inputs[0] if len(self.inputs) == 1 else None)
@@ -478,8 +507,8 @@ class _Graph:
         layer = node.layer
         text = _call(layer, "layer")
         extra = []
-        if tensor != layer.name and not _automatic(layer.name, type(layer), "layer", None):
-            extra.append(f"name={_value(layer.name)}")
+        if tensor != node.name and not _automatic(node.name, type(layer), "layer", None):
+            extra.append(f"name={_value(node.name)}")
         extra += [f"{k}={_value(v)}" for k, v in node.options.items()]
         if extra:
             text = f"{text[:-1]}, {', '.join(extra)})" if text.endswith(")") else f"{text}({', '.join(extra)})"
