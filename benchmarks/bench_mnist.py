@@ -24,9 +24,9 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 import specc  # noqa: E402
-from specc.build import build_model  # noqa: E402
-from specc.data import load_dataset, prepare  # noqa: E402
-from specc.runner import compile_model, fit_options  # noqa: E402
+from specc.compile.build import build_model  # noqa: E402
+from specc.data.prepare import load_dataset, prepare  # noqa: E402
+from specc.train.runner import compile_model, fit_options  # noqa: E402
 
 
 def hand_written(seed: int):

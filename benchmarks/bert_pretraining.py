@@ -25,7 +25,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 import specc  # noqa: E402
-from specc.runner import run_plan  # noqa: E402
+from specc.train.runner import run_plan  # noqa: E402
 
 
 def compare(pretrained: Path | None = None, seeds: list[int] | None = None, limit: int | None = None,

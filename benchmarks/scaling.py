@@ -96,17 +96,17 @@ def layer_count(family: str, size: int) -> int:
 def _warm_up() -> None:
     """What every process pays once, whatever the size: Keras's catalogues indexed, JAX started."""
     import specc
-    from specc.build import summarize
+    from specc.compile.build import summarize
 
     summarize(specc.loads("model warm { input x: (4,); dense(2) }").plan)
 
 
 def _pipeline(text: str, file: str, timings: dict[str, float] | None = None):
     """`specc check` then `specc summary`'s work on one spec text, each phase timed into `timings`."""
-    from specc.build import format_summary, infer_shapes, summarize
-    from specc.check import check_spec
-    from specc.errors import Source
-    from specc.syntax import parse_text
+    from specc.compile.build import format_summary, infer_shapes, summarize
+    from specc.compile.check import check_spec
+    from specc.core.errors import Source
+    from specc.lang.syntax import parse_text
 
     clock = time.perf_counter
     t0 = clock()
@@ -139,10 +139,10 @@ def measure(family: str, size: int, repeat: int) -> dict:
     """One size of one family, in this process (which must have warmed up: `_warm_up`)."""
     import gc
 
-    from specc.build import format_summary, infer_shapes, summarize
-    from specc.check import check_spec
-    from specc.errors import Source
-    from specc.syntax import parse_text
+    from specc.compile.build import format_summary, infer_shapes, summarize
+    from specc.compile.check import check_spec
+    from specc.core.errors import Source
+    from specc.lang.syntax import parse_text
 
     text, file = SPECS[family](size), f"<{family} {size}>"
     gc.collect()

@@ -187,7 +187,7 @@ class Protocol:
 def worker(side: str, model: str, epochs: int | None, limit: int | None) -> int:
     sys.path.insert(0, str(ROOT))
     import specc
-    from specc.data import load_dataset, prepare
+    from specc.data.prepare import load_dataset, prepare
 
     spec = specc.load(str(ROOT / "specs" / f"{model}.model"))
     plan = spec.plan

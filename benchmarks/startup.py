@@ -13,7 +13,7 @@ PYTHONDONTWRITEBYTECODE; `--as-is` keeps the environment's setting instead).
 (b) `specc run SPEC --limit N --epochs 1`, timed from the moment the process is started to the moment its
 first training step begins (imports, data, building and compiling the model in Keras) and ends (XLA
 compilation of the training step, then the step itself), and to its exit. `SPECC_STARTUP_PROBE` makes
-specc note those two moments (`specc.keras_env.startup_probe`); nothing else changes. Each repeat uses a
+specc note those two moments (`specc.runtime.keras_env.startup_probe`); nothing else changes. Each repeat uses a
 new, empty cache folder (`SPECC_CACHE_DIR`): "cold" is the first run in it, "warm" the second (JAX's
 persistent compilation cache filled by the first), and "no JAX cache" a third with `SPECC_JAX_CACHE=0`,
 what every run cost before specc kept that cache.

@@ -6,18 +6,17 @@
     model = spec.build_model()               # a fresh keras.Model
     result = spec.run(out="runs/mnist", epochs=1, limit=1000)
     text = specc.import_model(model)         # a keras.Model -> spec text
-    code = specc.emit(spec)                  # spec -> standalone Keras code
+    code = specc.tools.emit(spec)                  # spec -> standalone Keras code
 """
 
-from .errors import DataError, InternalError, SpecError, UsageError, UserError
-from .version import __version__
+from specc.core.errors import DataError, InternalError, SpecError, UsageError, UserError
+from specc.core.version import __version__
 
 
 def __getattr__(name: str):
     """The API is imported on first use, so `specc --help` starts fast."""
     if name in ("load", "loads", "CompiledSpec", "import_model", "emit", "format_text"):
-        from . import api
-
+        from specc import api
         return getattr(api, name)
     raise AttributeError(f"module 'specc' has no attribute {name!r}")
 

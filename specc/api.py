@@ -6,12 +6,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .errors import Source
-from .syntax import read_spec  # noqa: F401 - re-exported: the Python API reads spec files with it
+from specc.core.errors import Source
+from specc.lang.syntax import read_spec  # noqa: F401 - re-exported: the Python API reads spec files with it
 
 if TYPE_CHECKING:  # loading a spec imports neither until it is used
-    from . import nodes
-    from .plan import Plan
+    from specc.core import nodes
+    from specc.core.plan import Plan
 
 
 @dataclass
@@ -24,12 +24,12 @@ class CompiledSpec:
 
     def build_model(self):
         """A fresh `keras.Model` (shapes inferred; errors blamed on spec lines)."""
-        from .build import build_model
+        from specc.compile.build import build_model
 
         return build_model(self.plan)
 
     def summary(self) -> str:
-        from .build import format_summary, summarize
+        from specc.compile.build import format_summary, summarize
 
         rows, total = summarize(self.plan)
         return format_summary(self.plan, rows, total)
@@ -38,7 +38,7 @@ class CompiledSpec:
             verbose: Any = 0, force: bool = False, resume: str | Path | None = None, callbacks: list | None = None):
         """Train, evaluate and save (`specc run`); `resume`: continue that run directory; `callbacks`: Keras
         callbacks to run beside specc's own."""
-        from .runner import run_plan
+        from specc.train.runner import run_plan
 
         return run_plan(self.plan, out=out, epochs=epochs, limit=limit, verbose=verbose, force=force, resume=resume,
                         callbacks=callbacks)
@@ -46,8 +46,8 @@ class CompiledSpec:
 
 def loads(text: str, file: str = "<string>") -> CompiledSpec:
     """Parse and check spec text. Raises `SpecError` for mistakes in it."""
-    from .check import check_spec
-    from .syntax import parse_text
+    from specc.compile.check import check_spec
+    from specc.lang.syntax import parse_text
 
     ast = parse_text(text, file)
     src = Source(text, file)
@@ -62,20 +62,20 @@ def load(path: str | Path) -> CompiledSpec:
 def import_model(model, name: str | None = None) -> str:
     """Spec text for a `keras.Model` built in Python (`specc import` for files). Raises `UsageError`
     naming the layer when the model uses something the language cannot express."""
-    from .importer import import_model as _import
+    from specc.tools.importer import import_model as _import
 
     return _import(model, name=name)
 
 
 def emit(spec: CompiledSpec, train: bool = False) -> str:
     """Standalone Keras 3 Python code that builds (and with `train`, trains) the spec's model."""
-    from .emit import emit_python
+    from specc.tools.emit import emit_python
 
     return emit_python(spec.plan, train=train)
 
 
 def format_text(text: str, file: str = "<string>") -> str:
     """Spec text in the canonical layout (`specc fmt`); comments kept, meaning unchanged."""
-    from .fmt import format_text as _format
+    from specc.lang.fmt import format_text as _format
 
     return _format(text, file)

@@ -15,8 +15,8 @@ import sys
 import traceback
 from pathlib import Path
 
-from .version import __version__
-from .errors import Diagnostic, EXIT_CODES, EXIT_DATA, EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, UsageError, UserError, printable
+from specc.core.version import __version__
+from specc.core.errors import Diagnostic, EXIT_CODES, EXIT_DATA, EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, UsageError, UserError, printable
 
 EPILOG = "exit codes:\n" + "\n".join(f"  {code:<4} {why}" for code, why in EXIT_CODES.items())
 
@@ -183,7 +183,7 @@ def make_parser() -> argparse.ArgumentParser:
 
 
 def cmd_check(args) -> int:
-    from .syntax import read_spec
+    from specc.lang.syntax import read_spec
 
     failures: list[UserError] = []
     warnings: list[Diagnostic] = []
@@ -193,14 +193,14 @@ def cmd_check(args) -> int:
         try:
             text = read_spec(file)
             if args.syntax_only:
-                from .syntax import parse_text
+                from specc.lang.syntax import parse_text
 
                 parse_text(text, file)
             else:
-                from .api import loads
-                from .build import build_shapes
-                from .errors import SpecError
-                from .lint import lint_report
+                from specc.api import loads
+                from specc.compile.build import build_shapes
+                from specc.core.errors import SpecError
+                from specc.tools.lint import lint_report
 
                 plan = loads(text, file).plan
                 report = lint_report(plan, build_shapes(plan))
@@ -227,12 +227,12 @@ def cmd_check(args) -> int:
 
 
 def cmd_summary(args) -> int:
-    from .api import load
-    from .build import format_summary, summarize
+    from specc.api import load
+    from specc.compile.build import format_summary, summarize
 
     plan = load(args.file).plan
     rows, total = summarize(plan)
-    from .cost import estimate_cost, format_cost
+    from specc.tools.cost import estimate_cost, format_cost
 
     cost = None if args.no_cost else estimate_cost(plan)
     if args.format == "json":
@@ -251,10 +251,10 @@ def cmd_summary(args) -> int:
 
 
 def cmd_run(args) -> int:
-    from .api import load
-    from .runner import run_plan
+    from specc.api import load
+    from specc.train.runner import run_plan
 
-    from .distribute import initialize_processes
+    from specc.train.distribute import initialize_processes
 
     # Several processes: from the options, else from JAX's own environment variables; nothing otherwise.
     initialize_processes(args.coordinator, args.num_processes, args.process_id)
@@ -264,7 +264,7 @@ def cmd_run(args) -> int:
         if value == "":
             raise UsageError(Diagnostic(f"`{option}` is empty", file="specc run",
                                         hint=f"name a folder for `{option}` (`.` for this one), or leave it out"))
-    from .runner import claim_run_dir, resumable
+    from specc.train.runner import claim_run_dir, resumable
 
     # The run directory is claimed (locked, and refused when it is not free) before data is read, even for lint.
     claimed = claim_run_dir(args.out, args.file or "", args.force, args.resume) if args.resume else None
@@ -274,7 +274,7 @@ def cmd_run(args) -> int:
         spec = load(args.file or Path(args.resume) / "spec.model")
         plan = spec.plan
         if args.init:
-            from .plan import InitPlan
+            from specc.core.plan import InitPlan
 
             # A path given on the command line is relative to the working directory, not to the spec.
             source = str(Path(args.init).resolve())
@@ -282,8 +282,8 @@ def cmd_run(args) -> int:
             plan = plan.model_copy(update={"init": init})
         if claimed is None and not args.resume:
             claimed = claim_run_dir(args.out, plan.file, args.force)
-        from .distribute import is_primary
-        from .lint import lint_report
+        from specc.train.distribute import is_primary
+        from specc.tools.lint import lint_report
 
         try:  # the lint warnings first: they are not fatal, and training may take hours
             found = lint_report(plan, epochs=args.epochs, limit=args.limit).diagnostics if is_primary() else []
@@ -306,23 +306,23 @@ def cmd_run(args) -> int:
 
 
 def cmd_generate(args) -> int:
-    from .generate import generate_text
+    from specc.tools.generate import generate_text
 
     print(generate_text(args.run, args.prompt, args.tokens, args.temperature, args.seed))
     return EXIT_OK
 
 
 def cmd_schema(args) -> int:
-    from .nodes import ast_schema
+    from specc.core.nodes import ast_schema
 
     print(json.dumps(ast_schema(), indent=2))
     return EXIT_OK
 
 
 def cmd_parse(args) -> int:
-    from .syntax import read_spec
-    from .nodes import dump_ast
-    from .syntax import parse_text
+    from specc.lang.syntax import read_spec
+    from specc.core.nodes import dump_ast
+    from specc.lang.syntax import parse_text
 
     print(json.dumps(dump_ast(parse_text(read_spec(args.file), args.file)), indent=2))
     return EXIT_OK
@@ -336,9 +336,10 @@ def _command(name: str):
         return local[name]
     import importlib
 
-    module = {"emit": "emit", "fmt": "fmt", "upgrade": "upgrade", "diff": "diff", "graph": "graph", "import": "importer",
-              "eval": "inference", "predict": "inference", "export": "export", "test": "contract"}[name]
-    return getattr(importlib.import_module(f".{module}", __package__), f"cmd_{name}")
+    module = {"emit": "tools.emit", "fmt": "lang.fmt", "upgrade": "lang.upgrade", "diff": "tools.diff",
+              "graph": "tools.graph", "import": "tools.importer", "eval": "tools.predict", "predict": "tools.predict",
+              "export": "tools.export", "test": "tools.testing"}[name]
+    return getattr(importlib.import_module(f"specc.{module}"), f"cmd_{name}")
 
 
 #: OS errors that say what the machine refused (space, permissions, limits), not what specc got wrong; any

@@ -2,7 +2,7 @@
 
 import pytest
 
-from specc.artifacts import write_atomic, write_atomic_with
+from specc.core.artifacts import write_atomic, write_atomic_with
 
 
 def test_replaces_content(tmp_path):

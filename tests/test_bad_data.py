@@ -24,10 +24,10 @@ from alarm import alarm_after
 
 import specc
 from specc import cli
-from specc.data import load_dataset, prepare
-from specc.datafiles import MAX_IMAGE_PIXELS, read_classes
-from specc.errors import DataError
-from specc.text import CharVocabulary, read_vocabulary
+from specc.data.prepare import load_dataset, prepare
+from specc.core.files import MAX_IMAGE_PIXELS, read_classes
+from specc.core.errors import DataError
+from specc.data.tokenizers import CharVocabulary, read_vocabulary
 
 HEAD = "model m {\n  input x: (4, 4, 3)\n  flatten\n  dense(2, activation=softmax)\n}\n"
 TRAIN = "train {\n  loss: sparse_categorical_crossentropy\n  epochs: 1\n  batch_size: 4\n}\n"
@@ -195,7 +195,7 @@ def test_bad_npz_is_a_located_error_here_and_in_check(tmp_path, variant):
     s = spec(tmp_path, '  file: "d.npz"\n')
     err = load_error(s)
     assert err.line == 7 and expected in err.message, err.render()
-    from specc.facts import clear_memo, infer_facts
+    from specc.data.facts import clear_memo, infer_facts
 
     clear_memo()
     with pytest.raises(DataError) as info:  # `specc check` reads the data for its facts through the same code
@@ -204,7 +204,7 @@ def test_bad_npz_is_a_located_error_here_and_in_check(tmp_path, variant):
 
 
 def test_csv_rows_with_more_or_fewer_fields_name_the_line(tmp_path):
-    from specc.data import data_dirs, load_builtin
+    from specc.data.prepare import data_dirs, load_builtin
 
     if any((d / "sst2").is_dir() for d in data_dirs()):
         assert load_builtin("sst2").x_train.shape[0] > 60_000  # the real TSVs pass the field counts

@@ -28,7 +28,7 @@ def test_layer_names_and_aliases_resolve_to_keras_classes(name, cls):
 def test_every_keras_layer_is_reachable_by_its_snake_case_name():
     import keras
 
-    from specc.catalog import DENIED_LAYERS, catalog, snake_case
+    from specc.compile.catalog import DENIED_LAYERS, catalog, snake_case
 
     cat = catalog("layer")
     for attr in dir(keras.layers):
@@ -84,7 +84,7 @@ def test_spans_stay_out_of_plan_equality():
     ("xyz", ["adam", "sgd"], None),
 ])
 def test_suggestions(typo, choices, expected):
-    from specc.errors import suggest
+    from specc.core.errors import suggest
 
     assert (suggest(typo, choices) or [None])[0] == expected
 
@@ -122,6 +122,6 @@ def test_early_stopping_without_validation_watches_the_training_loss():
 
 def test_attention_takes_query_and_value():
     plan = plan_of("input q: (6, 8)\ninput v: (9, 8)\n[q, v] -> mha(2, 4)")
-    from specc.build import infer_shapes
+    from specc.compile.build import infer_shapes
 
     assert infer_shapes(plan)[plan.layers[0].name] == (None, 6, 8)

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from specc import cli
-from specc.errors import EXIT_CODES
+from specc.core.errors import EXIT_CODES
 
 ROOT = Path(__file__).resolve().parent.parent
 MNIST = str(ROOT / "specs" / "mnist.model")

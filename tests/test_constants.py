@@ -13,9 +13,9 @@ import pytest
 
 import specc
 from specc.cli import main
-from specc.plan import Obj
-from specc.syntax import parse_text
-from specc.upgrade import DEFAULT_LANGUAGE, LANGUAGE, declared_language, upgrade_text
+from specc.core.plan import Obj
+from specc.lang.syntax import parse_text
+from specc.lang.upgrade import DEFAULT_LANGUAGE, LANGUAGE, declared_language, upgrade_text
 
 ROOT = Path(__file__).resolve().parent.parent
 SPECS = sorted((ROOT / "specs").glob("*.model"))

@@ -17,8 +17,8 @@ import pytest
 
 from specc import cli
 from specc.api import loads
-from specc.cost import MEMORY_MARGIN, estimate_cost, parse_bytes, prepare_step
-from specc.errors import UsageError
+from specc.tools.cost import MEMORY_MARGIN, estimate_cost, parse_bytes, prepare_step
+from specc.core.errors import UsageError
 
 WIDTHS = (64, 256, 128, 10)
 
@@ -39,7 +39,7 @@ def step():
 
 
 def flops(lowered) -> float:
-    from specc.lower import flops_of
+    from specc.train.lowering import flops_of
 
     return flops_of(lowered)
 
@@ -131,7 +131,7 @@ def test_a_bad_device_memory_is_a_usage_error(monkeypatch):
 
 def test_data_parallel_cost_is_per_device():
     # Four virtual CPU devices: each runs the step on a quarter of the batch.
-    code = (f"from specc.api import loads; from specc.cost import estimate_cost, prepare_step\n"
+    code = (f"from specc.api import loads; from specc.tools.cost import estimate_cost, prepare_step\n"
             f"plan = loads({dense_spec(batch=256, device='device { parallel: data }')!r}).plan\n"
             f"r = estimate_cost(plan)\n"
             f"print(r.devices, r.peak_bytes_per_device == prepare_step(plan)[0].peak(64))")

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 import specc
-from specc.data import load_builtin, load_dataset, prepare
+from specc.data.prepare import load_builtin, load_dataset, prepare
 
 MODEL = "model m {\n  input x: (2,)\n  dense(1)\n}\n"
 TRAIN = "train {\n  loss: mse\n  optimizer: sgd(learning_rate=0.05)\n  epochs: 3\n  batch_size: 4\n}\n"
@@ -315,7 +315,7 @@ def test_next_token_windows_of_a_text_file(tmp_path):
 
 
 def test_masked_tokens_choose_a_fraction_of_the_real_tokens():
-    from specc.text import MASK, SPECIALS, mask_tokens
+    from specc.data.tokenizers import MASK, SPECIALS, mask_tokens
 
     rng = np.random.default_rng(0)
     ids = rng.integers(len(SPECIALS), 100, size=(2000, 20)).astype("int32")

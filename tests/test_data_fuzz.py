@@ -26,10 +26,10 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 import specc
-from specc.data import load_dataset, prepare
-from specc.datafiles import read_classes, read_npy
-from specc.errors import UserError
-from specc.text import CharVocabulary, read_vocabulary, train_vocabulary
+from specc.data.prepare import load_dataset, prepare
+from specc.core.files import read_classes, read_npy
+from specc.core.errors import UserError
+from specc.data.tokenizers import CharVocabulary, read_vocabulary, train_vocabulary
 
 PROFILE = os.environ.get("HYPOTHESIS_PROFILE", "ci")
 SCALE = {"ci": 1, "long": 40}.get(PROFILE, 1)

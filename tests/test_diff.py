@@ -12,7 +12,7 @@ import pytest
 
 import specc
 from specc import cli
-from specc.diff import diff_plans, render_diff
+from specc.tools.diff import diff_plans, render_diff
 
 ROOT = Path(__file__).resolve().parent.parent
 MNIST = ROOT / "specs" / "mnist.model"

@@ -2,7 +2,7 @@
 
 The runs that need several devices or processes run in subprocesses: XLA_FLAGS (virtual CPU devices) must be
 set before JAX starts, and each process of a multi-process run is its own Python. A small driver (DRIVER
-below) trains a spec through `specc.distribute` and `run_plan`, records how Keras distributed the first input
+below) trains a spec through `specc.train.distribute` and `run_plan`, records how Keras distributed the first input
 batches (by watching `jax.make_array_from_process_local_data`, which Keras's JAX trainer calls for every
 batch), and saves the final weights.
 """
@@ -20,8 +20,9 @@ import numpy as np
 import pytest
 
 import specc
-from specc import distribute, keras_env
-from specc.errors import DataError, SpecError
+from specc.train import distribute
+from specc.runtime import keras_env
+from specc.core.errors import DataError, SpecError
 
 ROOT = Path(__file__).resolve().parent.parent
 LIMIT = 2048  # MNIST training examples: 64 batches of 32, so no batch is cut short
@@ -75,8 +76,10 @@ def spy(sharding, local_data, *args, **kwargs):  # Keras's JAX trainer builds ev
 
 jax.make_array_from_process_local_data = spy
 
-from specc import distribute, load
-from specc.runner import run_plan
+from specc import load
+
+from specc.train import distribute
+from specc.train.runner import run_plan
 
 args = json.loads(sys.argv[1])
 distribute.initialize_processes(args.get("coordinator"), args.get("num_processes"), args.get("process_id"))
@@ -324,7 +327,7 @@ def test_device_section_plan():
 
 
 def test_device_section_is_formatted_like_the_others():
-    from specc.fmt import format_text
+    from specc.lang.fmt import format_text
 
     text = _spec("device {kind: cpu\n  parallel:   data}\n")
     assert "device {\n  kind: cpu\n  parallel: data\n}\n" in format_text(text)
@@ -440,7 +443,7 @@ def test_environment_is_prepared_for_virtual_cpu_devices(monkeypatch):
     (("127.0.0.1:1", None, 0), "several processes need `--num-processes N`"),
 ])
 def test_process_options_are_checked(args, message, monkeypatch):
-    from specc.errors import UsageError
+    from specc.core.errors import UsageError
 
     for name in ("JAX_COORDINATOR_ADDRESS", "JAX_NUM_PROCESSES", "JAX_PROCESS_ID"):
         monkeypatch.delenv(name, raising=False)

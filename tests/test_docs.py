@@ -6,8 +6,8 @@ from pathlib import Path
 import pytest
 
 import specc
-from specc.build import build
-from specc.syntax import parse_text
+from specc.compile.build import build
+from specc.lang.syntax import parse_text
 
 DOC = Path(__file__).resolve().parent.parent / "docs" / "language.md"
 EXAMPLES = re.findall(r"```model\n(.*?)```", DOC.read_text(), re.S)

@@ -1,4 +1,4 @@
-"""Editor support: the Pygments lexer (specc/highlight.py) and the TextMate grammar (editors/).
+"""Editor support: the Pygments lexer (specc/lang/highlight.py) and the TextMate grammar (editors/).
 
 Both highlight every spec of the repository (specs/, the ```model blocks of the docs, the fixtures
 and the syntactically valid files of tests/errors/): the lexer without `Error` tokens and losing no
@@ -21,9 +21,9 @@ from pygments import highlight
 from pygments.formatters import HtmlFormatter
 from pygments.token import Comment, Error, Keyword, Name, Number, Operator, Punctuation, String
 
-from specc.errors import SpecError
-from specc.highlight import SpeccLexer
-from specc.syntax import parse_text
+from specc.core.errors import SpecError
+from specc.lang.highlight import SpeccLexer
+from specc.lang.syntax import parse_text
 
 ROOT = Path(__file__).resolve().parent.parent
 GRAMMAR = json.loads((ROOT / "editors" / "specc.tmLanguage.json").read_text())
@@ -176,7 +176,7 @@ def test_pygments_is_imported_by_the_lexer_only():
 
 def test_entry_point_in_pyproject():
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
-    assert project["entry-points"]["pygments.lexers"]["specc"] == "specc.highlight:SpeccLexer"
+    assert project["entry-points"]["pygments.lexers"]["specc"] == "specc.lang.highlight:SpeccLexer"
 
 
 def test_entry_point_installed():
@@ -193,7 +193,7 @@ def test_plugin_found_by_pygmentize(tmp_path):
     dist = tmp_path / "specc_probe-0.dist-info"
     dist.mkdir()
     (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: specc-probe\nVersion: 0\n")
-    (dist / "entry_points.txt").write_text("[pygments.lexers]\nspecc = specc.highlight:SpeccLexer\n")
+    (dist / "entry_points.txt").write_text("[pygments.lexers]\nspecc = specc.lang.highlight:SpeccLexer\n")
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), str(ROOT)])}
     run = subprocess.run([sys.executable, "-m", "pygments", "-l", "specc", "-f", "html", "specs/mnist.model"],
                          cwd=ROOT, env=env, capture_output=True, text=True, check=True)

@@ -14,9 +14,9 @@ import numpy as np
 import pytest
 
 import specc
-from specc.build import build_model
+from specc.compile.build import build_model
 from specc.cli import main
-from specc.emit import emit_python
+from specc.tools.emit import emit_python
 
 ROOT = Path(__file__).resolve().parent.parent
 GOLDEN = ROOT / "tests" / "golden" / "emit"

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 import specc
-from specc.build import build
+from specc.compile.build import build
 
 CASES = sorted((Path(__file__).parent / "errors").glob("*.model"))
 ANNOTATION = re.compile(r"#\s*error@(\d+):\s*(.*)$")

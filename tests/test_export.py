@@ -1,5 +1,5 @@
 """`specc export`: a copy of model.keras, the weights alone, and Keras's int8 quantization measured on the
-run's test split. Uses the runs test_inference.py trains (once per session)."""
+run's test split. Uses the runs test_predict.py trains (once per session)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import specc
-from test_inference import load_model, specc_main, trained
+from test_predict import load_model, specc_main, trained
 
 
 @pytest.fixture(autouse=True)
@@ -63,7 +63,7 @@ def test_int8_quantizes_the_dense_layers_and_reports_size_and_accuracy(mlp_run, 
     # The quantized .keras file loads back (safe mode) and predicts what the float model predicts, nearly.
     model = _load(exported)
     assert [layer.dtype_policy.name for layer in model.layers[1:]] == ["int8_from_float32"] * 2
-    from specc.data import load_builtin
+    from specc.data.prepare import load_builtin
 
     x = load_builtin("mnist").x_test[:500].reshape(500, -1).astype("float32") / np.float32(255)
     q, f = model.predict(x, verbose=0), load_model(mlp_run).predict(x, verbose=0)
@@ -71,7 +71,7 @@ def test_int8_quantizes_the_dense_layers_and_reports_size_and_accuracy(mlp_run, 
 
 
 def _load(path):
-    from specc.extras import load_model as load
+    from specc.runtime.model_files import load_model as load
 
     return load(path)
 

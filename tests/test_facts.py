@@ -1,4 +1,4 @@
-"""Facts of a spec's data (`specc.facts`): equal to what the data stage produces, cached, invalidated."""
+"""Facts of a spec's data (`specc.data.facts`): equal to what the data stage produces, cached, invalidated."""
 
 import math
 import os
@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 
 import specc
-from specc import facts as facts_mod
-from specc.cache import cache_dir
-from specc.data import count_examples, load_dataset, prepare
-from specc.errors import DataError
-from specc.facts import FACT_NAMES, infer_facts
+from specc.data import facts as facts_mod
+from specc.core.cache import cache_dir
+from specc.data.prepare import count_examples, load_dataset, prepare
+from specc.core.errors import DataError
+from specc.data.facts import FACT_NAMES, infer_facts
 
 ROOT = Path(__file__).resolve().parent.parent
 SPECS = sorted(p.name for p in (ROOT / "specs").glob("*.model"))

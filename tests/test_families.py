@@ -185,7 +185,7 @@ def _init_spec(folder: Path, width: int, init: str) -> Path:
 
 def test_init_takes_the_named_layers_and_freezes(small_run):
     path = _init_spec(small_run, 8, '  from: "pre"\n  layers: ["dense*"]\n  freeze: [dense]\n')
-    from specc.extras import load_model
+    from specc.runtime.model_files import load_model
 
     pre = load_model(small_run / "pre" / "model.keras")
     result = specc.load(path).run(out=small_run / "ft", verbose=0)
@@ -237,7 +237,7 @@ def test_bert_pretrain_then_finetune_through_the_cli(tmp_path, data_dir):
         <= set(metrics["init"]["layers"])
     assert "classifier" not in metrics["init"]["layers"] and "mlm_head" not in metrics["init"]["layers"]
     assert (ft / "tokenizer.json").read_text() == (pre / "tokenizer.json").read_text()
-    from specc.extras import load_model
+    from specc.runtime.model_files import load_model
 
     before, after = load_model(pre / "model.keras"), load_model(ft / "model.keras")
     # Fine-tuning started from the pre-trained encoder and moved it a little.

@@ -13,9 +13,9 @@ import pytest
 
 import specc
 from specc.cli import main
-from specc.errors import SpecError
-from specc.fmt import format_text
-from specc.syntax import parse_text
+from specc.core.errors import SpecError
+from specc.lang.fmt import format_text
+from specc.lang.syntax import parse_text
 
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = ROOT / "tests" / "fixtures" / "fmt"

@@ -40,8 +40,8 @@ from hypothesis.database import DirectoryBasedExampleDatabase
 from alarm import alarm_after
 
 import specc
-from specc.errors import SpecError, UserError
-from specc.syntax import MAX_DEPTH, decode_spec, parse_text
+from specc.core.errors import SpecError, UserError
+from specc.lang.syntax import MAX_DEPTH, decode_spec, parse_text
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -104,7 +104,7 @@ CODE_WRAPPERS = ["lambda", "Lambda", "jax_layer", "flax_layer", "torch_module_wr
 
 
 def _keras_names() -> list[str]:
-    from specc.catalog import catalog
+    from specc.compile.catalog import catalog
 
     names = []
     for kind in ("layer", "activation", "loss", "optimizer", "metric", "initializer", "regularizer", "schedule"):
@@ -353,7 +353,7 @@ def checks(text: str):
 
 
 def builds(plan, text: str) -> None:
-    from specc.build import build, shapes_only
+    from specc.compile.build import build, shapes_only
 
     try:
         with watchdog(60), shapes_only():

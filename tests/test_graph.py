@@ -19,8 +19,8 @@ import pytest
 
 import specc
 from specc import cli
-from specc.build import shapes_only, summarize
-from specc.graph import (
+from specc.compile.build import shapes_only, summarize
+from specc.tools.graph import (
     Graph,
     GraphNode,
     emit_dot,

@@ -14,11 +14,11 @@ import pytest
 
 from specc.api import load, loads
 from specc.cli import main
-from specc.errors import DataError, UsageError
-from specc.build import shapes_only as no_weights
-from specc.fmt import format_text
-from specc.importer import NotExpressible, import_file, import_model
-from specc.keras_env import import_keras  # KERAS_BACKEND=jax first
+from specc.core.errors import DataError, UsageError
+from specc.compile.build import shapes_only as no_weights
+from specc.lang.fmt import format_text
+from specc.tools.importer import NotExpressible, import_file, import_model
+from specc.runtime.keras_env import import_keras  # KERAS_BACKEND=jax first
 
 keras = import_keras()
 layers = keras.layers
@@ -127,7 +127,7 @@ def test_imported_spec_reads_like_a_spec():
 
 @pytest.mark.parametrize("stem", ["mnist_sgd", "shakespeare_gpt", "sst2_lstm"])
 def test_saved_keras_file_through_the_cli(stem, tmp_path, capsys):
-    from specc.runner import compile_model
+    from specc.train.runner import compile_model
 
     spec = load(ROOT / f"specs/{stem}.model")
     model = spec.build_model()

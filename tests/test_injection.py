@@ -6,7 +6,7 @@ the Mermaid and DOT `specc graph` draws and the text `specc diff` prints, each s
 (no new line, no statement, no section, nothing a terminal obeys). A `.keras` (a zip) or `.h5` file is
 checked from what it declares (member sizes and count, compression ratio, config nesting) before anything
 is decompressed or parsed: a truncated, foreign or bomb file is a `DataError` naming the file and the member,
-through every loader (`specc.extras.load_model`, `specc.inference.load_keras`, `specc.importer.import_file`,
+through every loader (`specc.runtime.model_files.load_model`, `specc.tools.predict.load_keras`, `specc.tools.importer.import_file`,
 `init { from: ... }`).
 """
 
@@ -23,9 +23,9 @@ import pytest
 
 import specc
 from specc.cli import main
-from specc.errors import DataError, SpecError, UserError
-from specc.keras_env import import_keras
-from specc.syntax import parse_text
+from specc.core.errors import DataError, SpecError, UserError
+from specc.runtime.keras_env import import_keras
+from specc.lang.syntax import parse_text
 
 keras = import_keras()
 
@@ -57,7 +57,7 @@ def test_emit_file_name_is_never_code(tmp_path, monkeypatch):
     expected statements only, and running it as a module runs nothing else."""
     marker = tmp_path / "injected"
     monkeypatch.setenv("SPECC_INJECTED", str(marker))
-    from specc.emit import emit_python
+    from specc.tools.emit import emit_python
 
     tried = 0
     for k, name in enumerate(_hostile_file_names()):
@@ -87,7 +87,7 @@ def test_emit_layer_names_become_distinct_python_names(tmp_path):
     spec.write_text('model m {\n  input x: (4,)\n  p = x -> dense(4, name="a-b")\n  q = x -> dense(4, name="a_b")\n'
                     '  r = x -> dense(4, name="²")\n  s = x -> dense(4, name="class")\n'
                     '  [p, q, r, s] -> add(name="build_model")\n}\n', encoding="utf-8")
-    from specc.emit import emit_python
+    from specc.tools.emit import emit_python
 
     plan = specc.load(spec).plan
     text = emit_python(plan)
@@ -124,8 +124,8 @@ def test_import_writes_names_from_the_model_as_strings_never_as_spec(tmp_path):
     """Layer and (nested) model names end as spec strings and one-line comments: the imported spec parses
     to one model and nothing else and checks, each layer keeping its name, or its printable characters where
     the name holds others (the checker refuses those)."""
-    from specc.errors import printable
-    from specc.importer import import_model
+    from specc.core.errors import printable
+    from specc.tools.importer import import_model
 
     for k, name in enumerate(HOSTILE_NAMES):
         text = import_model(_two_layers(name, f"sub{name}"), name=None)
@@ -140,7 +140,7 @@ def test_import_writes_names_from_the_model_as_strings_never_as_spec(tmp_path):
 
 def test_import_file_name_lands_as_a_comment(tmp_path):
     """The `.keras` file's own name is quoted in the spec's first comment: one line whatever it holds."""
-    from specc.importer import import_file
+    from specc.tools.importer import import_file
 
     model = _two_layers("dense_a", "plain")
     for k, b in enumerate(BREAKS):
@@ -165,7 +165,7 @@ STRINGS = 'let s = ["a\\nb\\x1b[31m", "\\u2028\\u2029\\x85\\x7f", "\\ud800\\x00"
 
 
 def test_fmt_writes_strings_with_escapes(tmp_path, capsys):
-    from specc.fmt import format_text
+    from specc.lang.fmt import format_text
 
     out = format_text(STRINGS + ESCAPED)
     assert _printable(out) and parse_text(out) == parse_text(STRINGS + ESCAPED), out
@@ -181,7 +181,7 @@ def test_fmt_writes_strings_with_escapes(tmp_path, capsys):
 
 
 def _check_drawings(graph) -> tuple[str, str]:
-    from specc.graph import emit_dot, emit_mermaid
+    from specc.tools.graph import emit_dot, emit_mermaid
 
     mermaid, dot = emit_mermaid(graph), emit_dot(graph)
     for text in (mermaid, dot):
@@ -205,7 +205,7 @@ def _check_drawings(graph) -> tuple[str, str]:
 def test_graph_labels_are_escaped_for_mermaid_and_dot():
     """Names of a spec with every markup character; and, drawn from a graph made by hand, names holding line
     breaks and escape sequences (the checker refuses those in specs, the drawing does not rely on it)."""
-    from specc.graph import Graph, GraphNode, graph_plan
+    from specc.tools.graph import Graph, GraphNode, graph_plan
 
     _check_drawings(graph_plan(specc.loads(ESCAPED).plan))
     nodes = [GraphNode("n_x", "x", "Input", [None, 4], 0, 2)]
@@ -285,9 +285,9 @@ def _bad_files(saved: Path, folder: Path) -> dict[str, tuple[Path, str]]:
 def test_bad_model_files_are_data_errors_in_every_loader(saved, tmp_path):
     """Truncated, foreign, bomb and deeply nested `.keras` files: a `DataError` naming the file (and the
     member) from each loader, before Keras or `json` reads the content; the good file still loads."""
-    from specc.extras import load_model
-    from specc.importer import import_file
-    from specc.inference import load_keras
+    from specc.runtime.model_files import load_model
+    from specc.tools.importer import import_file
+    from specc.tools.predict import load_keras
 
     assert load_model(saved).count_params() == 4 * 3 + 3 + 3 * 2 + 2
     bad = _bad_files(saved, tmp_path)
@@ -306,8 +306,8 @@ def test_bad_model_files_are_data_errors_in_every_loader(saved, tmp_path):
 
 
 def test_bad_model_file_in_init_is_located_at_the_spec(saved, tmp_path):
-    from specc.build import build_model
-    from specc.runner import apply_init
+    from specc.compile.build import build_model
+    from specc.train.runner import apply_init
 
     cut = tmp_path / "cut.keras"
     cut.write_bytes(saved.read_bytes()[:300])
@@ -321,7 +321,7 @@ def test_bad_model_file_in_init_is_located_at_the_spec(saved, tmp_path):
 
 
 def test_truncated_h5_and_cli_exit_codes(saved, tmp_path, capsys):
-    from specc.extras import load_model
+    from specc.runtime.model_files import load_model
 
     inputs = keras.Input((4,))
     keras.Model(inputs, keras.layers.Dense(2)(inputs)).save(tmp_path / "m.h5")
@@ -366,7 +366,7 @@ def test_small_keras_files_with_large_json_are_refused_quickly(saved, tmp_path):
     at each of its layers: refused from the directory or the bytes, in well under a second each."""
     import time
 
-    from specc.extras import MAX_CONFIG_VALUES, MAX_SEQUENTIAL_LAYERS, check_model_file
+    from specc.runtime.model_files import MAX_CONFIG_VALUES, MAX_SEQUENTIAL_LAYERS, check_model_file
 
     with zipfile.ZipFile(saved) as z:
         members = {n: z.read(n) for n in z.namelist()}
@@ -396,9 +396,9 @@ def test_small_keras_files_with_large_json_are_refused_quickly(saved, tmp_path):
 def test_encrypted_or_unreadable_zip_members_are_data_errors(saved, tmp_path, capsys):
     """A member flagged encrypted (zipfile: RuntimeError, password required) or compressed by a method Python
     cannot read (NotImplementedError): a DataError naming the member in every loader, exit 3 in import."""
-    from specc.extras import load_model
-    from specc.importer import import_file
-    from specc.inference import load_keras
+    from specc.runtime.model_files import load_model
+    from specc.tools.importer import import_file
+    from specc.tools.predict import load_keras
 
     cases = {}
     for member in ("config.json", "model.weights.h5"):
@@ -422,7 +422,7 @@ def test_import_renames_layers_whose_names_a_spec_refuses():
     """Layer names with control characters (a spec's checker refuses them) are renamed to their printable
     characters, made unique, or to an automatic name when none is left; a comment says so and that `init` by
     name will not match; the imported spec checks."""
-    from specc.importer import import_model
+    from specc.tools.importer import import_model
 
     inputs = keras.Input((4,), name="x")
     h = keras.layers.Dense(3, name="d\n}\ndata { x: [1] }\x1b]0;pwn\x07")(inputs)
@@ -441,7 +441,7 @@ def test_import_renames_layers_whose_names_a_spec_refuses():
 
 
 def printable_name(name: str) -> bool:
-    from specc.errors import printable
+    from specc.core.errors import printable
 
     return bool(name) and printable(name, lines=False) == name
 

@@ -1,4 +1,4 @@
-"""Lint (specc/lint.py): every rule warns on a spec with the mistake and is silent once it is fixed.
+"""Lint (specc/tools/lint.py): every rule warns on a spec with the mistake and is silent once it is fixed.
 
 Cases in tests/lint/ state their expected warnings as comments on the offending line,
 
@@ -19,7 +19,7 @@ import pytest
 
 import specc
 from specc.cli import main
-from specc.lint import LINT_CODES, lint_plan, lint_report
+from specc.tools.lint import LINT_CODES, lint_plan, lint_report
 
 ROOT = Path(__file__).resolve().parent.parent
 CASES = sorted((ROOT / "tests" / "lint").glob("*.model"))
@@ -84,7 +84,7 @@ def test_training_shapes_leave_the_random_state_alone():
     the weights it would get without lint. In a block, the warning notes the use."""
     import random
 
-    from specc.build import build_shapes
+    from specc.compile.build import build_shapes
 
     plan = specc.load(ROOT / "tests" / "lint" / "W111_random_crop_in_block.model").plan
     built = build_shapes(plan)

@@ -20,13 +20,17 @@ ENTRY_POINTS = ("cli", "__main__", "__init__")
 
 @dataclass(frozen=True)
 class Import:
-    source: str  # the importing module (`__init__` for the package)
+    source: str  # the importing module, dotted below the package (`compile.check`; `__init__` for the package)
     target: str  # the imported module
     line: int
     names: tuple[str, ...] = ()  # names taken from it (`from .x import a, b`; `x.a` on a module bound to a name)
 
     def __str__(self) -> str:
-        return f"{self.source}.py:{self.line} -> {self.target}" + (f" ({', '.join(self.names)})" if self.names else "")
+        return f"{_path(self.source)}:{self.line} -> {self.target}" + (f" ({', '.join(self.names)})" if self.names else "")
+
+
+def _path(module: str) -> str:
+    return module.replace(".", "/") + ".py"
 
 
 def _is_type_checking(test: ast.expr) -> bool:
@@ -46,39 +50,62 @@ def _nodes(tree: ast.AST):
         stack.extend(ast.iter_child_nodes(node))
 
 
+def module_names(package: Path) -> dict[str, Path]:
+    """Every module of the package by dotted name below it: `compile.check`, `compile` (a subpackage's
+    `__init__.py`), `__init__` (the package's own)."""
+    out = {}
+    for path in sorted(package.rglob("*.py")):
+        parts = list(path.relative_to(package).with_suffix("").parts)
+        if parts[-1] == "__init__" and len(parts) > 1:
+            parts.pop()
+        out[".".join(parts)] = path
+    return out
+
+
+def _resolve(dotted: str, modules) -> str:
+    """The module an absolute name below the package lands in: the longest prefix that is a module."""
+    parts = dotted.split(".")
+    for k in range(len(parts), 0, -1):
+        if ".".join(parts[:k]) in modules:
+            return ".".join(parts[:k])
+    return "__init__"
+
+
 def imports_of(package: Path) -> tuple[set[str], list[Import]]:
     """The package's modules and every import between them, with the names each takes."""
     pkg = package.name
-    modules = {p.stem for p in package.glob("*.py")}
+    paths = module_names(package)
+    modules = set(paths)
     found: list[Import] = []
-    for path in sorted(package.glob("*.py")):
-        source = path.stem
+    for source, path in paths.items():
         tree = ast.parse(path.read_text(encoding="utf-8"), str(path))
+        here = source.split(".")[:-1] if path.name != "__init__.py" or source == "__init__" else source.split(".")
+        if source == "__init__":
+            here = []
         bound: dict[str, str] = {}  # local name -> a module of the package bound to it
         for node in _nodes(tree):
             if isinstance(node, ast.ImportFrom):
                 if node.level == 0 and node.module and (node.module == pkg or node.module.startswith(pkg + ".")):
                     base = node.module[len(pkg) + 1:]
-                elif node.level == 1:
-                    base = node.module or ""
+                elif node.level >= 1:
+                    up = here[:len(here) - (node.level - 1)] if node.level > 1 else here
+                    base = ".".join([*up, *([node.module] if node.module else [])])
                 else:
                     continue  # another package's import
-                if base:  # from .x import a, b
-                    target = base.split(".")[0]
-                    found.append(Import(source, target, node.lineno, tuple(a.name for a in node.names)))
-                    continue
-                for alias in node.names:  # from . import x: the module x, or a name of the package itself
-                    if alias.name in modules:
-                        found.append(Import(source, alias.name, node.lineno))
-                        bound[alias.asname or alias.name] = alias.name
+                for alias in node.names:  # from .x import y: the module x.y, or a name y of x
+                    sub = f"{base}.{alias.name}" if base else alias.name
+                    if sub in modules:
+                        found.append(Import(source, sub, node.lineno))
+                        bound[alias.asname or alias.name] = sub
                     else:
-                        found.append(Import(source, "__init__", node.lineno, (alias.name,)))
+                        found.append(Import(source, _resolve(base, modules) if base else "__init__", node.lineno,
+                                            (alias.name,)))
             elif isinstance(node, ast.Import):
                 for alias in node.names:
                     parts = alias.name.split(".")
                     if parts[0] != pkg:
                         continue
-                    target = parts[1] if len(parts) > 1 else "__init__"
+                    target = _resolve(".".join(parts[1:]), modules) if len(parts) > 1 else "__init__"
                     found.append(Import(source, target, node.lineno))
                     if alias.asname:
                         bound[alias.asname] = target
@@ -130,13 +157,14 @@ def cycles(modules: set[str], found: list[Import]) -> list[list[str]]:
 def violations(package: Path, layers=LAYERS, entry_only=ENTRY_ONLY, entry_points=ENTRY_POINTS) -> dict[str, list[str]]:
     """What breaks the contract, by rule: `cycles`, `upward`, `entry`, `private`, `placed`."""
     modules, found = imports_of(package)
-    level: dict[str, int] = {}
+    layer_of: dict[str, int] = {}  # a layer's member: a top-level module or a subpackage
     placed = []
     for i, (name, members) in enumerate(layers):
         for m in members:
-            if m in level:
-                placed.append(f"`{m}` is in two layers: {layers[level[m]][0]} and {name}")
-            level.setdefault(m, i)
+            if m in layer_of:
+                placed.append(f"`{m}` is in two layers: {layers[layer_of[m]][0]} and {name}")
+            layer_of.setdefault(m, i)
+    level = {m: layer_of[m.split(".")[0]] for m in modules if m.split(".")[0] in layer_of}
     placed += [f"`{m}` is in no layer of specc/module_layers.py: place it" for m in sorted(modules - set(level))]
     placed += [f"layer {name} names `{m}`, which is not a module" for name, members in layers for m in members
                if m not in modules]
@@ -145,14 +173,14 @@ def violations(package: Path, layers=LAYERS, entry_only=ENTRY_ONLY, entry_points
         if imp.target not in modules:
             continue
         if imp.target == "__init__" and imp.source != "__init__":
-            entry.append(f"{imp}: nothing imports the package itself (`__version__` is in `specc.version`)")
+            entry.append(f"{imp}: nothing imports the package itself (`__version__` is in `specc.core.version`)")
         elif imp.target in entry_only and imp.source not in entry_points and imp.source != imp.target:
             entry.append(f"{imp}: only {', '.join(entry_points)} import {', '.join(entry_only)}")
         if imp.source in level and imp.target in level and level[imp.target] > level[imp.source]:
             upward.append(f"{imp}: layer {layers[level[imp.source]][0]} imports layer {layers[level[imp.target]][0]}")
         hidden = [n for n in imp.names if n.startswith("_") and not n.startswith("__")]
         if hidden and imp.target != imp.source:
-            private.append(f"{imp.source}.py:{imp.line} uses private {', '.join(hidden)} of {imp.target}")
+            private.append(f"{_path(imp.source)}:{imp.line} uses private {', '.join(hidden)} of {imp.target}")
     found_cycles = [" <-> ".join(c) for c in cycles(modules, found)]
     return {"cycles": found_cycles, "upward": upward, "entry": entry, "private": private, "placed": placed}
 
@@ -170,8 +198,8 @@ def test_specc_keeps_its_import_contract(specc_violations, rule):
 def test_function_level_imports_are_counted():
     """The contract covers lazy imports: `check` reaches `build` only inside functions."""
     _, found = imports_of(PACKAGE)
-    assert any(i.source == "check" and i.target == "build" for i in found)
-    assert not any(i.source == "errors" and i.target == "nodes" for i in found)  # under `if TYPE_CHECKING:` only
+    assert any(i.source == "compile.check" and i.target == "compile.build" for i in found)
+    assert not any(i.source == "core.errors" and i.target == "core.nodes" for i in found)  # under `if TYPE_CHECKING:` only
 
 
 def test_the_checker_reports_each_kind_of_violation(tmp_path):
@@ -195,7 +223,7 @@ def test_the_checker_reports_each_kind_of_violation(tmp_path):
                              "tool.py:4 -> api: layer top imports layer api"]
     assert got["private"] == ["high.py:1 uses private _hidden of low", "high.py:4 uses private _secret of low"]
     assert got["entry"] == ["api.py:1 -> __init__ (__version__): nothing imports the package itself "
-                            "(`__version__` is in `specc.version`)",
+                            "(`__version__` is in `specc.core.version`)",
                             "tool.py:4 -> api: only cli, __main__, __init__ import api"]
     assert got["placed"] == ["`stray` is in no layer of specc/module_layers.py: place it",
                              "layer entry names `gone`, which is not a module"]

@@ -24,7 +24,7 @@ def test_install_and_run_command_names_the_mnist_spec():
 
 
 def test_readme_exit_codes_match_the_code():
-    from specc.errors import EXIT_CODES
+    from specc.core.errors import EXIT_CODES
 
     rows = dict(re.findall(r"^\| (\d+) \| (.+?) \|$", README, re.M))
     assert sorted(int(k) for k in rows) == sorted(EXIT_CODES)

@@ -120,7 +120,7 @@ def kill_at_random(tmp_path: Path, run: Path, first: list[str], kills: int, rng:
 
 def assert_same_run(a: Path, b: Path) -> None:
     """Same test, training and validation metrics, same history, same weights and optimizer state, bit for bit."""
-    from specc.extras import load_model
+    from specc.runtime.model_files import load_model
 
     ma, mb = (json.loads((d / "metrics.json").read_text()) for d in (a, b))
     for key in ("test", "train", "validation", "epochs", "spec_sha256"):
@@ -152,7 +152,9 @@ def partial_files(run: Path) -> list[str]:
 # `specc run ARGS...` that SIGKILLs itself halfway through writing the Nth version of file NAME.
 KILL_WHILE_WRITING = """
 import os, signal, sys
-from specc import artifacts, cli, runner
+from specc import cli
+from specc.core import artifacts
+from specc.train import runner
 name, nth = sys.argv[1], int(sys.argv[2])
 write, calls = artifacts.write_atomic_with, []
 def write_then_die(path, save, suffix=".tmp"):
@@ -242,7 +244,7 @@ def small(tmp_path):
 
 def interrupt_after(monkeypatch, epochs: int) -> None:
     """Make the next run stop (KeyboardInterrupt) right after writing the checkpoint of `epochs`."""
-    from specc.checkpoint import EpochCheckpoint
+    from specc.train.checkpoint import EpochCheckpoint
 
     end = EpochCheckpoint.on_epoch_end
 
@@ -255,7 +257,7 @@ def interrupt_after(monkeypatch, epochs: int) -> None:
 
 
 def test_early_stopping_resumes_with_its_counters_and_best_weights(tmp_path, small, monkeypatch):
-    from specc.runner import run_plan
+    from specc.train.runner import run_plan
 
     plan = specc.load(small).plan
     whole = run_plan(plan, out=tmp_path / "whole", verbose=0)
@@ -274,7 +276,7 @@ def test_early_stopping_resumes_with_its_counters_and_best_weights(tmp_path, sma
 
 
 def test_resume_refuses_what_it_cannot_continue(tmp_path, small, monkeypatch):
-    from specc.runner import run_plan
+    from specc.train.runner import run_plan
 
     plan = specc.load(small).plan
     run = tmp_path / "run"

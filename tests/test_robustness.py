@@ -18,11 +18,11 @@ import pytest
 from alarm import alarm_after
 
 import specc
-from specc import build as build_module
-from specc.build import build, build_model, shapes_only
-from specc.check import MAX_LAYERS, MAX_NESTING, MAX_REPEAT
-from specc.errors import MAX_SHOWN, SpecError
-from specc.syntax import MAX_CHARS, MAX_DEPTH, MAX_TOKENS, decode_spec, parse_file, parse_text
+from specc.compile import build as build_module
+from specc.compile.build import build, build_model, shapes_only
+from specc.compile.check import MAX_LAYERS, MAX_NESTING, MAX_REPEAT
+from specc.core.errors import MAX_SHOWN, SpecError
+from specc.lang.syntax import MAX_CHARS, MAX_DEPTH, MAX_TOKENS, decode_spec, parse_file, parse_text
 
 ROOT = Path(__file__).resolve().parent.parent
 SOURCES = [p.read_text() for p in sorted((ROOT / "specs").glob("*.model"))]
@@ -184,9 +184,9 @@ def test_odd_but_valid_input_checks(name):
 def test_nesting_at_the_bound_works_in_every_stage():
     """The deepest specs the parser takes go through every later stage, which recurse, even with
     Python's default recursion limit and 150 frames already used."""
-    from specc.emit import emit_python
-    from specc.fmt import format_text
-    from specc.nodes import dump_ast
+    from specc.tools.emit import emit_python
+    from specc.lang.fmt import format_text
+    from specc.core.nodes import dump_ast
 
     deepest = {
         "list": lambda d: f"data {{\n  x: [{'[' * d}1{']' * d}]\n  y: [1]\n}}\n" + HEAD + "  dense(1)\n}\ntrain { loss: mse }\n",
@@ -290,7 +290,7 @@ def test_files_that_are_not_utf8_are_located_errors(tmp_path):
 
 
 needs_param_cap = pytest.mark.skipif(not hasattr(build_module, "MAX_LAYER_PARAMS"),
-                                     reason="the parameter cap and recursion room in specc/build.py are not applied")
+                                     reason="the parameter cap and recursion room in specc/compile/build.py are not applied")
 
 
 @needs_param_cap

@@ -14,9 +14,9 @@ import pytest
 
 import specc
 from specc import cli
-from specc.checkpoint import read_checkpoint
-from specc.rundir import new_run_dir
-from specc.runner import run_plan
+from specc.train.checkpoint import read_checkpoint
+from specc.train.rundir import new_run_dir
+from specc.train.runner import run_plan
 
 from test_rundir_safety import interrupted_run, rewrite_npz, spec
 

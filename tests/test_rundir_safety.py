@@ -17,9 +17,9 @@ import pytest
 
 import specc
 from specc import cli
-from specc.checkpoint import read_checkpoint
-from specc.rundir import claim_resume, new_run_dir
-from specc.runner import run_plan
+from specc.train.checkpoint import read_checkpoint
+from specc.train.rundir import claim_resume, new_run_dir
+from specc.train.runner import run_plan
 
 SPEC = ("model m {{\n  input x: (1,)\n  dense(1)\n}}\ndata {{\n  x: [1, 2, 3, 4, 5, 6, 7, 8]\n"
         "  y: [2, 4, 6, 8, 10, 12, 14, 16]\n}}\ntrain {{\n  loss: mse\n  epochs: {epochs}\n  batch_size: 4\n"
@@ -349,7 +349,7 @@ def test_a_full_disk_is_a_located_error_saying_what_was_kept_and_how_to_go_on(tm
 
 def test_ctrl_c_at_each_stage_says_what_was_kept_and_resume_finishes_a_run_stopped_after_its_model(
         tmp_path, capsys, monkeypatch):
-    import specc.runner as runner
+    import specc.train.runner as runner
 
     plan = specc.load(spec(tmp_path)).plan
 
@@ -388,7 +388,7 @@ def test_generate_arguments_and_a_model_wider_than_its_tokenizer(tmp_path, capsy
         'train {\n  loss: sparse_categorical_crossentropy\n  epochs: 1\n  seed: 0\n}\n')
     out = tmp_path / "run"
     run_plan(specc.load(tmp_path / "g.model").plan, out=out, verbose=0)
-    from specc.generate import generate_text
+    from specc.tools.generate import generate_text
 
     text = generate_text(out, "abc", 60, temperature=2.0, seed=0)
     assert len(text) == 63 and set(text) <= set("abcdefghij")
@@ -405,7 +405,7 @@ def test_generate_arguments_and_a_model_wider_than_its_tokenizer(tmp_path, capsy
         code = cli.main(["generate", str(out), "--prompt", "ab"])
         err = capsys.readouterr().err
         assert code == 3 and err.startswith(f"{out / 'tokenizer.json'}: error: "), (bad, err)
-    from specc.text import CharVocabulary
+    from specc.data.tokenizers import CharVocabulary
 
     wide = [chr(c) for c in range(0x100, 0x100 + 60)]  # 63 ids: a prompt of the last scores past the model's 40
     (out / "tokenizer.json").write_text(CharVocabulary(wide).to_json())

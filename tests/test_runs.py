@@ -60,7 +60,7 @@ def test_a_run_directory_holds_the_spec_its_hash_versions_history_model_and_curv
 
 
 def test_curves_plot_training_and_validation(tmp_path):
-    from specc.curves import plot_curves
+    from specc.train.curves import plot_curves
 
     history = {"loss": [2.0, 1.0, 0.01], "accuracy": [0.5, 0.7, 0.9], "val_loss": [2.1, 1.2, 0.3],
                "val_accuracy": [0.4, 0.6, 0.8], "auc": [0.5, 0.6, 0.7]}
@@ -72,7 +72,7 @@ def test_curves_plot_training_and_validation(tmp_path):
 @pytest.fixture
 def every_epoch(monkeypatch):
     """A checkpoint after every epoch, however short (tiny epochs are otherwise saved every few)."""
-    from specc.checkpoint import EpochCheckpoint
+    from specc.train.checkpoint import EpochCheckpoint
 
     monkeypatch.setattr(EpochCheckpoint, "SPACING", 0)
 
@@ -92,8 +92,8 @@ def test_a_nan_loss_stops_at_its_step_and_keeps_the_last_good_checkpoint(tmp_pat
     assert len((out / "history.csv").read_text().splitlines()) == 1 + 3  # the good epochs only
 
     # A new run with a lower learning rate starts from the last good weights, as the hint says.
-    from specc.plan import InitPlan
-    from specc.runner import run_plan
+    from specc.core.plan import InitPlan
+    from specc.train.runner import run_plan
 
     plan = specc.load(linear(0.05, "slower.model")).plan
     init = InitPlan(**{"from": str(out)})

@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 
 import specc
-from specc import build as build_module
-from specc.build import build_model, build_shapes, infer_shapes, summarize
-from specc.errors import SpecError
+from specc.compile import build as build_module
+from specc.compile.build import build_model, build_shapes, infer_shapes, summarize
+from specc.core.errors import SpecError
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -9,8 +9,8 @@ import jsonschema
 import pytest
 
 from specc.cli import main
-from specc.nodes import Spec, ast_schema, dump_ast
-from specc.syntax import parse_text
+from specc.core.nodes import Spec, ast_schema, dump_ast
+from specc.lang.syntax import parse_text
 
 ROOT = Path(__file__).resolve().parent.parent
 SPECS = sorted((ROOT / "specs").glob("*.model"))

@@ -5,7 +5,7 @@
   that wrap code are refused where they are named. There is no opt-in for custom layers.
 - Strings are only strings, whatever they look like.
 - `.npz` files are read without unpickling; `.keras` files (`init`, `specc import`,
-  `specc.extras.load_model`) are loaded in Keras's safe mode: a Lambda layer in one is refused and
+  `specc.runtime.model_files.load_model`) are loaded in Keras's safe mode: a Lambda layer in one is refused and
   never runs.
 - Paths in a spec are relative to the spec's folder; absolute paths and `..` are allowed (a spec in
   `specs/` reads `../ml-100k/u.data`), so a spec from elsewhere deserves a look at its paths. A file
@@ -23,7 +23,7 @@ import numpy as np
 import pytest
 
 import specc
-from specc.errors import DataError, SpecError, UsageError
+from specc.core.errors import DataError, SpecError, UsageError
 
 ROOT = Path(__file__).resolve().parent.parent
 SOURCES = sorted((ROOT / "specc").rglob("*.py"))
@@ -111,7 +111,7 @@ def test_code_layers_inside_wrappers_are_refused(wrapper):
 
 
 def test_strings_that_look_like_code_are_only_strings(tmp_path):
-    from specc.build import build_model
+    from specc.compile.build import build_model
 
     marker = tmp_path / "ran"
     code = f"__import__('os').system('touch {marker}')"
@@ -130,7 +130,7 @@ def test_strings_that_look_like_code_are_only_strings(tmp_path):
 def test_layers_cannot_read_files_outside_data(tmp_path):
     """Keras's lookup layers take a vocabulary file; a spec may not read files that way (here they need
     TensorFlow, absent, and are refused; if TensorFlow is ever installed, this test says to refuse paths)."""
-    from specc.build import build_model
+    from specc.compile.build import build_model
 
     secret = tmp_path / "secret.txt"
     secret.write_text("TOP-SECRET-TOKEN\n")
@@ -155,7 +155,7 @@ class _Trap:
 
 
 def test_npz_with_pickled_objects_is_a_data_error_not_code(tmp_path):
-    from specc.data import load_dataset
+    from specc.data.prepare import load_dataset
 
     marker = tmp_path / "unpickled"
     np.savez(tmp_path / "evil.npz", x=np.array([_Trap(marker)] * 4, dtype=object), y=np.arange(4.0))
@@ -185,7 +185,7 @@ def lambda_model(tmp_path_factory):
 
 
 def test_keras_file_with_code_is_refused_by_load_model(lambda_model):
-    from specc.extras import load_model
+    from specc.runtime.model_files import load_model
 
     path, marker = lambda_model
     with pytest.raises(ValueError, match="safe_mode"):
@@ -194,8 +194,8 @@ def test_keras_file_with_code_is_refused_by_load_model(lambda_model):
 
 
 def test_keras_file_with_code_is_refused_by_init(lambda_model, tmp_path):
-    from specc.build import build_model
-    from specc.runner import apply_init
+    from specc.compile.build import build_model
+    from specc.train.runner import apply_init
 
     path, marker = lambda_model
     spec = tmp_path / "init.model"
@@ -209,7 +209,7 @@ def test_keras_file_with_code_is_refused_by_init(lambda_model, tmp_path):
 
 
 def test_keras_file_with_code_is_refused_by_import(lambda_model):
-    from specc.importer import import_file
+    from specc.tools.importer import import_file
 
     path, marker = lambda_model
     with pytest.raises(UsageError) as info:
@@ -225,7 +225,7 @@ def test_keras_file_naming_other_modules_is_refused(tmp_path):
 
     import keras
 
-    from specc.extras import load_model
+    from specc.runtime.model_files import load_model
 
     inputs = keras.Input((4,))
     keras.Model(inputs, keras.layers.Dense(2, name="d")(inputs)).save(tmp_path / "ok.keras")
@@ -284,7 +284,7 @@ def test_a_file_that_is_not_data_is_refused_before_reading():
                                      'file: "SECRET"\n  columns: [a, b]\n  features: [a]\n  target: b',
                                      'file: "SECRET"\n  features: [user]\n  target: b\n  delimiter: ":"'])
 def test_reading_a_secret_as_data_quotes_at_most_an_excerpt(tmp_path, setting):
-    from specc.data import load_dataset
+    from specc.data.prepare import load_dataset
 
     secret = tmp_path / "elsewhere" / "passwd.csv"  # an absolute path outside the spec's folder
     secret.parent.mkdir()

@@ -17,9 +17,9 @@ from alarm import alarm_after
 
 import specc
 from specc.api import read_spec
-from specc.build import LayerRow, build_shapes, format_summary
-from specc.check import MAX_LAYERS, MAX_VALUE_ELEMENTS
-from specc.errors import SpecError, UsageError
+from specc.compile.build import LayerRow, build_shapes, format_summary
+from specc.compile.check import MAX_LAYERS, MAX_VALUE_ELEMENTS
+from specc.core.errors import SpecError, UsageError
 
 HEAD = "model m {\n  input x: (4,)\n  dense(1)\n}\n"
 

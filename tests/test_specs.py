@@ -75,7 +75,7 @@ def transformer_by_hand(name):
     embedding layer outside KerasHub, so both use specc's `PositionEmbedding`."""
     k = keras()
     L = k.layers
-    from specc.extras import PositionEmbedding
+    from specc.runtime.custom_objects import PositionEmbedding
 
     gpt = name == "shakespeare_gpt"
     steps, vocab, depth = (64, 68, 4) if gpt else (32, 2000, 2)
@@ -216,7 +216,7 @@ def _mnist_run_through_cli(tmp_path, epochs, floor):
     assert (out / "spec.model").read_text() == (ROOT / "specs" / "mnist.model").read_text()
     # The saved model is the trained one: it scores the same on the test split.
     k = keras()
-    from specc.data import load_builtin
+    from specc.data.prepare import load_builtin
 
     model = k.saving.load_model(out / "model.keras")
     test = load_builtin("mnist")
@@ -239,7 +239,7 @@ def test_shapes_written_in_comments_are_the_inferred_shapes(path):
     import ast
     import re
 
-    from specc.build import infer_shapes
+    from specc.compile.build import infer_shapes
 
     spec = specc.load(path)
     shapes = infer_shapes(spec.plan)

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from specc.nodes import Call, Name, Number, Span
-from specc.syntax import parse_text
+from specc.core.nodes import Call, Name, Number, Span
+from specc.lang.syntax import parse_text
 
 ROOT = Path(__file__).resolve().parent.parent
 MNIST = str(ROOT / "specs" / "mnist.model")
@@ -46,9 +46,9 @@ try:
 except SystemExit as stop:
     rc = stop.code
 seconds = time.perf_counter() - start
-import specc.nodes
+import specc.core.nodes
 print(json.dumps({{"rc": rc, "seconds": seconds, "heavy": [m for m in {HEAVY!r} if m in sys.modules],
-                  "validators_built": specc.nodes.Spec.__pydantic_complete__}}), file=sys.stderr)
+                  "validators_built": specc.core.nodes.Spec.__pydantic_complete__}}), file=sys.stderr)
 """
     done = python(code, {"SPECC_CACHE_DIR": str(cache)})
     return json.loads(done.stderr.strip().splitlines()[-1])
@@ -107,11 +107,11 @@ JAX_CACHE = """
 import json
 import jax
 if {keras}:  # as `specc run` does
-    from specc.keras_env import import_keras
+    from specc.runtime.keras_env import import_keras
     import_keras()
     path = jax.config.jax_compilation_cache_dir
 else:
-    from specc.cache import enable_jax_cache
+    from specc.core.cache import enable_jax_cache
     path = enable_jax_cache()
 f = jax.jit(lambda x: x * 2 + 1)
 assert float(f(jax.numpy.float32(1.0))) == 3.0  # compiles whether or not there is a cache

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from specc import nodes as n
-from specc.syntax import _parser, grammar_text, parse_text
+from specc.core import nodes as n
+from specc.lang.syntax import _parser, grammar_text, parse_text
 
 FIXTURES = Path(__file__).parent / "fixtures" / "parse"
 CASES = sorted(FIXTURES.glob("*.model"))

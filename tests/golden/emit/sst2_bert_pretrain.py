@@ -8,7 +8,7 @@ os.environ.setdefault("KERAS_BACKEND", "jax")
 
 import keras  # noqa: E402 - after the backend is chosen
 
-# From specc/extras.py: classes Keras 3 does not ship.
+# From specc/runtime/custom_objects.py: classes Keras 3 does not ship.
 ops = keras.ops
 
 

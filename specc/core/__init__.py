@@ -1,0 +1,1 @@
+"""What every stage needs: diagnostics and exit codes, the AST and the plan (the two IRs), named bounds, atomic writes, the cache, and the readers of untrusted files. Imports neither Keras nor JAX."""

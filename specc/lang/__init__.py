@@ -1,0 +1,1 @@
+"""Spec text: the parser (grammar/specc.lark -> AST), the formatter, language upgrades and the Pygments lexer. Imports neither Keras nor JAX."""

@@ -1,0 +1,546 @@
+"""`specc diff`: a semantic diff of two specs — of the networks and settings they describe, not of their text.
+
+Both specs are compared as build plans (`specc.api.loads(...).plan`), which are already resolved and
+expanded, so layout, comments, aliases (`batchnorm`, `batch_normalization`), blocks and `repeat` do not
+matter. Layers are aligned by `match_layers` (generated names shift when a layer is inserted, so names
+are not used to match), arguments equal to the Keras default count as not given, and each side's
+parameter counts come from `specc.compile.build.summarize`.
+
+With the 7 (or 9, for a rename) arguments git passes an external diff driver, `cmd_diff` works as one:
+
+    .gitattributes:   *.model diff=specc
+    git config:       git config diff.specc.command "specc diff"
+
+`git diff` then uses it by default; `git log -p` and `git show` only with `--ext-diff`.
+"""
+
+from __future__ import annotations
+
+import difflib
+import functools
+import inspect
+import json
+import os
+import re
+import sys
+from dataclasses import dataclass, field
+from typing import Any
+
+from pydantic import BaseModel
+
+from specc.core.errors import EXIT_OK, Diagnostic, UsageError, UserError, printable
+from specc.core.plan import LayerNode, Obj, Plan
+
+NULL = "/dev/null"
+_UNSET = object()  # an argument neither given nor with a Keras default
+
+
+@dataclass
+class ItemChange:
+    """One input or layer added, removed or changed. `name` is the new name (the old one when removed)."""
+
+    status: str  # added, removed, changed
+    name: str
+    cls: str  # Keras class; "Input" for a model input
+    old_name: str | None = None
+    args: dict[str, Any] = field(default_factory=dict)  # the arguments of an added or removed item
+    changes: list[tuple[str, Any, Any]] = field(default_factory=list)  # (argument, old, new)
+    inputs: list[str] = field(default_factory=list)  # what an added or removed layer reads
+    wiring: tuple[list[str], list[str]] | None = None  # (old inputs, new inputs) when they changed
+    params: tuple[int | None, int | None] = (None, None)  # (old, new)
+
+    def to_dict(self) -> dict:
+        out: dict[str, Any] = {"status": self.status, "name": self.name, "type": self.cls}
+        if self.old_name and self.old_name != self.name:
+            out["old_name"] = self.old_name
+        if self.status != "changed":
+            out["args"] = {k: _jsonable(v) for k, v in self.args.items()}
+            if self.cls != "Input":
+                out["inputs"] = self.inputs
+        else:
+            out["changes"] = [{"arg": k, "old": _jsonable(o), "new": _jsonable(n)} for k, o, n in self.changes]
+            if self.wiring:
+                out["inputs"] = {"old": self.wiring[0], "new": self.wiring[1]}
+        if self.cls != "Input":
+            out["params"] = {"old": self.params[0], "new": self.params[1]}
+        return out
+
+
+@dataclass
+class SettingChange:
+    """One `train`, `data`, `init`, `device` or `expect` setting whose value differs."""
+
+    key: str  # e.g. "train.epochs"
+    status: str  # added, removed, changed
+    old: Any = None
+    new: Any = None
+
+    def to_dict(self) -> dict:
+        return {"key": self.key, "status": self.status, "old": _jsonable(self.old), "new": _jsonable(self.new)}
+
+
+@dataclass
+class SpecDiff:
+    """What differs between spec A (old) and spec B (new); a side is None for a file that does not exist."""
+
+    old_label: str
+    new_label: str
+    models: tuple[str | None, str | None]
+    inputs: list[ItemChange]
+    layers: list[ItemChange]
+    outputs: tuple[list[str], list[str]] | None  # (old, new) when the model's outputs changed
+    params: tuple[int | None, int | None]  # total (old, new)
+    settings: list[SettingChange]
+
+    @property
+    def same_architecture(self) -> bool:
+        return (not self.inputs and not self.layers and self.outputs is None
+                and self.params[0] == self.params[1] and self.models[0] == self.models[1])
+
+    def to_dict(self) -> dict:
+        old, new = self.params
+        return {
+            "old": self.old_label, "new": self.new_label,
+            "model": {"old": self.models[0], "new": self.models[1]},
+            "same_architecture": self.same_architecture,
+            "inputs": [c.to_dict() for c in self.inputs],
+            "layers": [c.to_dict() for c in self.layers],
+            "outputs": {"old": self.outputs[0], "new": self.outputs[1]} if self.outputs else None,
+            "params": {"old": old, "new": new, "delta": (new or 0) - (old or 0)},
+            "settings": [s.to_dict() for s in self.settings],
+        }
+
+
+# ---------------------------------------------------------------------------------------------- values
+
+
+def _snake(cls: str) -> str:
+    """A Keras class as a spec spells it: `PiecewiseConstantDecay` -> `piecewise_constant_decay`, `AdamW` -> `adamw`."""
+    snake = re.sub(r"(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])", "_", cls).lower()
+    odd = "_" in snake and any(len(p) <= 2 and not p[-1:].isdigit() for p in snake.split("_"))
+    return cls.lower() if odd else snake
+
+
+def show(value: Any) -> str:
+    """A plan value written as in a spec: `adam(learning_rate=0.001)`, `(3, 3)`, `true`, `same`."""
+    if value is _UNSET:
+        return "(unset)"
+    if isinstance(value, Obj):
+        return f"{_snake(value.cls)}({', '.join(f'{k}={show(v)}' for k, v in value.kwargs.items())})"
+    if value is None or isinstance(value, bool):
+        return {None: "none", True: "true", False: "false"}[value]
+    if isinstance(value, float):
+        text = repr(value)
+        return text if len(text) <= 10 else format(value, ".6g")
+    if isinstance(value, str):
+        return value if re.fullmatch(r"[A-Za-z_][\w.]*", value) else json.dumps(value)
+    if isinstance(value, tuple):
+        return "(" + ", ".join(map(show, value)) + ("," if len(value) == 1 else "") + ")"
+    if isinstance(value, list):
+        return "[" + ", ".join(map(show, value)) + "]"
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{k}: {show(v)}" for k, v in value.items()) + "}"
+    return str(value)
+
+
+def _jsonable(value: Any) -> Any:
+    """A value for `--format json`: Keras objects as their spec text, tuples as lists."""
+    if value is _UNSET or isinstance(value, Obj):
+        return show(value)
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, BaseModel):  # a contract of `expect`: as the spec writes it
+        return str(value)
+    return value
+
+
+def _same(a: Any, b: Any) -> bool:
+    """Equal plan values, where `3` and `(3, 3)` are the same kernel size or stride, and `true` is not `1`."""
+    if isinstance(a, bool) or isinstance(b, bool):
+        return a is b
+    if a == b:
+        return True
+    if isinstance(a, tuple) and not isinstance(b, tuple):
+        a, b = b, a
+    return (isinstance(a, int) and isinstance(b, tuple) and len(b) > 0
+            and all(x == a and not isinstance(x, bool) for x in b))
+
+
+# ---------------------------------------------------------------------------------------------- layers
+
+
+def _layer_class(node: LayerNode):
+    from specc.compile.catalog import catalog
+
+    return catalog("layer").get_class(node.cls)
+
+
+@functools.lru_cache(maxsize=None)
+def _defaults_of(cls) -> dict[str, Any]:
+    params = inspect.signature(cls.__init__).parameters.values()
+    return {p.name: p.default for p in params if p.default is not p.empty}
+
+
+def _defaults(node: LayerNode) -> dict[str, Any]:
+    """The Keras defaults of a layer's constructor arguments."""
+    return _defaults_of(_layer_class(node))
+
+
+def layer_args(node: LayerNode) -> dict[str, Any]:
+    """A layer's arguments, constructor and call options, leaving out those equal to the Keras default."""
+    defaults = _defaults(node)
+    args = {**node.kwargs, **node.call_kwargs}
+    return {k: v for k, v in args.items() if not (k in defaults and _same(v, defaults[k]))}
+
+
+def _signatures(plan: Plan | None) -> list[str]:
+    """What identifies each layer regardless of its name: class, arguments, and where its inputs are
+    (a model input by position, a layer by its distance back)."""
+    if plan is None:
+        return []
+    position = {layer.name: j for j, layer in enumerate(plan.layers)}
+    inputs = {inp.name: k for k, inp in enumerate(plan.inputs)}
+    out = []
+    for i, node in enumerate(plan.layers):
+        wiring = tuple(("input", inputs[s]) if s in inputs else i - position[s] for s in node.inputs)
+        args = sorted((k, show(v)) for k, v in layer_args(node).items())
+        out.append(repr((_layer_class(node).__name__, args, wiring)))
+    return out
+
+
+def match_layers(a: Plan | None, b: Plan | None) -> list[tuple[int | None, int | None]]:
+    """Align the layers of A with those of B, in order: (i, j) pairs a layer of A with one of B;
+    (i, None) is a layer removed, (None, j) one added. Identical layers are aligned first (a diff of
+    their signatures); within what differs, layers of the same class are paired, the rest added or removed."""
+    la = a.layers if a else []
+    lb = b.layers if b else []
+    sa, sb = _signatures(a), _signatures(b)
+    pairs: list[tuple[int | None, int | None]] = []
+    for op, i1, i2, j1, j2 in difflib.SequenceMatcher(None, sa, sb, autojunk=False).get_opcodes():
+        if op == "equal":
+            pairs += [(i1 + k, j1 + k) for k in range(i2 - i1)]
+            continue
+        ca = [_layer_class(n).__name__ for n in la[i1:i2]]
+        cb = [_layer_class(n).__name__ for n in lb[j1:j2]]
+        for op2, p1, p2, q1, q2 in difflib.SequenceMatcher(None, ca, cb, autojunk=False).get_opcodes():
+            if op2 == "equal":
+                pairs += [(i1 + p1 + k, j1 + q1 + k) for k in range(p2 - p1)]
+            else:
+                pairs += [(i1 + k, None) for k in range(p1, p2)] + [(None, j1 + k) for k in range(q1, q2)]
+    return pairs
+
+
+def _is_automatic(name: str) -> bool:
+    """Whether a layer name is one specc generated (`dense_2`, `batchnorm`), not one the spec chose."""
+    from specc.compile.catalog import catalog
+
+    layers = catalog("layer")
+    base = re.sub(r"_\d+$", "", name)
+    return base == "activation" or layers.class_name(base) is not None or layers.class_name(name) is not None
+
+
+def _params(plan: Plan | None) -> tuple[dict[str, int], int | None]:
+    """Each layer's parameter count, and the total, from `summarize` (shapes only, no weights)."""
+    if plan is None:
+        return {}, None
+    from specc.compile.build import shapes_only, summarize
+
+    with shapes_only():
+        rows, total = summarize(plan)
+    return {r.name: r.params for r in rows}, total
+
+
+def _pair_inputs(a: Plan | None, b: Plan | None) -> list[tuple[int | None, int | None]]:
+    """Inputs of A and B paired by name, then the rest by position."""
+    ia, ib = (a.inputs if a else []), (b.inputs if b else [])
+    names_b = {x.name: j for j, x in enumerate(ib)}
+    pairs = [(i, names_b[x.name]) for i, x in enumerate(ia) if x.name in names_b]
+    rest_a = [i for i in range(len(ia)) if i not in {p for p, _ in pairs}]
+    rest_b = [j for j in range(len(ib)) if j not in {q for _, q in pairs}]
+    n = min(len(rest_a), len(rest_b))
+    pairs += list(zip(rest_a[:n], rest_b[:n]))
+    return sorted(pairs) + [(i, None) for i in rest_a[n:]] + [(None, j) for j in rest_b[n:]]
+
+
+def _diff_inputs(a: Plan | None, b: Plan | None, pairs) -> list[ItemChange]:
+    out = []
+    for i, j in pairs:
+        x = a.inputs[i] if i is not None else None
+        y = b.inputs[j] if j is not None else None
+        if x is None or y is None:
+            node = x or y
+            out.append(ItemChange("added" if x is None else "removed", node.name, "Input",
+                                  args={"shape": node.shape, "dtype": node.dtype}))
+            continue
+        changes = [(k, getattr(x, k), getattr(y, k)) for k in ("name", "shape", "dtype")
+                   if getattr(x, k) != getattr(y, k)]
+        if changes:
+            out.append(ItemChange("changed", y.name, "Input", old_name=x.name, changes=changes))
+    return out
+
+
+# ---------------------------------------------------------------------------------------------- settings
+
+
+def _settings(plan: Plan | None) -> dict[str, Any]:
+    """Every setting the spec gives a value other than the default, as `section.key` -> value."""
+    if plan is None:
+        return {}
+    out: dict[str, Any] = {}
+    for section in ("train", "data", "init", "expect"):
+        values = getattr(plan, section)
+        if values is None:
+            continue
+        for name, f in type(values).model_fields.items():
+            value = getattr(values, name)
+            if not f.exclude and value != f.get_default(call_default_factory=True):
+                out[f"{section}.{f.alias or name}"] = value
+    if plan.device != "auto":
+        out["device"] = plan.device
+    if plan.distribution is not None:  # the `device` section's parallel, mesh, axes and layout
+        for name in ("parallel", "mesh", "axes", "layout"):
+            value = getattr(plan.distribution, name)
+            if value:
+                out[f"device.{name}"] = value
+    return out
+
+
+def _default_setting(plan: Plan | None, key: str) -> Any:
+    """The default of a setting, if the plan has its section (else `_UNSET`: the section is absent)."""
+    if plan is None:
+        return _UNSET
+    if key == "device":
+        return "auto"
+    if key.startswith("device."):  # the `device` section's distribution settings: absent means none
+        return _UNSET if plan.distribution is None else None
+    section, name = key.split(".", 1)
+    values = getattr(plan, section)
+    if values is None:
+        return _UNSET
+    f = next((f for n, f in type(values).model_fields.items() if (f.alias or n) == name), None)
+    return f.get_default(call_default_factory=True) if f and not f.is_required() else _UNSET
+
+
+def diff_settings(a: Plan | None, b: Plan | None) -> list[SettingChange]:
+    """The settings whose values differ. A setting left out is compared as its default when the
+    section is there; a setting of a section one side lacks is added or removed."""
+    sa, sb = _settings(a), _settings(b)
+    out = []
+    for key in list(sa) + [k for k in sb if k not in sa]:
+        old = sa.get(key, _default_setting(a, key))
+        new = sb.get(key, _default_setting(b, key))
+        if old is _UNSET:
+            out.append(SettingChange(key, "added", None, new))
+        elif new is _UNSET:
+            out.append(SettingChange(key, "removed", old, None))
+        elif not _same(old, new):
+            out.append(SettingChange(key, "changed", old, new))
+    return out
+
+
+# ---------------------------------------------------------------------------------------------- the diff
+
+
+def diff_plans(a: Plan | None, b: Plan | None, old_label: str = "A", new_label: str = "B") -> SpecDiff:
+    """The semantic difference between plan A (old) and plan B (new); None stands for no file (`/dev/null`).
+    Builds both models (Keras) for their parameter counts; raises `SpecError` if one does not build."""
+    params_a, total_a = _params(a)
+    params_b, total_b = _params(b)
+    input_pairs = _pair_inputs(a, b)
+    inputs = _diff_inputs(a, b, input_pairs)
+    pairs = match_layers(a, b)
+    la, lb = (a.layers if a else []), (b.layers if b else [])
+    # The name each node of A has in B (inputs and matched layers), to compare wiring across renames.
+    to_b = {a.inputs[i].name: b.inputs[j].name for i, j in input_pairs if i is not None and j is not None}
+    to_b |= {la[i].name: lb[j].name for i, j in pairs if i is not None and j is not None}
+    removed = {la[i].name: la[i] for i, j in pairs if j is None}
+    added = {lb[j].name: lb[j] for i, j in pairs if i is None}
+
+    def through(name: str, skipped: dict[str, LayerNode]) -> str:
+        """Follow a single-input layer that was added (or removed) back to what it reads."""
+        while name in skipped and len(skipped[name].inputs) == 1:
+            name = skipped[name].inputs[0]
+        return name
+
+    layers: list[ItemChange] = []
+    for i, j in pairs:
+        x = la[i] if i is not None else None
+        y = lb[j] if j is not None else None
+        if x is None or y is None:
+            node = x or y
+            params = (None, params_b.get(y.name)) if x is None else (params_a.get(x.name), None)
+            layers.append(ItemChange("added" if x is None else "removed", node.name, _layer_class(node).__name__,
+                                     args={**node.kwargs, **node.call_kwargs}, inputs=list(node.inputs), params=params))
+            continue
+        old_args, new_args = layer_args(x), layer_args(y)
+        defaults = _defaults(x)
+        changes = []
+        if x.name != y.name and not (_is_automatic(x.name) and _is_automatic(y.name)):
+            changes.append(("name", x.name, y.name))
+        for k in list(old_args) + [k for k in new_args if k not in old_args]:
+            old, new = old_args.get(k, defaults.get(k, _UNSET)), new_args.get(k, defaults.get(k, _UNSET))
+            if not _same(old, new):
+                changes.append((k, old, new))
+        old_wiring = [to_b.get(through(s, removed), "?" + s) for s in x.inputs]
+        new_wiring = [through(s, added) for s in y.inputs]
+        wiring = (list(x.inputs), list(y.inputs)) if old_wiring != new_wiring else None
+        params = (params_a.get(x.name), params_b.get(y.name))
+        if changes or wiring or params[0] != params[1]:
+            layers.append(ItemChange("changed", y.name, _layer_class(y).__name__, old_name=x.name,
+                                     changes=changes, wiring=wiring, params=params))
+    outputs = None
+    if a is not None and b is not None and [to_b.get(o, "?" + o) for o in a.outputs] != list(b.outputs):
+        outputs = (list(a.outputs), list(b.outputs))
+    return SpecDiff(old_label, new_label, (a.name if a else None, b.name if b else None), inputs, layers,
+                    outputs, (total_a, total_b), diff_settings(a, b))
+
+
+# ---------------------------------------------------------------------------------------------- text
+
+
+def _count(n: int | None) -> str:
+    return "-" if n is None else f"{n:,}"
+
+
+def _render_item(c: ItemChange) -> str:
+    if c.cls == "Input":
+        if c.status == "changed":
+            what = ", ".join(f"{k} {show(o)} -> {show(n)}" for k, o, n in c.changes)
+            return f"~ input {c.name}: {what}"
+        dtype = "" if c.args["dtype"] == "float32" else f" {c.args['dtype']}"
+        return f"{'+' if c.status == 'added' else '-'} input {c.name}: {show(c.args['shape'])}{dtype}"
+    if c.status == "changed":
+        parts = [f"{k} {show(o)} -> {show(n)}" for k, o, n in c.changes]
+        if c.wiring:
+            parts.append(f"inputs {', '.join(c.wiring[0])} -> {', '.join(c.wiring[1])}")
+        what = ", ".join(parts)
+        old, new = c.params
+        if old != new:
+            what += ("; " if what else "") + f"params {_count(old)} -> {_count(new)}"
+        renamed = c.old_name != c.name and not any(k == "name" for k, _, _ in c.changes)
+        return f"~ {c.name} ({c.cls}{f', was {c.old_name}' if renamed else ''}): {what}"
+    args = ", ".join(f"{k}={show(v)}" for k, v in c.args.items())
+    line = f"{'+' if c.status == 'added' else '-'} {c.name} ({c.cls})" + (f" {args}" if args else "")
+    line += f" after {', '.join(c.inputs)}"
+    count = c.params[1] if c.status == "added" else c.params[0]
+    return line + (f"; params {_count(count)}" if count else "")
+
+
+def render_diff(d: SpecDiff) -> str:
+    """The diff as compact text for a terminal and `git log -p`: `~` changed, `+` added, `-` removed."""
+    lines = [f"diff {d.old_label} -> {d.new_label}"]
+    old_model, new_model = d.models
+    if old_model and new_model and old_model != new_model:
+        lines.append(f"model {old_model} -> {new_model}")
+    lines += [_render_item(c) for c in d.inputs + d.layers]
+    if d.outputs:
+        lines.append(f"~ outputs {', '.join(d.outputs[0])} -> {', '.join(d.outputs[1])}")
+    old, new = d.params
+    if old is None and new is None:
+        lines.append("no model")
+    elif old is None or new is None:
+        lines.append(f"total params {_count(old if new is None else new)} ({'new' if old is None else 'deleted'} spec)")
+    elif d.same_architecture:
+        lines.append(f"no architecture changes (total params {new:,})")
+    else:
+        delta = f"{new - old:+,}" if new != old else "unchanged"
+        lines.append(f"total params {old:,} -> {new:,} ({delta})")
+    for s in d.settings:
+        if s.status == "changed":
+            lines.append(f"{s.key}: {show(s.old)} -> {show(s.new)}")
+        elif s.status == "added":
+            lines.append(f"+ {s.key}: {show(s.new)}")
+        else:
+            lines.append(f"- {s.key}: {show(s.old)}")
+    if not d.settings and d.same_architecture:
+        lines.append("no setting changes")
+    # File names and layer names are the files' own: one line each, nothing a terminal obeys.
+    return "\n".join(printable(line, lines=False) for line in lines)
+
+
+def _colored(text: str) -> str:
+    """ANSI colors for a terminal: header bold, added green, removed red, changed yellow."""
+    colors = {"diff": "1", "+": "32", "-": "31", "~": "33"}
+    out = []
+    for line in text.split("\n"):
+        color = colors.get(line.split(" ", 1)[0])
+        out.append(f"\x1b[{color}m{line}\x1b[0m" if color else line)
+    return "\n".join(out)
+
+
+# ---------------------------------------------------------------------------------------------- command
+
+
+def _load(text: str | None, label: str) -> Plan | None:
+    from specc.compile.check import compile_text
+
+    return None if text is None else compile_text(text, label)
+
+
+def _read(path: str) -> str | None:
+    """A spec's text, read as every spec is (a regular file, within the size limit, UTF-8); None for `/dev/null`."""
+    from specc.lang.syntax import read_spec
+
+    return None if path == NULL else read_spec(path)
+
+
+def _text_diff(a: str | None, b: str | None, la: str, lb: str) -> str:
+    from specc.lang.fmt import text_lines
+
+    lines = difflib.unified_diff(text_lines(a or ""), text_lines(b or ""), la, lb)
+    return "".join(line if line.endswith("\n") else line + "\n\\ No newline at end of file\n" for line in lines)
+
+
+def _git_labels(files: list[str]) -> tuple[list[str], list[str]]:
+    """Paths to read and labels to show from git's `path old-file old-hex old-mode new-file new-hex new-mode
+    [new-path rename-info]`."""
+    old_path = new_path = files[0]
+    if len(files) == 9:
+        new_path = files[7]
+    paths = [files[1], files[4]]
+    labels = [NULL if paths[0] == NULL else f"a/{old_path}", NULL if paths[1] == NULL else f"b/{new_path}"]
+    return paths, labels
+
+
+def cmd_diff(args) -> int:
+    """`specc diff A.model B.model [--format json]`, or as git's external diff driver (7 or 9 arguments).
+    Exit 0 once a diff is printed, differences or not. As a git driver it never fails: a spec that does
+    not compile is reported, followed by a plain unified diff of the two texts."""
+    files = list(args.files)
+    git = len(files) in (7, 9)
+    if git:
+        paths, labels = _git_labels(files)
+    elif len(files) == 2:
+        paths, labels = files, files
+    else:
+        raise UsageError(Diagnostic(f"expected two files (A.model B.model) or the 7 arguments of a git diff driver, "
+                                    f"got {len(files)}", file="specc diff"))
+    texts = []
+    for path, label in zip(paths, labels):
+        try:
+            texts.append(_read(path))
+        except UserError as err:
+            if not git:
+                raise
+            # As a git driver: one line naming the file, never a text diff of a file too large or not text.
+            why = err.diagnostics[0].message.splitlines()[0] if err.diagnostics else type(err).__name__
+            print(printable(f"specc diff: {label}: not shown: {why}", lines=False)[:400])
+            return EXIT_OK
+    try:
+        d = diff_plans(_load(texts[0], labels[0]), _load(texts[1], labels[1]), labels[0], labels[1])
+    except Exception as err:  # noqa: BLE001 - as a git driver, any failure falls back to a text diff
+        if not git:
+            raise
+        why = err.render() if isinstance(err, UserError) else printable(f"specc diff: internal error: {type(err).__name__}: {err}")
+        print(f"{why}\nspecc diff: showing a text diff instead")
+        shown = [printable(label, lines=False) for label in labels]
+        sys.stdout.write(printable(_text_diff(texts[0], texts[1], shown[0], shown[1])))
+        return EXIT_OK
+    if args.format == "json":
+        print(json.dumps(d.to_dict(), indent=2))
+    else:
+        text = render_diff(d)
+        print(_colored(text) if sys.stdout.isatty() and not os.environ.get("NO_COLOR") else text)
+    return EXIT_OK
