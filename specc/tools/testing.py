@@ -40,6 +40,7 @@ from specc.core import nodes as n
 from specc.core.errors import EXIT_OK, EXIT_SPEC, EXIT_USAGE, Diagnostic, SpecError, UserError, printable
 from specc.compile.expect import (ALLOWED, BOUNDS, CHANCE_TOLERANCE, MAX_OVERFIT_STEPS, TRAINED, Bound, ExpectPlan,  # noqa: F401
                      LossTarget, check_expect)  # (the compile-stage half, re-exported)
+from specc.compile.losses import BINARY, CATEGORICAL, REGRESSION, SPARSE, loss_class, loss_kind, output_losses
 from specc.core.plan import Plan
 
 OVERFIT_FRACTION = 0.05  # `overfit`: the loss must fall below 5% of its initial value
@@ -223,18 +224,13 @@ def make_labels(kind: str, shape: tuple, rng) -> Any:
     import numpy as np
 
     units = shape[-1]
-    if kind == "sparse":
+    if kind == SPARSE:
         return rng.integers(0, units, size=shape[:-1]).astype("int32")
-    if kind == "categorical":
+    if kind == CATEGORICAL:
         return np.eye(units, dtype="float32")[rng.integers(0, units, size=shape[:-1])]
-    if kind == "binary":
+    if kind == BINARY:
         return rng.integers(0, 2, size=shape).astype("float32")
     return rng.standard_normal(shape).astype("float32")
-
-
-_KINDS = {"SparseCategoricalCrossentropy": "sparse", "CategoricalCrossentropy": "categorical",
-          "CategoricalFocalCrossentropy": "categorical", "BinaryCrossentropy": "binary",
-          "BinaryFocalCrossentropy": "binary"}
 
 
 def _losses(plan: Plan, count: int) -> tuple[list, list[str]]:
@@ -244,11 +240,9 @@ def _losses(plan: Plan, count: int) -> tuple[list, list[str]]:
     from specc.runtime.keras_env import import_keras
     from specc.core.plan import Obj
 
-    spec_loss = plan.train.loss  # type: ignore[union-attr]
-    given = spec_loss if isinstance(spec_loss, list) else [spec_loss] * count
     losses, kinds = [], []
-    for loss in given:
-        cls = loss.cls if isinstance(loss, Obj) else catalog("loss").class_name(str(loss))
+    for loss in output_losses(plan.train.loss, count):  # type: ignore[union-attr]
+        cls = loss_class(loss)
         if isinstance(loss, Obj):
             obj = make_object(loss)
         elif cls:
@@ -258,7 +252,7 @@ def _losses(plan: Plan, count: int) -> tuple[list, list[str]]:
             fn = keras.losses.get(loss)
             obj = lambda y, p, fn=fn: keras.ops.mean(fn(y, p))  # noqa: E731
         losses.append(obj)
-        kinds.append(_KINDS.get(cls or "", "regression"))
+        kinds.append(loss_kind(cls).labels)
     return losses, kinds
 
 
@@ -285,16 +279,16 @@ def _initial_loss(plan: Plan, expect: ExpectPlan, setup: _Setup, start: float) -
     target, span = expect.initial_loss, expect.span("initial_loss")
     assert target is not None
     if target.value is None:  # chance
-        if any(kind == "regression" for kind in setup.kinds):
+        if any(kind == REGRESSION for kind in setup.kinds):
             raise SpecError(plan.diag(
                 "expect `initial_loss: chance` is for classifiers (a cross-entropy loss), but the loss is "
                 f"`{_loss_name(plan)}`", span,
                 "write the loss expected at initialisation: `initial_loss: near(1.0, 0.2)`"))
         parts, want = [], 0.0
         for kind, tensor, out in zip(setup.kinds, setup.model.outputs, plan.outputs):
-            classes = 2 if kind == "binary" else tensor.shape[-1]
+            classes = 2 if kind == BINARY else tensor.shape[-1]
             want += math.log(classes)
-            parts.append(f"{classes} classes, the units of output `{out}`" if kind != "binary"
+            parts.append(f"{classes} classes, the units of output `{out}`" if kind != BINARY
                          else f"2 classes per unit of output `{out}`")
         value = f"ln({classes}) = {want:.3f}" if len(parts) == 1 else f"{want:.3f}"
         tolerance = CHANCE_TOLERANCE * want
