@@ -42,6 +42,7 @@ from specc.compile.expect import (ALLOWED, BOUNDS, CHANCE_TOLERANCE, MAX_OVERFIT
                      LossTarget, check_expect)  # (the compile-stage half, re-exported)
 from specc.compile.losses import BINARY, CATEGORICAL, REGRESSION, SPARSE, loss_class, loss_kind, output_losses
 from specc.core.plan import Plan
+from specc.lang.render import render_shape
 
 OVERFIT_FRACTION = 0.05  # `overfit`: the loss must fall below 5% of its initial value
 MAX_BATCH = 32  # one batch: the spec's batch size, at most this many examples
@@ -121,7 +122,7 @@ def _run_static(plan: Plan, expect: ExpectPlan) -> dict[str, ContractResult]:
     if expect.output_shape is not None:
         have = [tuple(t.shape[1:]) for t in built.model.outputs]
         want, span = expect.output_shape, expect.span("output_shape")
-        shown = ", ".join(_shape(s) for s in have)
+        shown = ", ".join(render_shape(s) for s in have)
         if have == [tuple(s) for s in want]:
             out["output_shape"] = ContractResult("output_shape", True, shown, span)
         elif len(have) != len(want):
@@ -134,14 +135,10 @@ def _run_static(plan: Plan, expect: ExpectPlan) -> dict[str, ContractResult]:
             node = next((node for node in plan.layers if node.name == plan.outputs[k]), None)
             line = f" (line {node.origin.span.line})" if node is not None and node.origin.span else ""
             out["output_shape"] = ContractResult(
-                "output_shape", False, f"output `{plan.outputs[k]}`{line} has shape {_shape(have[k])} per example, "
-                f"expected {_shape(want[k])}", span,
+                "output_shape", False, f"output `{plan.outputs[k]}`{line} has shape {render_shape(have[k])} per example, "
+                f"expected {render_shape(want[k])}", span,
                 "the last layer sets the output: e.g. `dense(10)` for 10 classes; `specc summary` shows every shape")
     return out
-
-
-def _shape(shape) -> str:
-    return "(" + ", ".join("none" if d is None else str(d) for d in shape) + ("," if len(shape) == 1 else "") + ")"
 
 
 @dataclass
