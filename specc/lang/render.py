@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import math
 import re
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 #: Words a bare name in a spec is not written as: the language's keywords and its constants in any spelling.
 RESERVED = frozenset({"model", "block", "input", "output", "repeat", "parallel", "branch",

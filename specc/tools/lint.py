@@ -24,8 +24,9 @@ from __future__ import annotations
 import functools
 import math
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 from specc.compile.losses import loss_class, loss_kind, output_losses
 from specc.core.errors import DataError, Diagnostic, InternalError
@@ -49,7 +50,7 @@ class Rule:
     name: str
     summary: str
     docs: str
-    check: Callable[["_Lint"], None]
+    check: Callable[[_Lint], None]
     needs: str = PLAN
     severity: str = "warning"
 
@@ -60,7 +61,7 @@ RULES: dict[str, Rule] = {}
 
 def rule(code: str, name: str, summary: str, docs: str, needs: str = PLAN, severity: str = "warning"):
     """Register the decorated `check(lint)` as the rule `code`."""
-    def register(check: Callable[["_Lint"], None]) -> Callable[["_Lint"], None]:
+    def register(check: Callable[[_Lint], None]) -> Callable[[_Lint], None]:
         if code in RULES or needs not in (PLAN, DATA, COST):
             raise InternalError(f"lint rule {code}: registered twice, or needs {needs!r}")
         RULES[code] = Rule(code, name, summary, docs, check, needs, severity)
@@ -580,8 +581,9 @@ def _decay_horizon(lint: _Lint, schedule: Obj, steps: int, counted: str) -> None
       "The examples the data section produces do not fit the declared input (not equal, nor equal up to "
       "axes of size 1): `specc run` would stop with a data error after loading everything.", needs=DATA)
 def input_shape(lint: _Lint) -> None:
-    from specc.data.prepare import fit_shape, Located
     import numpy as np
+
+    from specc.data.prepare import Located, fit_shape
 
     shape = lint.facts.example_shape
     if shape is None or lint.plan.data.is_text:
@@ -614,8 +616,8 @@ def batch_does_not_fit(lint: _Lint) -> None:
     where = f"per device ({cost.devices} devices)" if cost.devices > 1 else "on the device"
     message = (f"batch_size {cost.batch_size} needs {need} {where} for a training step, more than "
                f"{cost.margin:.0%} of its {have} ({cost.memory_source})")
-    notes = [f"peak of XLA's compiled training step (arguments + outputs - donated + temporaries); "
-             f"{100 - cost.margin * 100:.0f}% is kept free for what the step's analysis does not count"]
+    notes = [(f"peak of XLA's compiled training step (arguments + outputs - donated + temporaries); "
+              f"{100 - cost.margin * 100:.0f}% is kept free for what the step's analysis does not count")]
     if cost.largest_batch is None:
         hint = ("even a batch of 1 does not fit: use a smaller model, a device with more memory, "
                 "or split the weights with `device { parallel: model ... }`")
