@@ -30,6 +30,7 @@ from pydantic import BaseModel
 
 from specc.core.errors import EXIT_OK, Diagnostic, UsageError, UserError, printable
 from specc.core.plan import LayerNode, Obj, Plan
+from specc.lang.sections import DISTRIBUTION_SETTINGS, SECTIONS
 
 NULL = "/dev/null"
 _UNSET = object()  # an argument neither given nor with a Keras default
@@ -289,7 +290,7 @@ def _settings(plan: Plan | None) -> dict[str, Any]:
     if plan is None:
         return {}
     out: dict[str, Any] = {}
-    for section in ("train", "data", "init", "expect"):
+    for section in (s.plan for s in SECTIONS.values() if s.plan):  # the sections whose settings the plan keeps
         values = getattr(plan, section)
         if values is None:
             continue
@@ -300,7 +301,7 @@ def _settings(plan: Plan | None) -> dict[str, Any]:
     if plan.device != "auto":
         out["device"] = plan.device
     if plan.distribution is not None:  # the `device` section's parallel, mesh, axes and layout
-        for name in ("parallel", "mesh", "axes", "layout"):
+        for name in DISTRIBUTION_SETTINGS:
             value = getattr(plan.distribution, name)
             if value:
                 out[f"device.{name}"] = value
