@@ -2,7 +2,7 @@
 
 One handler per setting (`_HANDLERS`), then the rules between settings: one source, pairs that go together, what a
 table and text need. `check_data_fits` compares the sizes the section sets with the model's input once both are
-checked. What kind of file a path names is `file_kind`, the one place that knows the suffixes.
+checked. What kind of file a path names comes from the data-source registry (`specc.data.sources`).
 """
 
 from __future__ import annotations
@@ -15,18 +15,14 @@ from specc.core import nodes as n
 from specc.core.errors import did_you_mean, show_value
 from specc.core.limits import MAX_VOCABULARY
 from specc.core.plan import DataPlan, InputNode, Origin
+from specc.data.sources import layout_of, reads_hint
 from specc.data.tokenizers import SPECIALS
 from specc.lang.sections import DATA, DATASETS, TASKS, TOKENIZERS
 
-# The files a `file:` setting may name, by suffix, and what each holds. The data-source registry
-# (`specc.data.sources`) is to replace this table; `file_kind` is the one function that reads it.
-FILE_KINDS = {".npz": "arrays", ".csv": "table", ".tsv": "table", ".data": "table", ".txt": "text"}
-
-
 def file_kind(path: str) -> str | None:
-    """What the data file `path` holds by its suffix: `arrays`, `table` or `text`; None for a kind specc does not
-    read."""
-    return next((kind for suffix, kind in FILE_KINDS.items() if path.endswith(suffix)), None)
+    """What the data file `path` holds, by its suffix as written (`arrays`, `table`, `text`, or another layout of a
+    registered source); None for a kind specc does not read. The data-source registry decides."""
+    return layout_of(path, fold_case=False)
 
 
 def check_data(ck: Core, sec: n.Section | None) -> DataPlan | None:
@@ -117,8 +113,7 @@ def _file(ck: Core, key: str, e: n.Expr, v: Any) -> str:
     if not isinstance(e, n.Str):
         raise _wrong(ck, key, e)
     if file_kind(v) is None:
-        raise ck.fail(f"unsupported data file {v!r}", e.span,
-                      "specc reads `.npz` arrays, `.csv`/`.tsv`/`.data` tables and `.txt` text")
+        raise ck.fail(f"unsupported data file {v!r}", e.span, reads_hint("file"))
     return v
 
 
