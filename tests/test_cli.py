@@ -1,5 +1,6 @@
 """The command line: exit codes, usage errors, and commands that must not import Keras."""
 
+import dataclasses
 import os
 import subprocess
 import sys
@@ -85,7 +86,7 @@ def test_internal_errors_are_reported_as_bugs(monkeypatch, capsys):
     def broken(args):
         raise RuntimeError("boom")
 
-    monkeypatch.setattr(cli, "cmd_check", broken)
+    monkeypatch.setitem(cli.COMMANDS, "check", dataclasses.replace(cli.COMMANDS["check"], run=broken))
     assert cli.main(["check", MNIST]) == 70
     err = capsys.readouterr().err
     assert "internal error: this is a bug in specc" in err and "RuntimeError: boom" in err
