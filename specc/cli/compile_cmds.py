@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import sys
 import time
-from dataclasses import dataclass, field
 
 from specc.cli.registry import FILE, FILES, arg, command, text_or_json
 from specc.core.errors import EXIT_OK, EXIT_SPEC, EXIT_USAGE, Diagnostic, SpecError, UserError, printable
@@ -129,13 +128,13 @@ def cmd_test(args) -> int:
     return EXIT_OK
 
 
-@dataclass
 class _Tally:
     """What `specc test` found, file by file."""
 
-    tested: list[tuple] = field(default_factory=list)  # (file, plan, results) of each file with contracts
-    untested: list[str] = field(default_factory=list)  # files without an `expect` section
-    errors: list[UserError] = field(default_factory=list)  # files that do not compile, or whose data is bad
+    def __init__(self) -> None:
+        self.tested: list[tuple] = []  # (file, plan, results) of each file with contracts
+        self.untested: list[str] = []  # files without an `expect` section
+        self.errors: list[UserError] = []  # files that do not compile, or whose data is bad
 
     def count(self, ok: bool) -> int:
         return sum(r.ok == ok for _, _, results in self.tested for r in results)

@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import math
 import sys
-from dataclasses import dataclass, field
 from collections.abc import Callable
 from typing import Any
 
@@ -30,12 +29,18 @@ DESCRIPTION = "Compile and run .model files: neural networks as text, on Keras 3
 EPILOG = "exit codes:\n" + "\n".join(f"  {code:<4} {why}" for code, why in EXIT_CODES.items())
 
 
-@dataclass(frozen=True)
+# Plain classes, not dataclasses or named tuples: `specc --help` reads this module, and making those classes
+# would cost it more than the rest of this package together.
+
+
 class Arg:
     """One argument as `ArgumentParser.add_argument` takes it: its names (`"file"`, or `"-o", "--out"`) and keywords."""
 
-    names: tuple[str, ...]
-    options: dict[str, Any] = field(default_factory=dict)
+    __slots__ = ("names", "options")
+
+    def __init__(self, names: tuple[str, ...], options: dict[str, Any]) -> None:
+        self.names = names
+        self.options = options
 
     @property
     def flags(self) -> tuple[str, ...]:
@@ -43,21 +48,29 @@ class Arg:
         return tuple(name for name in self.names if name.startswith("-"))
 
 
-@dataclass(frozen=True)
 class Group:
     """Arguments shown together under a title in `specc NAME --help`."""
 
-    title: str
-    args: tuple[Arg, ...]
+    __slots__ = ("title", "args")
+
+    def __init__(self, title: str, args: tuple[Arg, ...]) -> None:
+        self.title = title
+        self.args = args
 
 
-@dataclass(frozen=True)
 class Command:
-    name: str
-    help: str  # one line, in `specc --help`'s list
-    description: str  # `specc NAME --help`
-    arguments: tuple[Arg | Group, ...]
-    run: Callable[[argparse.Namespace], int]  # the parsed arguments -> the exit code
+    """A command: its name, the one line `specc --help` lists, the description `specc NAME --help` prints, its
+    arguments, and the function that runs it (the parsed arguments -> the exit code)."""
+
+    __slots__ = ("name", "help", "description", "arguments", "run")
+
+    def __init__(self, name: str, help: str, description: str, arguments: tuple[Arg | Group, ...],
+                 run: Callable[[argparse.Namespace], int]) -> None:
+        self.name = name
+        self.help = help
+        self.description = description
+        self.arguments = arguments
+        self.run = run
 
     def args(self) -> list[Arg]:
         """Every argument, those of groups included."""
