@@ -9,6 +9,7 @@ import pytest
 
 from specc import cli
 from specc.cli.registry import COMMANDS, command, make_parser
+from specc.core.errors import InternalError
 
 ROOT = Path(__file__).resolve().parent.parent
 README = (ROOT / "README.md").read_text()
@@ -71,6 +72,6 @@ def test_every_command_function_lives_in_the_cli_package():
 
 
 def test_a_command_is_registered_once():
-    with pytest.raises(ValueError, match="`check` is registered twice"):
+    with pytest.raises(InternalError, match="`check` is registered twice"):
         command("check", "again", "again")(lambda args: 0)
     assert COMMANDS["check"].run.__name__ == "cmd_check"

@@ -8,7 +8,7 @@
 A declaration is plain data: the name, the one-line help `specc --help` lists, the description `specc NAME --help`
 prints, the arguments (argparse's own keywords, kept as they are), and the function, which takes the parsed
 arguments and returns the exit code. `make_parser` builds the whole command line from `COMMANDS`, in the order
-the commands were registered; the README's command tables are checked against it (tests/test_readme.py).
+the commands were registered; the README's command tables are checked against it (tests/test_cli_registry.py).
 
 This module imports neither Keras nor the compiler: `specc --help` reads every declaration, so a command module
 imports its tools inside the command function, where they are needed.
@@ -22,7 +22,7 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-from specc.core.errors import EXIT_CODES, EXIT_USAGE
+from specc.core.errors import EXIT_CODES, EXIT_USAGE, InternalError
 from specc.core.version import __version__
 
 DESCRIPTION = "Compile and run .model files: neural networks as text, on Keras 3 + JAX."
@@ -98,7 +98,7 @@ def command(name: str, help: str, description: str, *arguments: Arg | Group):
 
     def register(run: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
         if name in COMMANDS:
-            raise ValueError(f"the command `{name}` is registered twice")  # a bug in specc, found at import
+            raise InternalError(f"the command `{name}` is registered twice")  # found as specc starts
         COMMANDS[name] = Command(name, help, description, arguments, run)
         return run
 
