@@ -21,7 +21,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import math
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,7 +30,7 @@ import numpy as np
 
 from specc.core.artifacts import write_atomic
 from specc.core.files import read_classes
-from specc.core.errors import DataError, Diagnostic, EXIT_OK, UsageError, printable
+from specc.core.errors import DataError, Diagnostic, UsageError, printable
 from specc.core.plan import Plan
 from specc.data.sources import SOURCES, ReadOptions, Source, image_files, source_for
 #: Losses whose targets are class labels, by Keras class name.
@@ -314,75 +313,23 @@ def evaluate(run: Run, ds, model=None) -> dict[str, float]:
     return {k: float(v) for k, v in result.items()}
 
 
-def cmd_eval(args) -> int:
-    from specc.data.prepare import count_examples
-    from specc.train.labels import check_labels
-
-    run = open_run(args.run)
-    if run.plan.train is None:
-        raise UsageError(Diagnostic("the spec has no `train` section: no loss or metrics to evaluate",
-                                    file=str(run.path / "spec.model")))
-    ds = other_data(run, args.data) if args.data else load_test_split(run)
-    check_labels(run.plan, run.model(), ds, file=args.data)  # as `specc run` checks them before training
-    result = evaluate(run, ds)
-    n = count_examples(ds.x_test)
-    where = args.data or ("the training data (the spec holds out none)" if ds.test_is_train else "the test split")
-    recorded = run.metrics.get("test") if not args.data else None
-    if args.format == "json":
-        print(json.dumps({"run": str(run.path), "data": args.data or ("train" if ds.test_is_train else "test"),
-                          "examples": n, "metrics": result, "recorded": recorded}, indent=2))
-        return EXIT_OK
-    print(f"{where}, {n:,} examples: " + ", ".join(f"{k} {v:.4f}" for k, v in result.items()))
-    if isinstance(recorded, dict) and recorded:
-        same = all(k in recorded and _close(v, recorded[k]) for k, v in result.items())
-        print("recorded in metrics.json: " + ", ".join(f"{k} {float(v):.4f}" for k, v in recorded.items())
-              + (" (the same)" if same else " (different: has the data changed since the run?)"))
-    return EXIT_OK
-
-
-def _close(a: float, b: Any) -> bool:
-    try:
-        return math.isclose(a, float(b), rel_tol=1e-6, abs_tol=1e-7)
-    except (TypeError, ValueError):
-        return False
-
-
 # --- predict -------------------------------------------------------------------------------------
 
 
-def cmd_predict(args) -> int:
-    run = open_run(args.run)
-    if run.plan.data is not None and run.plan.data.is_text:
-        task = run.plan.data.task if isinstance(run.plan.data.task, str) else run.plan.data.task.get("kind")
-        if task != "classify":
-            raise UsageError(Diagnostic(f"`predict` takes classifiers; this is a `{task}` model",
-                                        file=str(run.path), hint="sample from a next-token model with `specc generate`"))
-    out = Path(args.out) if args.out else None
-    if out is not None and out.suffix.lower() not in (".npy", ".npz", ".csv"):
-        raise UsageError(Diagnostic("-o writes .npy, .npz or .csv files", file=str(out)))
-    x, labels = read_inputs(run, args.input)
+def predict_outputs(run: Run, x: Any, name: str) -> dict[str, np.ndarray]:
+    """The model's outputs for model-ready inputs `x` (read from the file `name`), by output name."""
     model = run.model()
     try:
         raw = model.predict(x, batch_size=run.batch_size, verbose=0)
     except (ValueError, TypeError) as err:
         raise DataError(Diagnostic(f"the model cannot take these inputs: {str(err).strip().splitlines()[0][:300]}",
-                                   file=args.input)) from None
+                                   file=name)) from None
     names = list(run.plan.outputs)
     if isinstance(raw, dict):
-        outputs = {k: np.asarray(v) for k, v in raw.items()}
-    elif isinstance(raw, (list, tuple)):
-        outputs = {k: np.asarray(v) for k, v in zip(names, raw)}
-    else:
-        outputs = {names[0]: np.asarray(raw)}
-    if out is None:
-        for i, (name, y) in enumerate(outputs.items()):
-            if len(outputs) > 1:
-                print(("\n" if i else "") + f"output `{name}`:")
-            print(format_table(run, name, y, labels))
-        return EXIT_OK
-    write_predictions(run, out, outputs, labels)
-    print(f"wrote {len(labels):,} predictions to {out}")
-    return EXIT_OK
+        return {k: np.asarray(v) for k, v in raw.items()}
+    if isinstance(raw, (list, tuple)):
+        return {k: np.asarray(v) for k, v in zip(names, raw)}
+    return {names[0]: np.asarray(raw)}
 
 
 def read_inputs(run: Run, name: str) -> tuple[Any, list[str]]:
