@@ -85,7 +85,7 @@ def test_internal_errors_are_reported_as_bugs(monkeypatch, capsys):
     def broken(args):
         raise RuntimeError("boom")
 
-    monkeypatch.setattr(cli, "cmd_check", broken)
+    monkeypatch.setattr(cli.COMMANDS["check"], "run", broken)
     assert cli.main(["check", MNIST]) == 70
     err = capsys.readouterr().err
     assert "internal error: this is a bug in specc" in err and "RuntimeError: boom" in err

@@ -29,6 +29,11 @@ class Import:
         return f"{_path(self.source)}:{self.line} -> {self.target}" + (f" ({', '.join(self.names)})" if self.names else "")
 
 
+def _top(module: str) -> str:
+    """The top-level module or subpackage a module is part of: `cli` for `cli.text_cmds`."""
+    return module.split(".")[0]
+
+
 def _path(module: str) -> str:
     return module.replace(".", "/") + ".py"
 
@@ -174,7 +179,7 @@ def violations(package: Path, layers=LAYERS, entry_only=ENTRY_ONLY, entry_points
             continue
         if imp.target == "__init__" and imp.source != "__init__":
             entry.append(f"{imp}: nothing imports the package itself (`__version__` is in `specc.core.version`)")
-        elif imp.target in entry_only and imp.source not in entry_points and imp.source != imp.target:
+        elif _top(imp.target) in entry_only and _top(imp.source) not in entry_points and imp.source != imp.target:
             entry.append(f"{imp}: only {', '.join(entry_points)} import {', '.join(entry_only)}")
         if imp.source in level and imp.target in level and level[imp.target] > level[imp.source]:
             upward.append(f"{imp}: layer {layers[level[imp.source]][0]} imports layer {layers[level[imp.target]][0]}")
@@ -227,3 +232,16 @@ def test_the_checker_reports_each_kind_of_violation(tmp_path):
                             "tool.py:4 -> api: only cli, __main__, __init__ import api"]
     assert got["placed"] == ["`stray` is in no layer of specc/module_layers.py: place it",
                              "layer entry names `gone`, which is not a module"]
+
+
+def test_an_entry_package_is_one_entry_point(tmp_path):
+    """The modules of the `cli` package import `api` freely; nothing below imports any of them."""
+    pkg = tmp_path / "fake"
+    (pkg / "cli").mkdir(parents=True)
+    files = {"__init__.py": "", "api.py": "", "tool.py": "from .cli import cmds\n",
+             "cli/__init__.py": "from . import cmds\n", "cli/cmds.py": "from ..api import x\nfrom .. import tool\n"}
+    for name, text in files.items():
+        (pkg / name).write_text(text)
+    layers = (("tools", ("tool",)), ("api", ("api",)), ("entry", ("cli", "__init__")))
+    got = violations(pkg, layers, entry_only=("api", "cli"), entry_points=("cli", "__init__"))
+    assert got["entry"] == ["tool.py:1 -> cli.cmds: only cli, __init__ import api, cli"]

@@ -186,20 +186,7 @@ def _build_graph(plan: Plan, initializers: bool) -> Built:
                 out = layer(args if len(args) > 1 else args[0], **node.call_kwargs)
         except Exception as err:  # noqa: BLE001 - the shape rules are Keras's own
             raise _call_error(plan, node, args, err) from None
-        if isinstance(out, (list, tuple)):
-            raise SpecError(plan.diag(f"layer `{node.name}` returns several tensors; specc chains single tensors",
-                                     node.origin.span, notes=node.origin.notes))
-        params = layer.count_params() if layer.weights else 0
-        if params > MAX_LAYER_PARAMS:
-            raise SpecError(plan.diag(
-                f"layer `{node.name}` ({node.cls}) would have {params:,} parameters; specc builds at most "
-                f"{MAX_LAYER_PARAMS:,} per layer", node.origin.span, notes=node.origin.notes,
-                hint=f"its input has shape {', '.join(_shape(a) for a in args)}; make it or the layer smaller"))
-        values = math.prod(d for d in out.shape[1:] if d is not None)
-        if values > MAX_EXAMPLE_VALUES:
-            raise SpecError(plan.diag(
-                f"layer `{node.name}` ({node.cls}) outputs {values:,} values per example {_shape(out)}; specc builds "
-                f"at most {MAX_EXAMPLE_VALUES:,} (2**28)", node.origin.span, notes=node.origin.notes))
+        _check_output(plan, node, layer, args, out)
         layers[node.name] = layer
         tensors[node.name] = out
         if initializers:
@@ -223,6 +210,24 @@ def _build_graph(plan: Plan, initializers: bool) -> Built:
             if err is not None:
                 raise (_arguments_error(plan, node, err) if k < made_at else _call_error(plan, node, args, err)) from None
     return Built(model=model, layers=layers, tensors=tensors)
+
+
+def _check_output(plan: Plan, node: LayerNode, layer: Any, args: list, out: Any) -> None:
+    """A layer just called: one output tensor, within the bounds on parameters per layer and values per example."""
+    if isinstance(out, (list, tuple)):
+        raise SpecError(plan.diag(f"layer `{node.name}` returns several tensors; specc chains single tensors",
+                                 node.origin.span, notes=node.origin.notes))
+    params = layer.count_params() if layer.weights else 0
+    if params > MAX_LAYER_PARAMS:
+        raise SpecError(plan.diag(
+            f"layer `{node.name}` ({node.cls}) would have {params:,} parameters; specc builds at most "
+            f"{MAX_LAYER_PARAMS:,} per layer", node.origin.span, notes=node.origin.notes,
+            hint=f"its input has shape {', '.join(_shape(a) for a in args)}; make it or the layer smaller"))
+    values = math.prod(d for d in out.shape[1:] if d is not None)
+    if values > MAX_EXAMPLE_VALUES:
+        raise SpecError(plan.diag(
+            f"layer `{node.name}` ({node.cls}) outputs {values:,} values per example {_shape(out)}; specc builds "
+            f"at most {MAX_EXAMPLE_VALUES:,} (2**28)", node.origin.span, notes=node.origin.notes))
 
 
 def _check_loss_axes(plan: Plan, outputs: list) -> None:

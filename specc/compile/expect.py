@@ -1,7 +1,7 @@
 """The `expect` section checked into an `ExpectPlan` at compile time (`check_expect`); `specc.tools.testing` runs it.
 
-The checker calls `check_expect(ck, section)` with itself as `ck` (its `settings`, `value`, `fail` and `guarded`),
-so this module needs nothing of the checker's and sits below it. What each contract means is in `specc.tools.testing`.
+`check_expect(ck, section)` is the section's validator, registered in `specc.compile.check.VALIDATORS`; it sees the
+checker through `specc.compile.shared.Core` (its `settings`, `value`, `fail` and `guarded`). What each contract means is in `specc.tools.testing`.
 """
 
 from __future__ import annotations
@@ -11,11 +11,13 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from specc.compile.shared import Core
 from specc.core import nodes as n
 from specc.core.errors import did_you_mean, show_value as _show
 from specc.core.plan import Origin, Settings
+from specc.lang.sections import EXPECT
 
-ALLOWED = ("params", "output_shape", "initial_loss", "overfit", "gradients")
+ALLOWED = EXPECT.names  # the contracts, declared in `specc.lang.sections`
 TRAINED = ("initial_loss", "overfit", "gradients")  # need the `train` section's loss (and, `overfit`, optimizer)
 BOUNDS = ("at_most", "at_least", "between")
 CHANCE_TOLERANCE = 0.10  # `initial_loss: chance`: within 10% of ln(classes)
@@ -85,9 +87,11 @@ class ExpectPlan(Settings):
 # -- checking the section ----------------------------------------------------------------------------------
 
 
-def check_expect(ck, sec: n.Section) -> ExpectPlan:
-    """The `expect` section as an `ExpectPlan`; every mistake is a located error (`ck.fail`)."""
-    given = ck.settings(sec.settings, ALLOWED, "`expect`")
+def check_expect(ck: Core, sec: n.Section | None) -> ExpectPlan | None:
+    """The `expect` section as an `ExpectPlan` (None without one); every mistake is a located error (`ck.fail`)."""
+    if sec is None:
+        return None
+    given = ck.settings("expect", sec.settings)
     has_train = any(s.name == "train" for s in ck.spec.sections)
     plan: dict[str, Any] = {}
     origins: dict[str, Origin] = {}

@@ -23,12 +23,12 @@ from pathlib import Path
 
 import numpy as np
 
-from specc.core.version import __version__
-from specc.data import prepare as loading
 from specc.core.cache import writable_subdir
-from specc.core.files import npz_names
 from specc.core.errors import DataError
 from specc.core.plan import DataPlan, InitPlan, InputNode, Plan
+from specc.core.version import __version__
+from specc.data import prepare as loading
+from specc.data.sources import layout_of, source_for
 
 FACT_NAMES = ("classes", "features", "vocab_size", "sequence_length", "examples")
 LABEL_KINDS = ("classes", "real", "tokens", "none")
@@ -215,7 +215,7 @@ def _compute_facts(plan: Plan) -> Facts:
         if task == "next_token":  # the examples are windows of the token stream: count them
             ds = loading.prepare_text(plan, ds, where, loading.data_setting(d), vocab)
         shape: tuple[int, ...] | None = (int(d.sequence_length),)  # type: ignore[arg-type]
-    elif isinstance(ds.x_train, dict) or (d.file or "").endswith(loading.TABLE_SUFFIXES) and not d.features:
+    elif isinstance(ds.x_train, dict) or layout_of(d.file) == "table" and not d.features:
         shape = None
         unknown["features"] = (f"{source} feeds several inputs (the arrays or columns named after them); "
                                "name the input's size instead")
@@ -235,16 +235,18 @@ def _compute_facts(plan: Plan) -> Facts:
 
 
 def _named_arrays(plan: Plan) -> list[str]:
-    """The names of an npz file's arrays when they are named after the model's inputs and outputs (no x/y)."""
+    """The names of a file's arrays when they are named after the model's inputs and outputs (no x/y): a source
+    of named arrays that declares its columns (an .npz's directory and headers) is asked, no array is read."""
     d = plan.data
     assert d is not None
-    if not (d.file or "").endswith(".npz"):
+    found = source_for(d.file) if d.file else None
+    if found is None or found.layout != "arrays" or found.schema is None:
         return []
     path = plan.path(d.file)
     if not path.is_file():
         return []  # `load_dataset` says why, at the `file` setting
     try:
-        names = npz_names(path)  # the names only, from the zip's directory: no array is read
+        names = list(found.schema(path))
     except DataError as err:
         raise loading.Located(plan).located("file", err) from None
     wanted = [[d.x] if isinstance(d.x, str) else ["x_train", "x"], [d.y] if isinstance(d.y, str) else ["y_train", "y"]]

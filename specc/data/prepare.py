@@ -1,4 +1,8 @@
-"""Data: built-in datasets found offline first, npz/csv files, inline arrays, preprocessing.
+"""Data: built-in datasets found offline first, data files, inline arrays, preprocessing.
+
+Files are read by the source their suffix registers (`specc.data.sources`: npz, tables, text, image folders);
+this module lays their columns out as examples and labels, by the source's layout, and locates every error
+at the `data` setting that names the file.
 
 Built-in datasets are looked up in `$SPECC_DATA_DIR` (the layout of the shared
 datasets folder), then through `keras.datasets` (its cache, then a download).
@@ -8,21 +12,35 @@ datasets folder), then through `keras.datasets` (its cache, then a download).
 
 from __future__ import annotations
 
-import csv
 import gzip
-import hashlib
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from specc.core.cache import cache_dir
-from specc.core.files import (MAX_DATA_BYTES, DecodedBudget, bad, decode_image, read_image_file, read_npz, size_text,
-                        tar_image_members)
-from specc.core.errors import DataError, Diagnostic, did_you_mean, printable
+from specc.core.errors import (
+    DataError,
+    Diagnostic,
+    InternalError,
+    did_you_mean,
+    printable,
+)
+from specc.core.files import MAX_DATA_BYTES, NUMBER_KINDS, bad, size_text
 from specc.core.plan import DataPlan, Plan
+from specc.data.sources import (
+    SOURCES,
+    Columns,
+    ReadOptions,
+    Source,
+    layout_of,
+    read_table,
+    reads_hint,
+    source_for,
+    text_column,
+)
 
 CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 _IDX = {
@@ -75,82 +93,11 @@ def _load_idx_folder(folder: Path) -> Dataset | None:
     return Dataset(xtr, ytr, xte, yte, origin=str(folder))
 
 
-def _file_key(path: Path) -> str:
-    st = path.stat()
-    return hashlib.sha256(f"{path.resolve()}:{st.st_size}:{st.st_mtime_ns}".encode()).hexdigest()[:16]
-
-
-TABLE_SUFFIXES = (".csv", ".tsv", ".data")  # delimited text, read by `_load_table`
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp")
-
-
-def _image_members(path: Path, size: tuple[int, int] | None):
-    """(relative path parts, decoded RGB image) for every image file in a folder or a tar of one, each checked
-    by `specc.core.files` (bounded, a damaged file a DataError naming it), the decoded total bounded too."""
-    budget = DecodedBudget(path)
-    if path.is_dir():
-        for f in sorted(path.rglob("*")):
-            if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES:
-                parts = f.relative_to(path).parts
-                if len(parts) >= 2:
-                    image = read_image_file(f, "RGB", size)
-                    budget.add(image)
-                    yield parts, image
-        return
-    for name, raw in tar_image_members(path, IMAGE_SUFFIXES):
-        parts = Path(name).parts
-        if len(parts) >= 2:
-            image = decode_image(raw, path, name, "RGB", size)
-            budget.add(image)
-            yield parts, image
-
-
-def load_image_tree(path: Path, size: tuple[int, int] | None = None, cache_name: str = "images") -> Dataset:
-    """Images in `<class>/<file>` folders, or `train/<class>/<file>` and `test/<class>/<file>`, from a
-    folder or a tar of one. Labels number the class folders in sorted order. Decoded once; the arrays
-    are cached under `$SPECC_CACHE_DIR`, so a second run does not decode again."""
-    key = _file_key(path) if path.is_file() else hashlib.sha256(
-        "".join(f"{f}:{f.stat().st_mtime_ns}" for f in sorted(path.rglob("*")) if f.is_file()).encode()).hexdigest()[:16]
-    cached = cache_dir() / f"{cache_name}-{key}{f'-{size[0]}x{size[1]}' if size else ''}.npz"
-    if cached.is_file():
-        with np.load(cached, allow_pickle=False) as z:
-            test = "x_test" in z.files
-            return Dataset(z["x_train"], z["y_train"], z["x_test"] if test else None, z["y_test"] if test else None,
-                           origin=str(path), classes=[str(c) for c in z["classes"]])
-    found: dict[str, list[tuple[str, str, np.ndarray]]] = {}
-    for parts, image in _image_members(path, size):  # images outside any class folder are left out
-        split_at = next((i for i, p in enumerate(parts[:-2]) if p in ("train", "test")), None)
-        split = parts[split_at] if split_at is not None else "train"
-        found.setdefault(split, []).append((parts[-2], "/".join(parts), image))
-    if not found.get("train"):
-        raise DataError(Diagnostic(f"{path} holds no images in `<class>/<file>` or `train/<class>/<file>` folders"))
-    classes = sorted({c for items in found.values() for c, _, _ in items})
-    label = {c: i for i, c in enumerate(classes)}
-    arrays: dict[str, np.ndarray] = {"classes": np.array(classes)}
-    for split, items in found.items():
-        shapes = {a.shape for _, _, a in items}
-        if len(shapes) > 1:
-            raise DataError(Diagnostic(f"{path}: the {split} images differ in size ({', '.join(map(str, sorted(shapes)[:3]))})",
-                                       hint="add `image_size: (height, width)` to `data` to resize them"))
-        # Folders list examples class by class; like the official CIFAR batches, examples are kept in one
-        # fixed mixed order, so that `--limit N` and `validation_split` see every class.
-        order = np.argsort(np.array([name for _, name, _ in items]), kind="stable")
-        order = order[np.random.default_rng(0).permutation(len(order))]
-        arrays[f"x_{split}"] = np.stack([a for _, _, a in items])[order]
-        arrays[f"y_{split}"] = np.array([label[c] for c, _, _ in items], dtype=np.int32)[order]
-    _save_npz_atomic(cached, arrays)
+def image_dataset(path: Path, size: tuple[int, int] | None = None, cache_name: str = "images") -> Dataset:
+    """Images in class folders, from a folder or a tar of one (`specc.data.sources`' `images` source)."""
+    arrays = SOURCES["images"].read(path, ReadOptions(image_size=size, cache_name=cache_name))
     return Dataset(arrays["x_train"], arrays["y_train"], arrays.get("x_test"), arrays.get("y_test"), origin=str(path),
-                   classes=classes)
-
-
-def _save_npz_atomic(path: Path, arrays: dict) -> None:
-    from specc.core.artifacts import write_atomic
-
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        write_atomic(path, lambda f: np.savez(f, **arrays))
-    except OSError:
-        pass  # a cache that cannot be written only costs time
+                   classes=[str(c) for c in arrays["classes"]])
 
 
 # name -> (folder in $SPECC_DATA_DIR, what it holds)
@@ -165,7 +112,7 @@ def _load_text_dataset(name: str, folder: Path) -> Dataset | None:
             return None
         text = path.read_text(encoding="utf-8")
         cut = int(len(text) * 0.9)  # nanoGPT's split: the first 90% trains, the last 10% validates
-        return Dataset(_texts([text[:cut]]), None, _texts([text[cut:]]), None, origin=str(path))  # type: ignore[arg-type]
+        return Dataset(text_column([text[:cut]]), None, text_column([text[cut:]]), None, origin=str(path))  # type: ignore[arg-type]
     train, dev = folder / "train.tsv", folder / "dev.tsv"
     if not (train.is_file() and dev.is_file()):
         return None
@@ -183,14 +130,8 @@ def _load_text_dataset(name: str, folder: Path) -> Dataset | None:
             except (ValueError, OverflowError):
                 raise bad(path, f"row {k + 1}: the label {printable(repr(r[label])[:80], lines=False)} is not a class "
                                 "number") from None
-        splits += [_texts([r[sentence].strip() for r in rows]), labels]
+        splits += [text_column([r[sentence].strip() for r in rows]), labels]
     return Dataset(*splits, origin=str(folder))
-
-
-def _texts(items: list[str]) -> np.ndarray:
-    out = np.empty(len(items), dtype=object)
-    out[:] = items
-    return out
 
 
 def _keras_cache() -> Path:
@@ -225,7 +166,7 @@ def load_builtin(name: str) -> Dataset:
         elif name == "cifar10":
             tar = folder / "cifar10-jpeg.tar.gz"
             if tar.is_file():
-                ds = load_image_tree(tar, cache_name="cifar10")
+                ds = image_dataset(tar, cache_name="cifar10")
                 if ds.classes != list(CIFAR10_CLASSES):
                     raise DataError(Diagnostic(f"{tar} has classes {ds.classes}, not CIFAR-10's"))
                 return ds
@@ -290,110 +231,97 @@ def _data_file(plan: Plan, key: str, where: Located) -> Path:
     return path
 
 
-def _load_npz(plan: Plan, key: str, where: Located) -> dict[str, np.ndarray]:
-    path = _data_file(plan, key, where)
-    try:
-        return read_npz(path)  # checked from its directory and headers first; never unpickled
-    except DataError as err:
-        raise where.located(key, err) from None
+def read_options(d: DataPlan) -> ReadOptions:
+    """What the `data` section tells a file source's reader."""
+    return ReadOptions(delimiter=d.delimiter, columns=tuple(d.columns) if d.columns else None)
 
 
-def read_table(path: Path, delimiter: str, columns: list[str] | None = None) -> tuple[list[str], list[list[str]]]:
-    """(column names, rows) of a delimited text file; `columns` names them when there is no header row.
-    Tab-separated files are read without quoting (as GLUE and MovieLens write them). Every row has as many
-    fields as there are columns: a row with more or fewer is a DataError naming the file and its line (a
-    `specc.core.files` error: `file_message` leads with the file). Blank lines are left out."""
-    quoting = csv.QUOTE_NONE if delimiter == "\t" else csv.QUOTE_MINIMAL
-    rows, lines = [], []
-    try:
-        with open(path, newline="", encoding="utf-8-sig") as f:
-            reader = csv.reader(f, delimiter=delimiter, quoting=quoting)
-            for r in reader:
-                if r:
-                    rows.append(r)
-                    lines.append(reader.line_num)
-    except (UnicodeDecodeError, csv.Error) as err:
-        raise bad(path, f"cannot read {path} as delimited text: {printable(str(err), lines=False)[:200]}",
-                  "save it as UTF-8 text, one example per line") from None
-    except OSError as err:
-        raise bad(path, f"cannot read it: {err.strerror or err}") from None
-    header = list(columns) if columns else (rows.pop(0) if rows else [])
-    if not columns and lines:
-        lines.pop(0)
-    for r, line in zip(rows, lines):
-        if len(r) != len(header):
-            shown = ", ".join(printable(c, lines=False)[:40] for c in header[:20]) + (", ..." if len(header) > 20 else "")
-            raise bad(path, f"line {line}: {len(r)} fields, expected {len(header)} ({shown})",
-                      f"is the delimiter {delimiter!r} right? set `delimiter:` in `data`" if len(r) == 1 or len(header) == 1
-                      else "every row needs one value per column; quote values that hold the delimiter"
-                      if quoting != csv.QUOTE_NONE else "every row needs one value per column")
-    return header, rows
-
-
-def _load_table(plan: Plan, key: str, where: Located):
-    """(x, y) from a csv/tsv/data file: number columns (`features`), a text column (`text`), or, for a
-    model with several inputs, the columns named after the inputs; `target` is y."""
+def _read_file(plan: Plan, key: str, where: Located) -> tuple[Source, Path, Columns]:
+    """The source, path and columns of the file that setting `key` (`file` or `test_file`) names: the source its
+    suffix registers (`specc.data.sources`), the file's errors located at the setting."""
     d = plan.data
     assert d is not None
+    found = source_for(getattr(d, key))
+    if found is None:  # the checker accepts only registered suffixes: a plan made without it
+        raise where.error(key, f"unsupported data file {getattr(d, key)!r}", reads_hint())
     path = _data_file(plan, key, where)
-    delimiter = d.delimiter or ("\t" if path.suffix in (".tsv", ".data") else ",")
     try:
-        columns, rows = read_table(path, delimiter, d.columns)
+        return found, path, found.read(path, read_options(d))
     except DataError as err:
         raise where.located(key, err) from None
-    if not columns or not rows:
-        raise where.error(key, f"{path} has a header but no rows" if columns and not d.columns else f"{path} is empty")
+
+
+def _table_xy(plan: Plan, key: str, where: Located, path: Path, columns: Columns):
+    """(x, y) from a table: number columns (`features`), a text column (`text`), or, for a model with several
+    inputs, the columns named after the inputs; `target` is y."""
+    d = plan.data
+    assert d is not None
+    names = list(columns.names)
+    if not names or not columns.rows:
+        raise where.error(key, f"{path} has a header but no rows" if names and not d.columns else f"{path} is empty")
     several = len(plan.inputs) > 1 and not d.features and not d.text
-    wanted = ([(i.name, "columns" if d.columns else key) for i in plan.inputs] if several
-              else [(c, "features") for c in d.features or []]) + [(c, k) for c, k in ((d.text, "text"), (d.target, "target")) if c]
-    for col, setting in wanted:
-        if col not in columns:
-            why = " (a model with several inputs reads the columns named after its inputs)" if several else ""
-            raise where.error(setting if where.origins.get(setting) else key,
-                              f"column `{col}` is not in {path.name}{why}; its columns are: {', '.join(columns)}",
-                              did_you_mean(col, columns))
+    _check_columns(plan, key, where, path, names, several)
 
     def numbers(name: str) -> np.ndarray:
-        i = columns.index(name)
+        column = columns[name]
+        if column.dtype.kind in NUMBER_KINDS:  # a typed table's number column
+            return column.astype(np.float32)
         try:
-            return np.array([float(r[i]) for r in rows], dtype=np.float32)
+            return np.array([float(v) for v in column], dtype=np.float32)
         except (TypeError, ValueError):
-            k = next(k for k, r in enumerate(rows) if not _is_float(r[i]))
+            k = next(k for k, v in enumerate(column) if not _is_float(v))
             line = k + (1 if d.columns else 2)
-            raise where.error(key, f"{path.name}, line {line}, column `{name}`: {printable(repr(rows[k][i])[:80], lines=False)} "
+            raise where.error(key, f"{path.name}, line {line}, column `{name}`: {printable(repr(column[k])[:80], lines=False)} "
                               "is not a number") from None
 
     if d.text:
-        x: Any = _texts([r[columns.index(d.text)] for r in rows])
+        x: Any = text_column(list(columns[d.text]))
     elif several:
         x = {i.name: numbers(i.name) for i in plan.inputs}
     elif d.features:
         x = np.stack([numbers(c) for c in d.features], axis=1)
     else:  # the data section alone (`specc.data.facts`): which columns the model's inputs read is not known yet
-        x = np.empty((len(rows), 0), dtype=np.float32)
+        x = np.empty((columns.rows, 0), dtype=np.float32)
     return x, numbers(d.target) if d.target else None
 
 
-def _load_text_file(plan: Plan, key: str, where: Located):
-    """A plain text corpus: the whole file is one stream of text."""
-    path = _data_file(plan, key, where)
-    try:
-        return _texts([path.read_text(encoding="utf-8")]), None
-    except UnicodeDecodeError as err:
-        raise where.error(key, f"{path} is not UTF-8 text: {err}") from None
+def _check_columns(plan: Plan, key: str, where: Located, path: Path, names: list[str], several: bool) -> None:
+    """Every column the `data` section reads is in the table (the inputs' names, for a model with several)."""
+    d = plan.data
+    assert d is not None
+    wanted = ([(i.name, "columns" if d.columns else key) for i in plan.inputs] if several
+              else [(c, "features") for c in d.features or []]) + [(c, k) for c, k in ((d.text, "text"), (d.target, "target")) if c]
+    for col, setting in wanted:
+        if col not in names:
+            why = " (a model with several inputs reads the columns named after its inputs)" if several else ""
+            raise where.error(setting if where.origins.get(setting) else key,
+                              f"column `{col}` is not in {path.name}{why}; its columns are: {', '.join(names)}",
+                              did_you_mean(col, names))
 
 
 def _load_file(plan: Plan, key: str, where: Located):
-    """(x, y, x_test, y_test) from the csv or npz file in setting `key` (`file` or `test_file`).
+    """(x, y, x_test, y_test) from the file in setting `key` (`file` or `test_file`), read by the source its
+    suffix registers and laid out by that source's layout. For `test_file` the first pair is the test split."""
+    found, path, columns = _read_file(plan, key, where)
+    if found.layout not in _FILE_LAYOUTS:
+        raise InternalError(f"data source {found.name!r} of layout {found.layout!r} is named by `{key}`")
+    return _FILE_LAYOUTS[found.layout](plan, key, where, path, columns)
 
-    The loader follows each file's own extension. For `test_file` the first pair is the test split."""
+
+def _table_file(plan: Plan, key: str, where: Located, path: Path, columns: Columns):
+    return (*_table_xy(plan, key, where, path, columns), None, None)
+
+
+def _text_file(plan: Plan, key: str, where: Located, path: Path, columns: Columns):
+    """A plain text corpus: the whole file is one stream of text."""
+    return columns["text"], None, None, None
+
+
+def _arrays_file(plan: Plan, key: str, where: Located, path: Path, arrays: Columns):
+    """Named arrays: `x`/`y` (or the names `x:` and `y:` give) and `x_test`/`y_test`, or, for a model with several
+    inputs or outputs, arrays named after them."""
     d = plan.data
-    name = getattr(d, key)
-    if name.endswith(TABLE_SUFFIXES):
-        return (*_load_table(plan, key, where), None, None)
-    if name.endswith(".txt"):
-        return (*_load_text_file(plan, key, where), None, None)
-    arrays = _load_npz(plan, key, where)
+    assert d is not None
     if len(plan.inputs) > 1 or len(plan.outputs) > 1:
         return _named_arrays(plan, arrays, where, key)
     test = key == "test_file"
@@ -401,7 +329,7 @@ def _load_file(plan: Plan, key: str, where: Located):
     x = _pick(arrays, [xs] if isinstance(xs, str) else (["x_test", "x"] if test else ["x_train", "x"]))
     y = _pick(arrays, [ys] if isinstance(ys, str) else (["y_test", "y"] if test else ["y_train", "y"]))
     if x is None or y is None:
-        raise where.error(key, f"{name} has arrays {', '.join(arrays) or 'none'}; expected "
+        raise where.error(key, f"{getattr(d, key)} has arrays {', '.join(arrays) or 'none'}; expected "
                           + ("x_test/y_test or x/y" if test else "x_train/y_train or x/y"),
                           "name them: `x: images` and `y: labels`")
     if test:
@@ -409,6 +337,10 @@ def _load_file(plan: Plan, key: str, where: Located):
     xt = _pick(arrays, [d.x_test] if isinstance(d.x_test, str) else ["x_test"])
     yt = _pick(arrays, [d.y_test] if isinstance(d.y_test, str) else ["y_test"])
     return x, y, xt, yt
+
+
+#: What the `file:` and `test_file:` settings do with a source's columns, by its layout (`specc.data.sources`).
+_FILE_LAYOUTS = {"arrays": _arrays_file, "table": _table_file, "text": _text_file}
 
 
 def _is_float(v) -> bool:
@@ -419,7 +351,7 @@ def _is_float(v) -> bool:
         return False
 
 
-def _pick(arrays: dict[str, np.ndarray], names: list[str]) -> np.ndarray | None:
+def _pick(arrays: Mapping[str, np.ndarray], names: list[str]) -> np.ndarray | None:
     for name in names:
         if name in arrays:
             return arrays[name]
@@ -446,17 +378,17 @@ def load_dataset(plan: Plan) -> Dataset:
             raise where.error("images", f"{printable(str(path), lines=False)} is neither a folder nor a file (a pipe or "
                               "a device)", "give a folder of `<class>/<image>` files, or a tar of one")
         try:
-            return _split(load_image_tree(path, d.image_size), d.test_split)
+            return _split(image_dataset(path, d.image_size), d.test_split)
         except DataError as err:
             raise where.located("images", err) from None
     if d.file:
         x, y, xt, yt = _load_file(plan, "file", where)
         if d.test_file:
             xt, yt, _, _ = _load_file(plan, "test_file", where)
-        if d.file.endswith(".txt") and xt is None and d.test_split > 0:  # a corpus splits at a character
+        if layout_of(d.file) == "text" and xt is None and d.test_split > 0:  # a corpus splits at a character
             text = x[0]
             cut = len(text) - max(1, int(round(len(text) * d.test_split)))
-            return Dataset(_texts([text[:cut]]), None, _texts([text[cut:]]), None, origin=d.file)  # type: ignore[arg-type]
+            return Dataset(text_column([text[:cut]]), None, text_column([text[cut:]]), None, origin=d.file)  # type: ignore[arg-type]
         return _split(Dataset(x, y, xt, yt, origin=d.file), d.test_split)
     x, y = np.asarray(d.x, dtype=np.float32), np.asarray(d.y, dtype=np.float32)
     xt = np.asarray(d.x_test, dtype=np.float32) if isinstance(d.x_test, list) else None
@@ -464,7 +396,7 @@ def load_dataset(plan: Plan) -> Dataset:
     return _split(Dataset(x, y, xt, yt, origin="inline"), d.test_split)
 
 
-def _named_arrays(plan: Plan, arrays: dict[str, np.ndarray], where: Located, key: str):
+def _named_arrays(plan: Plan, arrays: Mapping[str, np.ndarray], where: Located, key: str):
     """Several inputs or outputs: arrays named after them (`NAME_train`/`NAME_test`, or `NAME`)."""
 
     def side(names: list[str]):
@@ -697,7 +629,9 @@ def _vocabulary(plan: Plan, ds: Dataset, where: Located):
 
 def _class_labels(y: np.ndarray, where: Located) -> np.ndarray:
     """Labels as class numbers (int64, flat): whole numbers >= 0, else a DataError at `one_hot`."""
-    from specc.core.limits import MAX_EXAMPLE_VALUES  # the bound on values per example, as for inputs
+    from specc.core.limits import (
+        MAX_EXAMPLE_VALUES,  # the bound on values per example, as for inputs
+    )
 
     y = np.asarray(y).reshape(-1)
     if y.dtype.kind not in "biuf":

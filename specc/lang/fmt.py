@@ -14,13 +14,11 @@ Nothing here imports Keras.
 
 from __future__ import annotations
 
-import difflib
 import re
-import sys
 from dataclasses import dataclass, field
 
 from specc.core import nodes as n
-from specc.core.errors import EXIT_OK, EXIT_SPEC, InternalError, UserError, printable
+from specc.core.errors import InternalError
 from specc.lang.render import render_shape, spec_sequence, spec_string
 
 WIDTH = 100
@@ -357,42 +355,6 @@ def format_text(text: str, file: str = "<string>") -> str:
     if parse_text(out, file) != spec:  # like black's AST check: never write a change of meaning
         raise InternalError(f"fmt would change the meaning of {file}; nothing was written")
     return out
-
-
-def cmd_fmt(args) -> int:
-    return rewrite_files(args, format_text, "reformat", "reformatted")
-
-
-def rewrite_files(args, transform, verb: str, done: str) -> int:
-    """Apply `transform(text, file) -> text` to each of `args.files` (`-`: standard input to standard output),
-    writing changed files atomically; with `args.check` or `args.diff` nothing is written and a file that would
-    change makes the exit code 1. `verb` and `done` say what is done (`reformat`, `reformatted`)."""
-    from specc.lang.syntax import read_spec
-    from specc.core.artifacts import write_atomic
-
-    code = EXIT_OK
-    for file in args.files:
-        try:
-            text = sys.stdin.read() if file == "-" else read_spec(file)
-            out = transform(text, "<stdin>" if file == "-" else file)
-        except UserError as err:
-            print(err.render(), file=sys.stderr)
-            code = max(code, err.exit_code)
-            continue
-        if file == "-":
-            sys.stdout.write(out)
-        elif out != text:
-            shown = printable(file, lines=False)  # a file name may hold a new line or an escape sequence
-            if args.diff:  # lines as the parser counts them; what a terminal would obey, escaped
-                diff = difflib.unified_diff(text_lines(text), text_lines(out), shown, shown)
-                sys.stdout.writelines(printable(line.rstrip("\n")) + "\n" for line in diff)
-            if args.check or args.diff:
-                print(f"would {verb} {shown}", file=sys.stderr)
-                code = max(code, EXIT_SPEC)
-            else:
-                write_atomic(file, out)
-                print(f"{done} {shown}", file=sys.stderr)
-    return code
 
 
 def text_lines(text: str) -> list[str]:

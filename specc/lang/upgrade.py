@@ -125,9 +125,3 @@ def _read_old_way(spec: n.Spec) -> n.Spec:
             sections.append(sec)
     settings.sort(key=lambda s: s.key)
     return spec.model_copy(update={"settings": settings, "sections": sections})
-
-
-def cmd_upgrade(args) -> int:
-    from specc.lang.fmt import rewrite_files
-
-    return rewrite_files(args, upgrade_text, "upgrade", "upgraded")

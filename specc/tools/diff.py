@@ -6,7 +6,7 @@ matter. Layers are aligned by `match_layers` (generated names shift when a layer
 are not used to match), arguments equal to the Keras default count as not given, and each side's
 parameter counts come from `specc.compile.build.summarize`.
 
-With the 7 (or 9, for a rename) arguments git passes an external diff driver, `cmd_diff` works as one:
+With the 7 (or 9, for a rename) arguments git passes an external diff driver, `specc diff` works as one:
 
     .gitattributes:   *.model diff=specc
     git config:       git config diff.specc.command "specc diff"
@@ -20,16 +20,15 @@ import difflib
 import functools
 import inspect
 import json
-import os
 import re
-import sys
 from dataclasses import dataclass, field
 from typing import Any
 
 from pydantic import BaseModel
 
-from specc.core.errors import EXIT_OK, Diagnostic, UsageError, UserError, printable
+from specc.core.errors import printable
 from specc.core.plan import LayerNode, Obj, Plan
+from specc.lang.sections import DISTRIBUTION_SETTINGS, SECTIONS
 
 NULL = "/dev/null"
 _UNSET = object()  # an argument neither given nor with a Keras default
@@ -289,7 +288,7 @@ def _settings(plan: Plan | None) -> dict[str, Any]:
     if plan is None:
         return {}
     out: dict[str, Any] = {}
-    for section in ("train", "data", "init", "expect"):
+    for section in (s.plan for s in SECTIONS.values() if s.plan):  # the sections whose settings the plan keeps
         values = getattr(plan, section)
         if values is None:
             continue
@@ -300,7 +299,7 @@ def _settings(plan: Plan | None) -> dict[str, Any]:
     if plan.device != "auto":
         out["device"] = plan.device
     if plan.distribution is not None:  # the `device` section's parallel, mesh, axes and layout
-        for name in ("parallel", "mesh", "axes", "layout"):
+        for name in DISTRIBUTION_SETTINGS:
             value = getattr(plan.distribution, name)
             if value:
                 out[f"device.{name}"] = value
@@ -460,87 +459,26 @@ def render_diff(d: SpecDiff) -> str:
     return "\n".join(printable(line, lines=False) for line in lines)
 
 
-def _colored(text: str) -> str:
-    """ANSI colors for a terminal: header bold, added green, removed red, changed yellow."""
-    colors = {"diff": "1", "+": "32", "-": "31", "~": "33"}
-    out = []
-    for line in text.split("\n"):
-        color = colors.get(line.split(" ", 1)[0])
-        out.append(f"\x1b[{color}m{line}\x1b[0m" if color else line)
-    return "\n".join(out)
+# ------------------------------------------------------------------------------------ the two sides
 
 
-# ---------------------------------------------------------------------------------------------- command
-
-
-def _load(text: str | None, label: str) -> Plan | None:
+def compile_or_none(text: str | None, label: str) -> Plan | None:
+    """The plan of a spec's text; None for a side that has no spec (`/dev/null`)."""
     from specc.compile.check import compile_text
 
     return None if text is None else compile_text(text, label)
 
 
-def _read(path: str) -> str | None:
+def read_or_null(path: str) -> str | None:
     """A spec's text, read as every spec is (a regular file, within the size limit, UTF-8); None for `/dev/null`."""
     from specc.lang.syntax import read_spec
 
     return None if path == NULL else read_spec(path)
 
 
-def _text_diff(a: str | None, b: str | None, la: str, lb: str) -> str:
+def text_diff(a: str | None, b: str | None, la: str, lb: str) -> str:
+    """A unified diff of two texts (what a git driver shows when a spec does not compile)."""
     from specc.lang.fmt import text_lines
 
     lines = difflib.unified_diff(text_lines(a or ""), text_lines(b or ""), la, lb)
     return "".join(line if line.endswith("\n") else line + "\n\\ No newline at end of file\n" for line in lines)
-
-
-def _git_labels(files: list[str]) -> tuple[list[str], list[str]]:
-    """Paths to read and labels to show from git's `path old-file old-hex old-mode new-file new-hex new-mode
-    [new-path rename-info]`."""
-    old_path = new_path = files[0]
-    if len(files) == 9:
-        new_path = files[7]
-    paths = [files[1], files[4]]
-    labels = [NULL if paths[0] == NULL else f"a/{old_path}", NULL if paths[1] == NULL else f"b/{new_path}"]
-    return paths, labels
-
-
-def cmd_diff(args) -> int:
-    """`specc diff A.model B.model [--format json]`, or as git's external diff driver (7 or 9 arguments).
-    Exit 0 once a diff is printed, differences or not. As a git driver it never fails: a spec that does
-    not compile is reported, followed by a plain unified diff of the two texts."""
-    files = list(args.files)
-    git = len(files) in (7, 9)
-    if git:
-        paths, labels = _git_labels(files)
-    elif len(files) == 2:
-        paths, labels = files, files
-    else:
-        raise UsageError(Diagnostic(f"expected two files (A.model B.model) or the 7 arguments of a git diff driver, "
-                                    f"got {len(files)}", file="specc diff"))
-    texts = []
-    for path, label in zip(paths, labels):
-        try:
-            texts.append(_read(path))
-        except UserError as err:
-            if not git:
-                raise
-            # As a git driver: one line naming the file, never a text diff of a file too large or not text.
-            why = err.diagnostics[0].message.splitlines()[0] if err.diagnostics else type(err).__name__
-            print(printable(f"specc diff: {label}: not shown: {why}", lines=False)[:400])
-            return EXIT_OK
-    try:
-        d = diff_plans(_load(texts[0], labels[0]), _load(texts[1], labels[1]), labels[0], labels[1])
-    except Exception as err:  # noqa: BLE001 - as a git driver, any failure falls back to a text diff
-        if not git:
-            raise
-        why = err.render() if isinstance(err, UserError) else printable(f"specc diff: internal error: {type(err).__name__}: {err}")
-        print(f"{why}\nspecc diff: showing a text diff instead")
-        shown = [printable(label, lines=False) for label in labels]
-        sys.stdout.write(printable(_text_diff(texts[0], texts[1], shown[0], shown[1])))
-        return EXIT_OK
-    if args.format == "json":
-        print(json.dumps(d.to_dict(), indent=2))
-    else:
-        text = render_diff(d)
-        print(_colored(text) if sys.stdout.isatty() and not os.environ.get("NO_COLOR") else text)
-    return EXIT_OK

@@ -13,14 +13,12 @@ import hashlib
 import inspect
 import json
 import keyword
-import os
 import re
-import sys
 from pathlib import Path
 from typing import Any
 
 from specc.core.version import __version__
-from specc.core.errors import EXIT_OK, InternalError, printable
+from specc.core.errors import InternalError, printable
 from specc.core.plan import LayerNode, Obj, Plan
 
 WIDTH = 100
@@ -294,23 +292,3 @@ def _weighted_loss(loss: Any) -> str:
 
 
 # --- command -------------------------------------------------------------------
-
-
-def cmd_emit(args) -> int:
-    from specc.compile.check import load_plan
-    from specc.core.artifacts import write_atomic
-    from specc.core.errors import SpecError
-
-    plan = load_plan(args.file)
-    if args.train and plan.train is None:
-        raise SpecError(plan.diag("`--train` needs a `train` section in the spec", None,
-                                  hint="add `train { loss: ...; optimizer: adam; epochs: 5 }`, or emit the model only"))
-    spec_path = os.path.relpath(os.path.abspath(args.file), os.path.dirname(os.path.abspath(args.out or "x")))
-    text = emit_python(plan, train=args.train, spec_path=Path(spec_path).as_posix())
-    compile(text, args.out or "<emitted>", "exec")  # a broken file is our bug, never written
-    if args.out:
-        write_atomic(args.out, text)
-        print(f"wrote {args.out}", file=sys.stderr)
-    else:
-        sys.stdout.write(text)
-    return EXIT_OK

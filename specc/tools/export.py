@@ -20,35 +20,17 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import tempfile
 import warnings
 from pathlib import Path
 from typing import Any
 
 from specc.core.artifacts import write_atomic, write_atomic_with
-from specc.core.errors import DataError, Diagnostic, EXIT_OK, UsageError, printable
-from specc.tools.predict import Run, evaluate, load_keras, load_test_split, open_run
+from specc.core.errors import DataError, Diagnostic, UsageError, printable
+from specc.tools.predict import Run, evaluate, load_keras, load_test_split
 
 DEFAULT_NAMES = {"keras": "model.keras", "weights": "model.weights.h5", "int8": "model.int8.keras"}
 SUFFIXES = {"keras": ".keras", "weights": ".weights.h5", "int8": ".keras"}
-
-
-def cmd_export(args) -> int:
-    run = open_run(args.run)
-    out = out_path(run, args.out, args.format)
-    if args.format == "keras":
-        write_atomic_with(out, lambda tmp: shutil.copyfile(run.model_file, tmp), suffix=".keras")
-        print(printable(f"wrote {out} ({_size(out.stat().st_size)}): a copy of {run.model_file}", lines=False))
-    elif args.format == "weights":
-        size = export_weights(run, out)
-        spec = run.path / "spec.model"
-        print(printable(f"wrote {out} ({_size(size)}); load it into the model the spec builds: "
-                        f"model = specc.load({str(spec)!r}).build_model(); model.load_weights({str(out)!r})", lines=False))
-    else:
-        report = export_int8(run, out)
-        print(format_int8_report(report))
-    return EXIT_OK
 
 
 def out_path(run: Run, given: str | None, fmt: str) -> Path:
@@ -174,8 +156,8 @@ def format_int8_report(r: dict[str, Any]) -> str:
     where = "test split" if r["test_on"] == "test" else "training data (no test split)"
     lines = [f"int8 layers: {', '.join(r['quantized_layers'])}"
              + (f"; float32 layers: {', '.join(r['float_layers'])}" if r["float_layers"] else ""),
-             f"size: {_size(b['float32'])} float32 -> {_size(b['int8'])} int8 ({r['smaller_by']:.2f}x smaller; "
-             f"model.keras with optimizer state: {_size(b['model.keras'])})",
+             f"size: {format_size(b['float32'])} float32 -> {format_size(b['int8'])} int8 ({r['smaller_by']:.2f}x smaller; "
+             f"model.keras with optimizer state: {format_size(b['model.keras'])})",
              f"{where}, {r['examples']:,} examples:"]
     for k, v in r["test"]["float32"].items():
         after = r["test"]["int8"].get(k)
@@ -184,5 +166,6 @@ def format_int8_report(r: dict[str, Any]) -> str:
     return "\n".join(printable(line, lines=False) for line in lines)  # layer names and paths come from files
 
 
-def _size(n: int) -> str:
+def format_size(n: int) -> str:
+    """A file's size as `export` prints it: `1.23 MB`, `45.6 kB`."""
     return f"{n / 1e6:.2f} MB" if n >= 1e6 else f"{n / 1e3:.1f} kB"

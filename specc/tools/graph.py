@@ -13,13 +13,11 @@ import html
 import re
 import shutil
 import subprocess
-import sys
 from collections import Counter
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import TYPE_CHECKING
 
-from specc.core.errors import EXIT_OK, DataError, Diagnostic, UsageError, printable
+from specc.core.errors import DataError, Diagnostic, UsageError, printable
 from specc.core.plan import Plan
 
 if TYPE_CHECKING:
@@ -184,46 +182,3 @@ def render_graphviz(dot_text: str, fmt: str) -> bytes:
         why = done.stderr.decode("utf-8", "replace").strip() or f"exit status {done.returncode}"
         raise DataError(Diagnostic(f"Graphviz `dot -T{fmt}` failed: {why}", file="specc graph"))
     return done.stdout
-
-
-def _format_of(args) -> str:
-    if args.format:
-        return args.format
-    if not args.out:
-        return "mmd"
-    suffix = Path(args.out).suffix.lower().lstrip(".")
-    if suffix not in FORMATS:
-        allowed = ", ".join(f".{f}" for f in FORMATS)
-        raise UsageError(Diagnostic(f"cannot tell the format from `{Path(args.out).name}`: expected {allowed}",
-                                    file=args.out, hint="or give `--format mmd|dot|svg|png`"))
-    return suffix
-
-
-def cmd_graph(args) -> int:
-    """`specc graph FILE [-o PATH] [--format F]`: Mermaid on standard output, or the file `-o` names."""
-    from specc.compile.check import load_plan
-    from specc.core.artifacts import write_atomic
-
-    fmt = _format_of(args)
-    if fmt in ("svg", "png") and shutil.which("dot") is None:  # say so before building the model
-        render_graphviz("", fmt)
-    if fmt == "png" and not args.out and sys.stdout.isatty():
-        raise UsageError(Diagnostic("will not write PNG bytes to a terminal", file="specc graph",
-                                    hint="give `-o FILE.png`"))
-    graph = graph_plan(load_plan(args.file))
-    text = emit_mermaid(graph) if fmt == "mmd" else emit_dot(graph)
-    content = text.encode("utf-8") if fmt in ("mmd", "dot") else render_graphviz(text, fmt)
-    if not args.out:
-        if fmt in ("mmd", "dot", "svg"):
-            sys.stdout.write(content.decode("utf-8"))
-        else:
-            sys.stdout.flush()
-            sys.stdout.buffer.write(content)
-            sys.stdout.buffer.flush()
-        return EXIT_OK
-    try:
-        write_atomic(args.out, content)
-    except OSError as err:
-        raise UsageError(Diagnostic(f"cannot write it: {err.strerror or err}", file=args.out)) from None
-    print(f"wrote {args.out} ({fmt}, {len(graph.nodes)} nodes, {len(graph.edges)} edges)", file=sys.stderr)
-    return EXIT_OK

@@ -23,7 +23,7 @@ from typing import Any
 from specc.compile.build import SEPARATE_INPUTS  # attention layers called as (query, value[, key])
 from specc.compile.build import shapes_only as no_weights
 from specc.compile.catalog import DENIED_LAYERS, METRIC_STRINGS, call_options_of, catalog, kind_of_argument, signature_of, snake_case
-from specc.core.errors import EXIT_OK, DataError, Diagnostic, UsageError, printable
+from specc.core.errors import DataError, Diagnostic, UsageError, printable
 from specc.lang.render import is_name, render_shape, render_value
 from specc.runtime.keras_env import import_keras
 
@@ -649,14 +649,3 @@ def import_file(path: str | Path) -> str:
         message = re.sub(r"\s+", " ", str(err)).strip()[:600] or type(err).__name__
         raise DataError(Diagnostic(f"Keras cannot load it (in safe mode): {_q(message)}", file=str(path))) from None
     return import_model(model, where=str(path))
-
-
-def cmd_import(args) -> int:
-    text = import_file(args.model)
-    if args.out:
-        from specc.core.artifacts import write_atomic
-
-        write_atomic(args.out, text)
-    else:
-        print(text, end="")
-    return EXIT_OK

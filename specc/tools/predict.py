@@ -21,7 +21,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import math
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,12 +30,10 @@ import numpy as np
 
 from specc.compile.losses import BINARY, loss_class, loss_kind
 from specc.core.artifacts import write_atomic
-from specc.core.files import npz_names, read_classes, read_image_file, read_npy, read_npz
-from specc.core.errors import DataError, Diagnostic, EXIT_OK, UsageError, printable
+from specc.core.files import read_classes
+from specc.core.errors import DataError, Diagnostic, UsageError, printable
 from specc.core.plan import Plan
-
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp")
-TABLE_SUFFIXES = (".csv", ".tsv", ".data")
+from specc.data.sources import SOURCES, ReadOptions, Source, image_files, source_for
 
 
 # --- the run directory --------------------------------------------------------------------
@@ -205,20 +202,21 @@ def other_data(run: Run, name: str):
         x, y, _ = _read_image_folder(run, path)
         plan = _data_plan(run, one_hot=one_hot)
         return _wrapped(name, lambda: prepare(plan, Dataset(x, y, x, y, test_is_train=True)))
-    suffix = path.suffix.lower()
-    if suffix not in (".npz", ".txt") + TABLE_SUFFIXES:
+    found = source_for(path.suffix)  # the sources a spec's `file:` may name
+    if found is None:
+        suffix = path.suffix.lower()
         raise UsageError(Diagnostic(f"cannot read `{suffix or path.name}` files as data: give an .npz, .csv/.tsv or "
                                     ".txt file in the spec's format, or a folder of images in class folders", file=name))
     update: dict[str, Any] = {"dataset": None, "images": None, "file": str(path.resolve()), "test_file": None,
                               "test_split": 0.0, "one_hot": one_hot}
     if d.dataset == "sst2":
         update.update(text="sentence", target="label")
-    if suffix in TABLE_SUFFIXES and not (d.features or d.text or update.get("text") or len(run.plan.inputs) > 1):
+    if found.layout == "table" and not (d.features or d.text or update.get("text") or len(run.plan.inputs) > 1):
         raise UsageError(Diagnostic("the spec names no table columns (no `features:` or `text:` in `data`), so a "
                                     "table cannot be read as its data", file=name,
                                     hint="give an .npz file with `x` and `y` arrays (raw, like the training data)"))
-    if suffix == ".npz" and len(run.plan.inputs) == 1 and len(run.plan.outputs) == 1:
-        keys = set(npz_names(path))  # checked from the zip's directory and headers: nothing decompressed
+    if found.layout == "arrays" and found.schema is not None and len(run.plan.inputs) == 1 and len(run.plan.outputs) == 1:
+        keys = set(found.schema(path))  # declared columns (an .npz's directory and headers): nothing decompressed
         xs = d.x if isinstance(d.x, str) else None
         if not ({xs, "x_train", "x"} & keys) and {"x_test", "y_test"} <= keys:
             update.update(x="x_test", y="y_test")
@@ -269,21 +267,17 @@ def read_images(run: Run, files: list[Path]) -> np.ndarray:
 
     mode, size = image_format(run)
     budget = DecodedBudget(files[0].parent if len(files) > 1 else files[0])
-    out = []
+    options, out = ReadOptions(image_size=size, image_mode=mode), []
     for f in files:  # as `specc run` reads an image folder: bounded, a damaged file a DataError naming it
-        out.append(read_image_file(f, mode, size))
+        out.append(SOURCES["image"].read(f, options)["x"][0])
         budget.add(out[-1])
     return np.stack(out)
-
-
-def _image_files(folder: Path) -> list[Path]:
-    return [f for f in sorted(folder.rglob("*")) if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES]
 
 
 def _read_image_folder(run: Run, folder: Path) -> tuple[np.ndarray, np.ndarray, list[Path]]:
     """Images in class folders (`<class>/<file>`, at any depth): (x, labels, files). Class names are the
     run's (classes.json, CIFAR-10's names, else the label numbers `0`, `1`, ...)."""
-    files = [f for f in _image_files(folder) if f.parent != folder]
+    files = [f for f in image_files(folder) if f.parent != folder]
     if not files:
         raise DataError(Diagnostic("holds no images in class folders (`<class>/<file>`)", file=str(folder)))
     names = run.class_names() or [str(i) for i in range(_output_width(run) or 0)]
@@ -316,75 +310,23 @@ def evaluate(run: Run, ds, model=None) -> dict[str, float]:
     return {k: float(v) for k, v in result.items()}
 
 
-def cmd_eval(args) -> int:
-    from specc.data.prepare import count_examples
-    from specc.train.labels import check_labels
-
-    run = open_run(args.run)
-    if run.plan.train is None:
-        raise UsageError(Diagnostic("the spec has no `train` section: no loss or metrics to evaluate",
-                                    file=str(run.path / "spec.model")))
-    ds = other_data(run, args.data) if args.data else load_test_split(run)
-    check_labels(run.plan, run.model(), ds, file=args.data)  # as `specc run` checks them before training
-    result = evaluate(run, ds)
-    n = count_examples(ds.x_test)
-    where = args.data or ("the training data (the spec holds out none)" if ds.test_is_train else "the test split")
-    recorded = run.metrics.get("test") if not args.data else None
-    if args.format == "json":
-        print(json.dumps({"run": str(run.path), "data": args.data or ("train" if ds.test_is_train else "test"),
-                          "examples": n, "metrics": result, "recorded": recorded}, indent=2))
-        return EXIT_OK
-    print(f"{where}, {n:,} examples: " + ", ".join(f"{k} {v:.4f}" for k, v in result.items()))
-    if isinstance(recorded, dict) and recorded:
-        same = all(k in recorded and _close(v, recorded[k]) for k, v in result.items())
-        print("recorded in metrics.json: " + ", ".join(f"{k} {float(v):.4f}" for k, v in recorded.items())
-              + (" (the same)" if same else " (different: has the data changed since the run?)"))
-    return EXIT_OK
-
-
-def _close(a: float, b: Any) -> bool:
-    try:
-        return math.isclose(a, float(b), rel_tol=1e-6, abs_tol=1e-7)
-    except (TypeError, ValueError):
-        return False
-
-
 # --- predict -------------------------------------------------------------------------------------
 
 
-def cmd_predict(args) -> int:
-    run = open_run(args.run)
-    if run.plan.data is not None and run.plan.data.is_text:
-        task = run.plan.data.task if isinstance(run.plan.data.task, str) else run.plan.data.task.get("kind")
-        if task != "classify":
-            raise UsageError(Diagnostic(f"`predict` takes classifiers; this is a `{task}` model",
-                                        file=str(run.path), hint="sample from a next-token model with `specc generate`"))
-    out = Path(args.out) if args.out else None
-    if out is not None and out.suffix.lower() not in (".npy", ".npz", ".csv"):
-        raise UsageError(Diagnostic("-o writes .npy, .npz or .csv files", file=str(out)))
-    x, labels = read_inputs(run, args.input)
+def predict_outputs(run: Run, x: Any, name: str) -> dict[str, np.ndarray]:
+    """The model's outputs for model-ready inputs `x` (read from the file `name`), by output name."""
     model = run.model()
     try:
         raw = model.predict(x, batch_size=run.batch_size, verbose=0)
     except (ValueError, TypeError) as err:
         raise DataError(Diagnostic(f"the model cannot take these inputs: {str(err).strip().splitlines()[0][:300]}",
-                                   file=args.input)) from None
+                                   file=name)) from None
     names = list(run.plan.outputs)
     if isinstance(raw, dict):
-        outputs = {k: np.asarray(v) for k, v in raw.items()}
-    elif isinstance(raw, (list, tuple)):
-        outputs = {k: np.asarray(v) for k, v in zip(names, raw)}
-    else:
-        outputs = {names[0]: np.asarray(raw)}
-    if out is None:
-        for i, (name, y) in enumerate(outputs.items()):
-            if len(outputs) > 1:
-                print(("\n" if i else "") + f"output `{name}`:")
-            print(format_table(run, name, y, labels))
-        return EXIT_OK
-    write_predictions(run, out, outputs, labels)
-    print(f"wrote {len(labels):,} predictions to {out}")
-    return EXIT_OK
+        return {k: np.asarray(v) for k, v in raw.items()}
+    if isinstance(raw, (list, tuple)):
+        return {k: np.asarray(v) for k, v in zip(names, raw)}
+    return {names[0]: np.asarray(raw)}
 
 
 def read_inputs(run: Run, name: str) -> tuple[Any, list[str]]:
@@ -397,28 +339,24 @@ def read_inputs(run: Run, name: str) -> tuple[Any, list[str]]:
     if d is not None and d.is_text:
         texts = _read_texts(run, path, name)
         return _encode(run, texts), [_short(t) for t in texts]
-    suffix = path.suffix.lower()
     if path.is_dir():
-        files = _image_files(path)
+        files = image_files(path)
         if not files:
-            raise DataError(Diagnostic(f"holds no image files ({', '.join(IMAGE_SUFFIXES)})", file=name))
+            raise DataError(Diagnostic(f"holds no image files ({', '.join(SOURCES['image'].suffixes)})", file=name))
         return _preprocess(run, read_images(run, files), name, images=True), [str(f.relative_to(path)) for f in files]
-    if suffix in IMAGE_SUFFIXES:
+    found = source_for(path.suffix, None)  # any source, predict inputs included
+    layout = found.layout if found else None
+    if layout == "image":
         return _preprocess(run, read_images(run, [path]), name, images=True), [path.name]
-    if suffix == ".npy":
-        if len(run.plan.inputs) > 1:
-            raise UsageError(Diagnostic(f"the model has {len(run.plan.inputs)} inputs; a .npy file holds one array",
-                                        file=name, hint="give an .npz with arrays named "
-                                        + ", ".join(f"`{i.name}`" for i in run.plan.inputs) + ", or a .csv"))
-        x = _load_npy(path, name)
-        x = _preprocess(run, x, name)
+    if layout == "array" and len(run.plan.inputs) > 1:
+        raise UsageError(Diagnostic(f"the model has {len(run.plan.inputs)} inputs; a {path.suffix.lower()} file holds "
+                                    "one array", file=name, hint="give an .npz with arrays named "
+                                    + ", ".join(f"`{i.name}`" for i in run.plan.inputs) + ", or a .csv"))
+    read = {"array": _one_array, "arrays": _npz_inputs, "table": _table_inputs}.get(layout or "")
+    if found is not None and read is not None:
+        x = _preprocess(run, read(run, found, path, name), name)
         return x, [str(i) for i in range(_count(x))]
-    if suffix == ".npz":
-        x = _preprocess(run, _npz_inputs(run, path, name), name)
-        return x, [str(i) for i in range(_count(x))]
-    if suffix in TABLE_SUFFIXES:
-        x = _preprocess(run, _table_inputs(run, path, name), name)
-        return x, [str(i) for i in range(_count(x))]
+    suffix = path.suffix.lower()
     raise UsageError(Diagnostic(f"cannot predict from `{suffix or path.name}` files", file=name,
                                 hint="give a .npy or .npz array, a .csv table, an image file or a folder of images"))
 
@@ -432,12 +370,15 @@ def _short(text: str, width: int = 40) -> str:
     return text if len(text) <= width else text[: width - 1] + "…"
 
 
-def _load_npy(path: Path, name: str) -> np.ndarray:
-    return read_npy(path)  # its header checked first (numbers, a size within bounds); never unpickled
+def _one_array(run: Run, found: Source, path: Path, name: str) -> np.ndarray:
+    """The one array of examples of a file that holds one (.npy: its header checked first; never unpickled)."""
+    return found.read(path, ReadOptions()).at(0)
 
 
-def _npz_inputs(run: Run, path: Path, name: str):
-    arrays = read_npz(path)  # checked from its directory and headers first; never unpickled
+def _npz_inputs(run: Run, found: Source, path: Path, name: str):
+    """The arrays for the model's inputs from a file of named arrays (an .npz, checked from its directory and
+    headers first; never unpickled): named after the inputs, or `x:`'s name, `x`, `x_test`, or its only array."""
+    arrays = found.read(path, ReadOptions())
     inputs = [i.name for i in run.plan.inputs]
     if len(inputs) > 1:
         missing = [i for i in inputs if i not in arrays and f"{i}_test" not in arrays]
@@ -448,26 +389,28 @@ def _npz_inputs(run: Run, path: Path, name: str):
         return {i: arrays[i] if i in arrays else arrays[f"{i}_test"] for i in inputs}
     d = run.plan.data
     wanted = [inputs[0]] + ([d.x] if d is not None and isinstance(d.x, str) else []) + ["x", "x_test"]
-    found = next((arrays[k] for k in wanted if k in arrays), None)
-    if found is None and len(arrays) == 1:
-        found = next(iter(arrays.values()))
-    if found is None:
+    picked = next((arrays[k] for k in wanted if k in arrays), None)
+    if picked is None and len(arrays) == 1:
+        picked = next(iter(arrays.values()))
+    if picked is None:
         raise DataError(Diagnostic(f"has arrays {', '.join(arrays) or 'none'}; expected one named "
                                    + " or ".join(f"`{w}`" for w in dict.fromkeys(wanted)), file=name))
-    return found
+    return picked
 
 
-def _table_inputs(run: Run, path: Path, name: str):
+def _table_inputs(run: Run, found: Source, path: Path, name: str):
     """Feature columns by name as the spec reads them (a target column may be there or not); for a spec that
     names no columns (a built-in dataset), rows of numbers, one example per row (a header row is skipped)."""
-    from specc.data.prepare import load_dataset, read_table
+    from specc.data.prepare import load_dataset
 
     d = run.plan.data
     if d is None or (not d.features and len(run.plan.inputs) == 1):
-        header, rows = read_table(path, "\t" if path.suffix in (".tsv", ".data") else ",")  # DataErrors name the file
-        rows = ([] if not _all_numbers(header) else [header]) + rows
-        try:
-            return np.array([[float(v) for v in r] for r in rows], dtype=np.float32)
+        columns = found.read(path, ReadOptions())  # DataErrors name the file
+        first = list(columns.names) if _all_numbers(list(columns.names)) else []  # numbers: the file has no header
+        try:  # (columns, rows) -> (rows, columns)
+            values = [[float(v) for v in first[i:i + 1] + list(columns.at(i))] for i in range(len(columns.names))]
+            table = np.array(values, dtype=np.float32).T.copy()
+            return table if table.size else np.array([], dtype=np.float32)
         except ValueError:
             raise DataError(Diagnostic("holds values that are not numbers, or rows of different lengths",
                                        file=name)) from None
@@ -490,14 +433,16 @@ def _read_texts(run: Run, path: Path, name: str) -> list[str]:
         raise UsageError(Diagnostic("the run has no tokenizer.json to read text with", file=str(run.path)))
     d = run.plan.data
     assert d is not None
-    if path.suffix.lower() in TABLE_SUFFIXES:
+    found = source_for(path.suffix, None)
+    layout = found.layout if found else "text"  # any other file: lines of text
+    if layout == "table":
         from specc.data.prepare import load_dataset
 
         update: dict[str, Any] = {"text": d.text or "sentence"} if d.dataset == "sst2" or not d.text else {}
         plan = _data_plan(run, dataset=None, images=None, file=str(path.resolve()), test_file=None, test_split=0.0,
                           target=None, one_hot=False, **update)
         return [str(t) for t in _wrapped(name, lambda: load_dataset(plan)).x_train]
-    if path.is_dir() or path.suffix.lower() in IMAGE_SUFFIXES + (".npy", ".npz"):
+    if path.is_dir() or layout != "text":
         raise UsageError(Diagnostic("this is a text model: give a .txt file with one text per line, or a table with "
                                     f"the text column `{d.text or 'sentence'}`", file=name))
     try:

@@ -29,15 +29,12 @@ accuracy 1.0 is reached by outputs that are barely right (the arg-max flips long
 from __future__ import annotations
 
 import contextlib
-import json
 import math
-import sys
-import time
 from dataclasses import dataclass
 from typing import Any
 
 from specc.core import nodes as n
-from specc.core.errors import EXIT_OK, EXIT_SPEC, EXIT_USAGE, Diagnostic, SpecError, UserError, printable
+from specc.core.errors import Diagnostic, SpecError
 from specc.compile.expect import (ALLOWED, BOUNDS, CHANCE_TOLERANCE, MAX_OVERFIT_STEPS, TRAINED, Bound, ExpectPlan,  # noqa: F401
                      LossTarget, check_expect)  # (the compile-stage half, re-exported)
 from specc.compile.losses import BINARY, CATEGORICAL, REGRESSION, SPARSE, loss_class, loss_kind, output_losses
@@ -375,53 +372,3 @@ def _overfit(expect: ExpectPlan, setup: _Setup, start: float) -> ContractResult:
 
 
 # -- `specc test` ----------------------------------------------------------------------------------------
-
-
-def cmd_test(args) -> int:
-    """`specc test FILE...`: check each spec's contracts. Exit 0 when all hold, 1 when one fails or a spec has an
-    error (3 for a data or runtime error), 2 when no file given has an `expect` section (nothing was tested)."""
-    from specc.compile.check import load_plan
-
-    reports, errors, untested = [], [], []
-    passed = failed = 0
-    began = time.perf_counter()
-    for file in args.files:
-        try:
-            plan = load_plan(file)
-            results = run_contracts(plan)
-        except UserError as err:
-            errors.append(err)
-            if args.format == "text":
-                print(err.render(), file=sys.stderr)
-            continue
-        if not results:
-            untested.append(file)
-            if args.format == "text":
-                print(f"{printable(file, lines=False)}: no contracts (`expect` section): nothing to test")
-            continue
-        passed += sum(r.ok for r in results)
-        failed += sum(not r.ok for r in results)
-        reports.append((file, plan, results))
-        if args.format == "text":
-            print(printable(file, lines=False))
-            for r in results:
-                print(printable(f"  PASS {r.key}: {r.message}", lines=False) if r.ok else r.diagnostic(plan).render())
-    seconds = time.perf_counter() - began
-    if args.format == "json":
-        files = [{"file": file, "model": plan.name,
-                  "contracts": [{"key": r.key, "ok": r.ok, "message": r.message,
-                                 "line": r.span.line if r.span else None, "col": r.span.col if r.span else None,
-                                 "hint": r.hint} for r in results]} for file, plan, results in reports]
-        print(json.dumps({"files": files, "untested": untested, "errors": [d for e in errors for d in e.to_dicts()],
-                          "passed": passed, "failed": failed, "seconds": round(seconds, 2)}, indent=2))
-    else:
-        print(f"{passed} passed, {failed} failed in {seconds:.1f} s")
-    if errors:
-        return max(e.exit_code for e in errors)
-    if failed:
-        return EXIT_SPEC
-    if not reports:
-        if args.format == "text":
-            print("specc: error: no contracts to test: none of the files has an `expect` section", file=sys.stderr)
-        return EXIT_USAGE
-    return EXIT_OK

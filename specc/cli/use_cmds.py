@@ -1,0 +1,143 @@
+"""Commands on a trained run directory: `generate`, `eval`, `predict`, `export`.
+
+The run is read by `specc.tools.predict.open_run`; the tools (`predict`, `export`, `generate`) do the work, and
+these functions check the arguments and print.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+from pathlib import Path
+from typing import Any
+
+from specc.cli.registry import RUN_DIR, arg, command, positive, seed, temperature, text_or_json
+from specc.core.artifacts import write_atomic_with
+from specc.core.errors import EXIT_OK, Diagnostic, UsageError, printable
+
+
+@command("generate", "sample text from a trained next-token model",
+         "Print the prompt followed by text sampled from the language model in RUN_DIR.",
+         RUN_DIR,
+         arg("--prompt", required=True, metavar="TEXT", help="the text to continue"),
+         arg("--tokens", type=positive, default=200, metavar="N", help="how many tokens to sample (200)"),
+         arg("--temperature", type=temperature, default=1.0, metavar="T",
+             help="sampling temperature: lower is more conservative, 0 always takes the likeliest (1.0)"),
+         arg("--seed", type=seed, metavar="N", help="seed of the sampler (>= 0), for repeatable output"))
+def cmd_generate(args) -> int:
+    from specc.tools.generate import generate_text
+
+    print(generate_text(args.run, args.prompt, args.tokens, args.temperature, args.seed))
+    return EXIT_OK
+
+
+@command("eval", "evaluate a trained run on its test split or on other data",
+         "Evaluate the model of RUN_DIR with the spec's loss and metrics.",
+         RUN_DIR,
+         arg("--data", metavar="FILE", help="a data file in the spec's format instead of the run's test split"),
+         text_or_json())
+def cmd_eval(args) -> int:
+    from specc.data.prepare import count_examples
+    from specc.tools.predict import evaluate, load_test_split, open_run, other_data
+    from specc.train.labels import check_labels
+
+    run = open_run(args.run)
+    if run.plan.train is None:
+        raise UsageError(Diagnostic("the spec has no `train` section: no loss or metrics to evaluate",
+                                    file=str(run.path / "spec.model")))
+    ds = other_data(run, args.data) if args.data else load_test_split(run)
+    check_labels(run.plan, run.model(), ds, file=args.data)  # as `specc run` checks them before training
+    result = evaluate(run, ds)
+    _print_evaluation(run, args.data, ds.test_is_train, count_examples(ds.x_test), result, args.format)
+    return EXIT_OK
+
+
+def _print_evaluation(run, data: str | None, test_is_train: bool, n: int, result: dict[str, float], fmt: str) -> None:
+    """The metrics on `data` (None: the run's own test split) of `n` examples, beside those the run recorded."""
+    recorded = run.metrics.get("test") if not data else None
+    if fmt == "json":
+        print(json.dumps({"run": str(run.path), "data": data or ("train" if test_is_train else "test"),
+                          "examples": n, "metrics": result, "recorded": recorded}, indent=2))
+        return
+    where = data or ("the training data (the spec holds out none)" if test_is_train else "the test split")
+    print(f"{where}, {n:,} examples: " + ", ".join(f"{k} {v:.4f}" for k, v in result.items()))
+    if isinstance(recorded, dict) and recorded:
+        print(_against_recorded(result, recorded))
+
+
+def _against_recorded(result: dict[str, float], recorded: dict[str, Any]) -> str:
+    """The metrics `specc run` recorded, and whether these are the same."""
+    same = all(k in recorded and _close(v, recorded[k]) for k, v in result.items())
+    return ("recorded in metrics.json: " + ", ".join(f"{k} {float(v):.4f}" for k, v in recorded.items())
+            + (" (the same)" if same else " (different: has the data changed since the run?)"))
+
+
+def _close(a: float, b: Any) -> bool:
+    try:
+        return math.isclose(a, float(b), rel_tol=1e-6, abs_tol=1e-7)
+    except (TypeError, ValueError):
+        return False
+
+
+@command("predict", "predictions of a trained run for new inputs",
+         "Predict with the model of RUN_DIR: INPUT is a .npy or .csv file, an image file, or a folder of images.",
+         RUN_DIR,
+         arg("input", metavar="INPUT"),
+         arg("-o", "--out", metavar="FILE", help="write predictions here (.npy or .csv) instead of printing them"))
+def cmd_predict(args) -> int:
+    from specc.tools.predict import format_table, open_run, predict_outputs, read_inputs, write_predictions
+
+    run = open_run(args.run)
+    _refuse_generators(run)
+    out = Path(args.out) if args.out else None
+    if out is not None and out.suffix.lower() not in (".npy", ".npz", ".csv"):
+        raise UsageError(Diagnostic("-o writes .npy, .npz or .csv files", file=str(out)))
+    x, labels = read_inputs(run, args.input)
+    outputs = predict_outputs(run, x, args.input)
+    if out is not None:
+        write_predictions(run, out, outputs, labels)
+        print(f"wrote {len(labels):,} predictions to {out}")
+        return EXIT_OK
+    for i, (name, y) in enumerate(outputs.items()):
+        if len(outputs) > 1:
+            print(("\n" if i else "") + f"output `{name}`:")
+        print(format_table(run, name, y, labels))
+    return EXIT_OK
+
+
+def _refuse_generators(run) -> None:
+    """A text model that is not a classifier predicts tokens: `specc generate` samples from it."""
+    d = run.plan.data
+    if d is None or not d.is_text:
+        return
+    task = d.task if isinstance(d.task, str) else d.task.get("kind")
+    if task != "classify":
+        raise UsageError(Diagnostic(f"`predict` takes classifiers; this is a `{task}` model",
+                                    file=str(run.path), hint="sample from a next-token model with `specc generate`"))
+
+
+@command("export", "export a trained run: .keras, weights, or int8-quantized",
+         "Export the model of RUN_DIR. int8 uses Keras's own quantization and reports size and test metrics before "
+         "and after.",
+         RUN_DIR,
+         arg("--format", choices=("keras", "weights", "int8"), default="keras"),
+         arg("-o", "--out", metavar="PATH", help="where to write (default: inside RUN_DIR/export/)"))
+def cmd_export(args) -> int:
+    from specc.tools.export import export_int8, export_weights, format_int8_report, format_size, out_path
+    from specc.tools.predict import open_run
+
+    run = open_run(args.run)
+    out = out_path(run, args.out, args.format)
+    if args.format == "keras":
+        write_atomic_with(out, lambda tmp: shutil.copyfile(run.model_file, tmp), suffix=".keras")
+        print(printable(f"wrote {out} ({format_size(out.stat().st_size)}): a copy of {run.model_file}", lines=False))
+    elif args.format == "weights":
+        size = export_weights(run, out)
+        spec = run.path / "spec.model"
+        print(printable(f"wrote {out} ({format_size(size)}); load it into the model the spec builds: "
+                        f"model = specc.load({str(spec)!r}).build_model(); model.load_weights({str(out)!r})", lines=False))
+    else:
+        print(format_int8_report(export_int8(run, out)))
+    return EXIT_OK
+
