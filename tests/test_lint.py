@@ -19,7 +19,7 @@ import pytest
 
 import specc
 from specc.cli import main
-from specc.tools.lint import LINT_CODES, lint_plan, lint_report
+from specc.tools.lint import COST, LINT_CODES, RULES, lint_cost, lint_plan, lint_report, rules_table
 
 ROOT = Path(__file__).resolve().parent.parent
 CASES = sorted((ROOT / "tests" / "lint").glob("*.model"))
@@ -164,6 +164,44 @@ def test_docs_list_every_code_with_an_example_that_triggers_it():
         title, why = LINT_CODES[code]
         assert f"## {code}: {title}\n" in DOC.read_text() and " ".join(why.split()) in " ".join(body.split()), code
         assert "**Fix.**" in body, code
+
+
+def test_every_rule_is_documented_and_every_documented_code_is_a_rule():
+    """docs/lint.md has a section per registered rule (W201's under "Codes outside lint"), titled with its summary
+    and holding its rationale, and a table made from the registry; no section names a code that is not a rule."""
+    text = DOC.read_text()
+    heads = list(re.finditer(r"^#{2,3} (W\d{3}): (.*)$", text, re.M))
+    assert {m.group(1): m.group(2) for m in heads} == {code: r.summary for code, r in RULES.items()}
+    for i, m in enumerate(heads):
+        body = text[m.end(): heads[i + 1].start() if i + 1 < len(heads) else len(text)]
+        assert " ".join(RULES[m.group(1)].docs.split()) in " ".join(body.split()), m.group(1)
+    assert rules_table() in text, "docs/lint.md: paste `specc.tools.lint.rules_table()` under `## The rules`"
+    assert len({r.name for r in RULES.values()}) == len(RULES)
+    assert sorted(LINT_CODES) == sorted(code for code, r in RULES.items() if r.needs != COST)
+
+
+def test_the_cost_rule_reads_the_cost_figures_and_is_silenced_like_the_others():
+    """W201 is a rule of the registry run on the figures `specc.tools.cost` makes (here written by hand: no
+    compilation), and `# specc: ignore[W201]` silences it through the same function as every other code."""
+    from specc.tools.cost import CostReport
+
+    text = ("model m { input x: (4,); dense(2) }\n"
+            "train {\n  loss: mse\n  batch_size: 4096\n}\n")
+    cost = CostReport(None, None, 16 * 2**20, 2**20, "$SPECC_DEVICE_MEMORY", 4096, 1, False, largest_batch=51)
+    [d] = lint_cost(specc.loads(text, "mlp.model").plan, cost)
+    assert d.render() == (
+        "mlp.model:4:3: warning: batch_size 4096 needs 16.0 MiB on the device for a training step, more than 90% of "
+        "its 1.0 MiB ($SPECC_DEVICE_MEMORY) [W201]\n 4 |   batch_size: 4096\n   |   ^~~~~~~~~~~~~~~~\n"
+        "note: peak of XLA's compiled training step (arguments + outputs - donated + temporaries); 10% is kept free "
+        "for what the step's analysis does not count\nhint: use `batch_size: 51` (the largest that fits, checked by "
+        "compiling it), or keep the effective batch with gradient accumulation: `batch_size: 32` and "
+        "`gradient_accumulation_steps=128` in the optimizer, e.g. `optimizer: adam(..., "
+        "gradient_accumulation_steps=128)`")
+    quiet = specc.loads(text.replace("4096\n", "4096  # specc: ignore[W201]\n"), "mlp.model").plan
+    assert lint_cost(quiet, cost) == []
+    fits = CostReport(None, None, 2**10, 2**20, "$SPECC_DEVICE_MEMORY", 4096, 1, True)
+    assert lint_cost(specc.loads(text, "mlp.model").plan, fits) == []
+    assert all(d.code != "W201" for d in lint_plan(specc.loads(text, "mlp.model").plan))
 
 
 def test_batch_norm_statistics_span_the_devices_of_a_data_parallel_batch():

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 
 from specc.core import nodes as n
 from specc.core.errors import InternalError
+from specc.lang.render import render_shape, spec_sequence, spec_string
 
 WIDTH = 100
 INDENT = "  "
@@ -69,26 +70,6 @@ def _line_of(starts: list[int], offset: int) -> int:
 
 # --- expressions -----------------------------------------------------------
 
-_SHORT_ESCAPES = {"\\": "\\\\", '"': '\\"', "\n": "\\n", "\r": "\\r", "\t": "\\t", "\b": "\\b", "\f": "\\f"}
-
-
-def spec_string(value: str) -> str:
-    """`value` as a spec string literal (`grammar/specc.lark`'s STRING, read back by the parser's
-    escapes): double-quoted, `\\` and `"` escaped, and every character that is not printable (control
-    characters, an escape sequence, line and paragraph separators, lone surrogates) written as an
-    escape, so that the literal stays on one line of the file and on a terminal whatever `value` holds."""
-    out = []
-    for c in value:
-        if c in _SHORT_ESCAPES:
-            out.append(_SHORT_ESCAPES[c])
-        elif c.isprintable() and not 0xD800 <= ord(c) <= 0xDFFF:
-            out.append(c)
-        else:
-            code = ord(c)
-            out.append(f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}" if code < 0x10000 else f"\\U{code:08x}")
-    return '"' + "".join(out) + '"'
-
-
 _PRECEDENCE = {"+": 1, "-": 1, "*": 2, "/": 2, "//": 2, "%": 2}
 
 
@@ -102,11 +83,8 @@ def format_expr(e: n.Node) -> str:
         return e.id
     if isinstance(e, n.Call):
         return f"{e.func}({', '.join(_format_args(e))})" if e.args or e.kwargs else f"{e.func}()"
-    if isinstance(e, n.Tuple):
-        items = [format_expr(i) for i in e.items]
-        return f"({items[0]},)" if len(items) == 1 else f"({', '.join(items)})"
-    if isinstance(e, n.List):
-        return f"[{', '.join(format_expr(i) for i in e.items)}]"
+    if isinstance(e, (n.Tuple, n.List)):
+        return spec_sequence([format_expr(i) for i in e.items], isinstance(e, n.Tuple))
     if isinstance(e, n.BinOp):
         prec = _PRECEDENCE[e.op]
         return f"{_operand(e.left, prec, False)} {e.op} {_operand(e.right, prec, True)}"
@@ -163,15 +141,10 @@ def _format_step(step: n.Node) -> str:
     return format_expr(step)
 
 
-def _format_shape(shape: list[int | str | None]) -> str:
-    dims = ["none" if d is None else str(d) for d in shape]
-    return f"({dims[0]},)" if len(dims) == 1 else f"({', '.join(dims)})"
-
-
 def format_simple(stmt: n.Node) -> str:
     """A statement or setting without a body, on one line."""
     if isinstance(stmt, n.Input):
-        return f"input {stmt.name}: {_format_shape(stmt.shape)}" + (f" {stmt.dtype}" if stmt.dtype else "")
+        return f"input {stmt.name}: {render_shape(stmt.shape)}" + (f" {stmt.dtype}" if stmt.dtype else "")
     if isinstance(stmt, n.Output):
         return f"output {', '.join(stmt.names)}"
     if isinstance(stmt, n.Setting):

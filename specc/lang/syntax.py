@@ -598,8 +598,8 @@ def decode_spec(data: bytes, file: str = "<string>") -> str:
 
 
 def parse_file(path: str | Path) -> n.Spec:
-    path = Path(path)
-    return parse_text(decode_spec(path.read_bytes(), str(path)), str(path))
+    """The AST of a spec file, read as every spec file is (`read_spec`: a regular file, bounded, UTF-8)."""
+    return parse_text(read_spec(path), str(path))
 
 
 def read_spec(path: str | Path) -> str:

@@ -16,10 +16,12 @@ from __future__ import annotations
 
 import math
 import os
-import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from specc.compile.losses import SPARSE, loss_class, loss_kind, output_losses
+from specc.core.units import format_bytes, parse_bytes  # noqa: F401 (parse_bytes re-exported)
+from specc.tools.lint import lint_cost
 from specc.train.lowering import (EXECUTION_FLOPS, MAX_STEPS_PER_EXECUTION, MIN_EXECUTIONS_PER_EPOCH,  # noqa: F401
                     choose_steps_per_execution, flops_of, step_flops)  # (re-exported)
 
@@ -30,8 +32,6 @@ from specc.train.lowering import (EXECUTION_FLOPS, MAX_STEPS_PER_EXECUTION, MIN_
 MEMORY_MARGIN = 0.9
 #: `SPECC_DEVICE_MEMORY=64MiB` replaces the device's memory (tests, or planning for another machine).
 MEMORY_ENV = "SPECC_DEVICE_MEMORY"
-_UNITS = {"": 1, "b": 1, "k": 10**3, "kb": 10**3, "kib": 2**10, "m": 10**6, "mb": 10**6, "mib": 2**20,
-          "g": 10**9, "gb": 10**9, "gib": 2**30, "t": 10**12, "tb": 10**12, "tib": 2**40}
 #: Compilations `fit_batch` may spend verifying its answer before settling on the last batch that fit.
 MAX_VERIFY = 5
 
@@ -50,28 +50,14 @@ class CostReport:
     fits: bool | None  # None: no training step to measure
     largest_batch: int | None = None  # global batch that fits, when the spec's does not (verified by compiling)
     notes: list[str] = field(default_factory=list)
-    diagnostics: list[Any] = field(default_factory=list)  # `W201` when the batch does not fit
+    diagnostics: list[Any] = field(default_factory=list)  # lint's cost rules: `W201` when the batch does not fit
+    margin: float = MEMORY_MARGIN  # the share of the device's memory a step may take and still fit
 
     def as_json(self) -> dict[str, Any]:
         return {"flops_per_example": self.flops_per_example, "flops_per_step": self.flops_per_step,
                 "peak_bytes_per_device": self.peak_bytes_per_device, "device_memory_bytes": self.device_memory_bytes,
                 "batch_size": self.batch_size, "devices": self.devices, "fits": self.fits,
                 "largest_batch": self.largest_batch, "notes": list(self.notes)}
-
-
-def parse_bytes(text: str) -> int:
-    """`64MiB`, `1.5 GB`, `2e9`: a size in bytes (binary units with `i`, decimal without)."""
-    found = re.fullmatch(r"\s*([0-9]*\.?[0-9]+(?:e[0-9]+)?)\s*([a-z]*)\s*", text.lower())
-    if not found or found.group(2) not in _UNITS:
-        raise ValueError(f"{text!r} is not a size such as `64MiB`, `16GB` or `1000000`")
-    return int(float(found.group(1)) * _UNITS[found.group(2)])
-
-
-def format_bytes(n: float) -> str:
-    for unit, size in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
-        if n >= size:
-            return f"{n / size:,.1f} {unit}"
-    return f"{int(n):,} B"
 
 
 def format_flops(n: float) -> str:
@@ -109,14 +95,6 @@ def peak_bytes(compiled) -> int:
     place). `generated_code_size_in_bytes` is left out: the program's code is loaded once, not per batch."""
     m = compiled.memory_analysis()
     return int(m.argument_size_in_bytes + m.output_size_in_bytes - m.alias_size_in_bytes + m.temp_size_in_bytes)
-
-
-def _loss_classes(plan, outputs: int) -> list[str | None]:
-    from specc.compile.catalog import catalog
-    from specc.core.plan import Obj
-
-    losses = plan.train.loss if isinstance(plan.train.loss, list) else [plan.train.loss] * outputs
-    return [loss.cls if isinstance(loss, Obj) else catalog("loss").class_name(str(loss)) for loss in losses]
 
 
 @dataclass
@@ -186,8 +164,8 @@ def prepare_step(plan) -> tuple[_Step, list[str]]:
                      "the figures are those of the step compiled with a fixed crop in its place")
     compile_model(plan, model)
     targets = []
-    for out, cls in zip(model.outputs, _loss_classes(plan, len(model.outputs))):
-        sparse = bool(cls and cls.startswith("Sparse"))
+    for out, loss in zip(model.outputs, output_losses(plan.train.loss, len(model.outputs))):
+        sparse = loss_kind(loss_class(loss)).labels == SPARSE  # integer classes: no class axis
         targets.append((tuple(out.shape[1:-1] if sparse else out.shape[1:]), "int32" if sparse else out.dtype))
     step = _Step(model, targets)
     with shapes_only():
@@ -280,36 +258,8 @@ def estimate_cost(plan) -> CostReport:
     if not report.fits:
         largest = fit_batch(step, {local: peak}, int(MEMORY_MARGIN * memory))
         report.largest_batch = largest * devices if largest else None
-        from specc.tools.lint import ignores, is_ignored  # `# specc: ignore[W201]` on the line, as for every lint code
-
-        diag = check_memory(plan, report)
-        if not is_ignored(diag, ignores(plan.source)):
-            report.diagnostics.append(diag)
+    report.diagnostics = lint_cost(plan, report)  # W201 from these figures, silenced as every lint code is
     return report
-
-
-def check_memory(plan, report: CostReport):
-    """The `W201` warning: the batch does not fit, with the largest that does and gradient accumulation."""
-    need, have = format_bytes(report.peak_bytes_per_device), format_bytes(report.device_memory_bytes)
-    where = f"per device ({report.devices} devices)" if report.devices > 1 else "on the device"
-    message = (f"batch_size {report.batch_size} needs {need} {where} for a training step, more than "
-               f"{MEMORY_MARGIN:.0%} of its {have} ({report.memory_source})")
-    notes = [f"peak of XLA's compiled training step (arguments + outputs - donated + temporaries); "
-             f"{100 - MEMORY_MARGIN * 100:.0f}% is kept free for what the step's analysis does not count"]
-    if report.largest_batch is None:
-        hint = ("even a batch of 1 does not fit: use a smaller model, a device with more memory, "
-                "or split the weights with `device { parallel: model ... }`")
-    else:
-        # The fewest accumulation steps that split the batch evenly into batches that fit (1 always does).
-        k = next(k for k in range(math.ceil(report.batch_size / report.largest_batch), report.batch_size + 1)
-                 if report.batch_size % k == 0)
-        hint = (f"use `batch_size: {report.largest_batch}` (the largest that fits, checked by compiling it), or keep "
-                f"the effective batch with gradient accumulation: `batch_size: {report.batch_size // k}` and "
-                f"`gradient_accumulation_steps={k}` in the optimizer, e.g. `optimizer: adam(..., "
-                f"gradient_accumulation_steps={k})`")
-    diag = plan.diag(message, plan.train.span("batch_size"), hint, notes)
-    diag.severity, diag.code = "warning", "W201"
-    return diag
 
 
 def format_cost(report: CostReport) -> str:

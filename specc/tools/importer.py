@@ -24,11 +24,9 @@ from specc.compile.build import SEPARATE_INPUTS  # attention layers called as (q
 from specc.compile.build import shapes_only as no_weights
 from specc.compile.catalog import DENIED_LAYERS, METRIC_STRINGS, call_options_of, catalog, kind_of_argument, signature_of, snake_case
 from specc.core.errors import DataError, Diagnostic, UsageError, printable
-from specc.lang.fmt import spec_string
+from specc.lang.render import is_name, render_shape, render_value
 from specc.runtime.keras_env import import_keras
 
-_RESERVED = {"model", "block", "input", "output", "repeat", "parallel", "branch",
-             "true", "false", "none", "True", "False", "None"}
 _CODE = {c for c in DENIED_LAYERS if c not in ("Layer", "Wrapper", "InputLayer", "Input", "InputSpec")}
 
 
@@ -84,10 +82,6 @@ def _automatic(value: Any, cls: type, kind: str, default: Any) -> bool:
     return base in known
 
 
-def _identifier(name: str) -> bool:
-    return bool(re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name)) and name not in _RESERVED
-
-
 class _Namer:
     """Tensor names: a layer's own name where the language allows it, else a variant that no layer has."""
 
@@ -105,7 +99,7 @@ class _Namer:
         raise AssertionError("no free name")  # pragma: no cover
 
     def fits(self, name: str, own: str) -> bool:
-        return (_identifier(name) and not catalog("layer").class_name(name) and not catalog("activation").knows(name)
+        return (is_name(name) and not catalog("layer").class_name(name) and not catalog("activation").knows(name)
                 and name not in self.given and (name == own or name not in self.layers))
 
 
@@ -136,44 +130,47 @@ def _number(v: float) -> str:
 
 
 def _value(v: Any, kind: str | None = None) -> str:
-    """A config value in spec syntax; `kind` is the catalogue objects of this argument come from."""
+    """A config value in spec syntax (`specc.lang.render`); `kind` is the catalogue objects of this argument come
+    from."""
+    return render_value(v, functools.partial(_config_value, kind=kind))
+
+
+def _config_value(v: Any, kind: str | None) -> str | None:
+    """What only a Keras config holds, in spec syntax (objects, NumPy values, float32 numbers), or a name checked
+    against `kind`'s catalogue; None: `render_value` writes `v` as it is."""
     keras = import_keras()
     if hasattr(v, "tolist") and hasattr(v, "dtype"):  # NumPy scalars and arrays
-        v = v.tolist()
+        return _value(v.tolist(), kind)
     if isinstance(v, dict) and v.get("class_name") == "function" and isinstance(v.get("config"), str):
-        v = v["config"]  # a serialized function (an activation, a loss): its registered name
+        return _value(v["config"], kind)  # a serialized function (an activation, a loss): its registered name
     if isinstance(v, dict) and "class_name" in v:
-        if v["class_name"].endswith("DTypePolicy"):
-            return _value(v["config"]["name"])
-        if kind is None:
-            raise _Fail(f"it holds a `{_q(v['class_name'])}` object, which the language cannot write")
-        try:
-            obj = keras.saving.deserialize_keras_object(v, safe_mode=True)
-        except Exception as err:  # noqa: BLE001 - an unknown or unsafe object: say so
-            raise _Fail(f"its `{_q(v['class_name'])}` object cannot be read ({_q(_first_line(err))[:200]})") from None
-        return _call(obj, kind)
+        return _object(v, kind)
     if kind == "layer" and isinstance(v, keras.layers.Layer):
         return _call(v, kind)
-    if isinstance(v, bool):
-        return "true" if v else "false"
-    if v is None:
-        return "none"
-    if isinstance(v, int):
-        return str(v)
     if isinstance(v, float):
         return _number(v)
     if isinstance(v, str):
-        if kind and kind != "activation" and v and not _identifier(v):
+        if kind and kind != "activation" and v and not is_name(v):
             raise _Fail(f"`{_q(v)}` is not a name the language can write")
         if kind == "activation" and not catalog("activation").knows(v):
             raise _Fail(f"activation `{_q(v)}` is not a Keras activation")
-        return v if _identifier(v) else spec_string(v)
-    if isinstance(v, tuple):
-        items = [_value(i, kind) for i in v]
-        return f"({items[0]},)" if len(items) == 1 else f"({', '.join(items)})"
-    if isinstance(v, list):
-        return f"[{', '.join(_value(i, kind) for i in v)}]"
+        return None
+    if v is None or isinstance(v, (bool, int, tuple, list)):
+        return None
     raise _Fail(f"its value {_q(repr(v))[:200]} ({type(v).__name__}) cannot be written in a spec")
+
+
+def _object(config: dict, kind: str | None) -> str:
+    """A serialized Keras object (`{"class_name": ..., "config": ...}`) as the call that makes it."""
+    if config["class_name"].endswith("DTypePolicy"):
+        return _value(config["config"]["name"])
+    if kind is None:
+        raise _Fail(f"it holds a `{_q(config['class_name'])}` object, which the language cannot write")
+    try:
+        obj = import_keras().saving.deserialize_keras_object(config, safe_mode=True)
+    except Exception as err:  # noqa: BLE001 - an unknown or unsafe object: say so
+        raise _Fail(f"its `{_q(config['class_name'])}` object cannot be read ({_q(_first_line(err))[:200]})") from None
+    return _call(obj, kind)
 
 
 def _norm(v: Any) -> Any:
@@ -197,7 +194,19 @@ def _call(obj: Any, kind: str) -> str:
         raise _Fail(f"`{what}` is not in the {kind} catalogue a spec uses (Keras's own, and specc's)")
     config = obj.get_config()
     sig = signature_of(cls)
-    required = {k: config[k] for k in sig.required if k in config}
+    default, drawn = _defaults(obj, kind, {k: config[k] for k in sig.required if k in config})
+    args = _arguments(cls, kind, config, sig, default, drawn)
+    for k in config:
+        if k not in sig.names and k in default and _norm(config[k]) != _norm(default[k]):
+            raise _Fail(f"its setting `{_q(k)}`={_q(repr(config[k]))[:200]} is not a constructor argument, so a spec "
+                        "cannot give it")
+    return f"{spec}({', '.join(args)})" if args else spec
+
+
+def _defaults(obj: Any, kind: str, required: dict) -> tuple[dict, set]:
+    """The config of a default instance of `obj`'s class (made from its `required` arguments), and the arguments
+    whose defaults Keras draws at random; ({}, set()) when there is no default instance."""
+    cls = type(obj)
     try:
         fresh = cls.from_config(required)
         # Keras draws some defaults at random (the seed of `random_crop`): such a value is not a choice.
@@ -207,9 +216,13 @@ def _call(obj: Any, kind: str) -> str:
             # A built layer normalizes some arguments (axis=-1 -> [-1]): compare like with like.
             with contextlib.suppress(Exception), no_weights():
                 fresh.build_from_config(obj.get_build_config())
-        default = fresh.get_config()
+        return fresh.get_config(), drawn
     except Exception:  # noqa: BLE001 - no default instance: write every argument
-        default, drawn = {}, set()
+        return {}, set()
+
+
+def _arguments(cls: type, kind: str, config: dict, sig, default: dict, drawn: set) -> list[str]:
+    """The written arguments: those that differ from the defaults, required ones by position while they can be."""
     args, positional = [], True
     for k in sig.names:
         if k not in config:
@@ -232,14 +245,59 @@ def _call(obj: Any, kind: str) -> str:
         else:
             positional = False
             args.append(f"{k}={text}")
-    for k in config:
-        if k not in sig.names and k in default and _norm(config[k]) != _norm(default[k]):
-            raise _Fail(f"its setting `{_q(k)}`={_q(repr(config[k]))[:200]} is not a constructor argument, so a spec "
-                        "cannot give it")
-    return f"{spec}({', '.join(args)})" if args else spec
+    return args
 
 
 # -- the graph -----------------------------------------------------------------------------------
+
+_ATTENTION_INPUTS = ("query", "value", "key")  # the tensors an attention layer is called with, in order
+
+
+def _first_inputs(keras, name: str, first: Any) -> list:
+    """The tensors of a call's first argument: one tensor, or a list of several (a merge)."""
+    if isinstance(first, keras.KerasTensor):
+        return [first]
+    if isinstance(first, (list, tuple)) and len(first) > 1 and all(isinstance(x, keras.KerasTensor) for x in first):
+        return list(first)
+    raise _Fail(f"its input `{name}` is not a tensor or a list of several tensors")
+
+
+def _is_mask(k: str) -> bool:
+    """A call argument that carries a mask (`attention_mask` is an input of its own)."""
+    return k == "mask" or k.endswith("_mask") and k != "attention_mask"
+
+
+def _call_arguments(layer, kn) -> tuple[inspect.Signature, list[tuple[str, Any]]]:
+    """The signature of `layer.call` and the arguments of its call at node `kn`, `*args` and `**kwargs` spread out."""
+    sig = inspect.signature(layer.call)
+    try:
+        bound = sig.bind(*kn.arguments.args, **kn.arguments.kwargs).arguments
+    except TypeError as err:
+        raise _Fail(f"its call cannot be read ({_q(_first_line(err))[:200]})") from None
+    items: list[tuple[str, Any]] = []
+    for k, v in bound.items():
+        kind = sig.parameters[k].kind
+        items += (list(v.items()) if kind == inspect.Parameter.VAR_KEYWORD else
+                  [(f"{k}[{i}]", x) for i, x in enumerate(v)] if kind == inspect.Parameter.VAR_POSITIONAL
+                  else [(k, v)])
+    return sig, items
+
+
+def _call_option(cls: type, sig: inspect.Signature, k: str, v: Any) -> bool:
+    """Whether the call's argument `k=v` (not a tensor) is a call option the statement writes; False for a value
+    that need not be written; a `_Fail` for one a spec cannot pass."""
+    param = sig.parameters.get(k)
+    default = param.default if param is not None else inspect.Parameter.empty
+    if v is default or isinstance(v, (bool, int, float, str)) and type(v) is type(default) and v == default:
+        return False
+    if k == "training":  # Keras records the mode it was built in; True would force training mode
+        if v:
+            raise _Fail("it is called with `training=True`, which a spec cannot pass")
+        return False
+    if k in call_options_of(cls) and k not in signature_of(cls).names:
+        return True
+    raise _Fail(f"it is called with `{_q(k)}={_q(repr(v))[:200]}`, which a spec cannot pass")
+
 
 def _fail(where: str, message: str) -> NotExpressible:
     return NotExpressible(Diagnostic(message, file=where))
@@ -365,53 +423,22 @@ class _Graph:
             raise _Fail(why and f"a spec cannot use `{_q(cls.__name__)}`: {why}" or
                         f"its class `{_q(cls.__module__)}.{_q(cls.__name__)}` is not a Keras layer or one of specc's "
                         "(a custom class: its code cannot be written in a spec)")
-        sig = inspect.signature(layer.call)
-        try:
-            bound = sig.bind(*kn.arguments.args, **kn.arguments.kwargs).arguments
-        except TypeError as err:
-            raise _Fail(f"its call cannot be read ({_q(_first_line(err))[:200]})") from None
-        items: list[tuple[str, Any]] = []
-        for k, v in bound.items():
-            kind = sig.parameters[k].kind
-            items += (list(v.items()) if kind == inspect.Parameter.VAR_KEYWORD else
-                      [(f"{k}[{i}]", x) for i, x in enumerate(v)] if kind == inspect.Parameter.VAR_POSITIONAL
-                      else [(k, v)])
-
-        def tensors(v):
-            flat = keras.tree.flatten(v)
-            return [x for x in flat if isinstance(x, keras.KerasTensor)]
-
-        first_name, first = items[0]
-        if isinstance(first, keras.KerasTensor):
-            inputs = [first]
-        elif isinstance(first, (list, tuple)) and len(first) > 1 and all(isinstance(x, keras.KerasTensor) for x in first):
-            inputs = list(first)
-        else:
-            raise _Fail(f"its input `{first_name}` is not a tensor or a list of several tensors")
+        sig, items = _call_arguments(layer, kn)
+        first = items[0][1]
+        inputs = _first_inputs(keras, *items[0])
         masked = any(getattr(t, "_keras_mask", None) is not None for t in inputs)
         options: dict[str, Any] = {}
         separate = cls.__name__ in SEPARATE_INPUTS and isinstance(first, keras.KerasTensor)
         for k, v in items[1:]:
-            if tensors(v):
-                if separate and isinstance(v, keras.KerasTensor) and ("query", "value", "key")[len(inputs):][:1] == (k,):
-                    inputs.append(v)  # attention's value and key, in order: `[q, v] -> multi_head_attention`
-                    continue
-                if (k == "mask" or k.endswith("_mask") and k != "attention_mask") and masked:
-                    continue  # the mask Keras passes along from `mask_zero=true`: the spec makes it the same way
+            if not [x for x in keras.tree.flatten(v) if isinstance(x, keras.KerasTensor)]:
+                if _call_option(cls, sig, k, v):
+                    options[k] = v
+            elif separate and isinstance(v, keras.KerasTensor) and _ATTENTION_INPUTS[len(inputs):][:1] == (k,):
+                inputs.append(v)  # attention's value and key, in order: `[q, v] -> multi_head_attention`
+            elif not (masked and _is_mask(k)):
+                # (a mask Keras passes along from `mask_zero=true` is left out: the spec makes it the same way)
                 raise _Fail(f"it is called with a tensor for `{k}` (an explicit mask or extra input), which a "
                             "spec cannot pass")
-            param = sig.parameters.get(k)
-            default = param.default if param is not None else inspect.Parameter.empty
-            if v is default or isinstance(v, (bool, int, float, str)) and type(v) is type(default) and v == default:
-                continue
-            if k == "training":  # Keras records the mode it was built in; True would force training mode
-                if v:
-                    raise _Fail("it is called with `training=True`, which a spec cannot pass")
-                continue
-            if k in call_options_of(cls) and k not in signature_of(cls).names:
-                options[k] = v
-                continue
-            raise _Fail(f"it is called with `{_q(k)}={_q(repr(v))[:200]}`, which a spec cannot pass")
         if separate and len(inputs) == 2 and inputs[0] is inputs[1]:
             inputs = inputs[:1]  # self-attention: one tensor flowing in attends to itself
         missing = [t for t in inputs if id(t) not in env]
@@ -474,17 +501,9 @@ class _Graph:
         lines = []
         for inp in self.inputs:
             names[id(inp)] = name = namer(inp.name)
-            shape = ", ".join("none" if d is None else str(d) for d in inp.shape)
-            shape = f"({shape},)" if len(inp.shape) == 1 else f"({shape})"
-            lines.append(f"input {name}: {shape}" + ("" if inp.dtype == "float32" else f" {inp.dtype}"))
+            lines.append(f"input {name}: {render_shape(inp.shape)}" + ("" if inp.dtype == "float32" else f" {inp.dtype}"))
         single = len(self.outputs) == 1 and bool(order) and self.outputs[0] is order[-1]
-        for k, node in enumerate(order):
-            nxt = order[k + 1] if k + 1 < len(order) else None
-            chosen = not _automatic(node.name, type(node.layer), "layer", None) and namer.fits(
-                node.name, node.name)  # `rating = dense(1)` rather than `dense(1, name=rating)`
-            if chosen or any(c is not nxt or len(c.sources) > 1 for c in self.consumers(node)) or (
-                    node in self.outputs and not single):
-                names[id(node)] = namer(node.name)
+        self.name_tensors(order, namer, single, names)
         for k, node in enumerate(order):
             # The first layer names its input when there are several: `user -> embedding(...)`.
             previous = order[k - 1] if k else (self.inputs[0] if len(self.inputs) == 1 else None)
@@ -500,6 +519,17 @@ class _Graph:
         if not single:
             lines.append("output " + ", ".join(names[id(o)] for o in self.outputs))
         return lines
+
+    def name_tensors(self, order: list[_Node], namer: _Namer, single: bool, names: dict[int, str]) -> None:
+        """Name the layers' tensors that the statements refer to: one a person named, one used other than by the
+        next statement, or one of several outputs."""
+        for k, node in enumerate(order):
+            nxt = order[k + 1] if k + 1 < len(order) else None
+            chosen = not _automatic(node.name, type(node.layer), "layer", None) and namer.fits(
+                node.name, node.name)  # `rating = dense(1)` rather than `dense(1, name=rating)`
+            if chosen or any(c is not nxt or len(c.sources) > 1 for c in self.consumers(node)) or (
+                    node in self.outputs and not single):
+                names[id(node)] = namer(node.name)
 
     @staticmethod
     def statement(node: _Node, tensor: str | None) -> str:
@@ -569,7 +599,7 @@ def import_model(model, name: str | None = None, where: str | None = None) -> st
     graph = _Graph(model, where)
     body = graph.lines()
     model_name = re.sub(r"\W", "_", name or model.name, flags=re.ASCII)
-    model_name = model_name if _identifier(model_name) else f"m_{model_name}"
+    model_name = model_name if is_name(model_name) else f"m_{model_name}"
     # Comments of the spec: one line each, whatever the file's name holds (notes quote names already escaped).
     head = [f"# Imported from {_q(where)} by `specc import`."] + [f"# {_q(note)}." for note in graph.notes]
     text = head + [f"model {model_name} {{"] + [f"  {line}" for line in body] + ["}"]

@@ -28,15 +28,12 @@ from typing import Any
 
 import numpy as np
 
+from specc.compile.losses import BINARY, loss_class, loss_kind
 from specc.core.artifacts import write_atomic
 from specc.core.files import read_classes
 from specc.core.errors import DataError, Diagnostic, UsageError, printable
 from specc.core.plan import Plan
 from specc.data.sources import SOURCES, ReadOptions, Source, image_files, source_for
-#: Losses whose targets are class labels, by Keras class name.
-CLASS_LOSSES = {"SparseCategoricalCrossentropy": "classes", "CategoricalCrossentropy": "classes",
-                "CategoricalFocalCrossentropy": "classes", "BinaryCrossentropy": "binary",
-                "BinaryFocalCrossentropy": "binary"}
 
 
 # --- the run directory --------------------------------------------------------------------
@@ -545,12 +542,8 @@ def _check_shapes(run: Run, x, name: str):
 
 def output_kind(run: Run, y: np.ndarray) -> str:
     """`classes`, `binary` or `values`, from the spec's loss and the output's width."""
-    from specc.compile.catalog import catalog
-    from specc.core.plan import Obj
-
-    loss = run.plan.train.loss if run.plan.train else None
-    cls = loss.cls if isinstance(loss, Obj) else (catalog("loss").class_name(str(loss)) if isinstance(loss, str) else None)
-    kind = CLASS_LOSSES.get(cls or "", "values")
+    loss = loss_kind(loss_class(run.plan.train.loss if run.plan.train else None))
+    kind = "classes" if loss.classifier else "binary" if loss.labels == BINARY else "values"
     if kind == "classes" and y.shape[-1] < 2:
         return "values"
     if kind == "binary" and y.shape[-1] != 1:

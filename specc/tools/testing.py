@@ -37,7 +37,9 @@ from specc.core import nodes as n
 from specc.core.errors import Diagnostic, SpecError
 from specc.compile.expect import (ALLOWED, BOUNDS, CHANCE_TOLERANCE, MAX_OVERFIT_STEPS, TRAINED, Bound, ExpectPlan,  # noqa: F401
                      LossTarget, check_expect)  # (the compile-stage half, re-exported)
+from specc.compile.losses import BINARY, CATEGORICAL, REGRESSION, SPARSE, loss_class, loss_kind, output_losses
 from specc.core.plan import Plan
+from specc.lang.render import render_shape
 
 OVERFIT_FRACTION = 0.05  # `overfit`: the loss must fall below 5% of its initial value
 MAX_BATCH = 32  # one batch: the spec's batch size, at most this many examples
@@ -117,7 +119,7 @@ def _run_static(plan: Plan, expect: ExpectPlan) -> dict[str, ContractResult]:
     if expect.output_shape is not None:
         have = [tuple(t.shape[1:]) for t in built.model.outputs]
         want, span = expect.output_shape, expect.span("output_shape")
-        shown = ", ".join(_shape(s) for s in have)
+        shown = ", ".join(render_shape(s) for s in have)
         if have == [tuple(s) for s in want]:
             out["output_shape"] = ContractResult("output_shape", True, shown, span)
         elif len(have) != len(want):
@@ -130,14 +132,10 @@ def _run_static(plan: Plan, expect: ExpectPlan) -> dict[str, ContractResult]:
             node = next((node for node in plan.layers if node.name == plan.outputs[k]), None)
             line = f" (line {node.origin.span.line})" if node is not None and node.origin.span else ""
             out["output_shape"] = ContractResult(
-                "output_shape", False, f"output `{plan.outputs[k]}`{line} has shape {_shape(have[k])} per example, "
-                f"expected {_shape(want[k])}", span,
+                "output_shape", False, f"output `{plan.outputs[k]}`{line} has shape {render_shape(have[k])} per example, "
+                f"expected {render_shape(want[k])}", span,
                 "the last layer sets the output: e.g. `dense(10)` for 10 classes; `specc summary` shows every shape")
     return out
-
-
-def _shape(shape) -> str:
-    return "(" + ", ".join("none" if d is None else str(d) for d in shape) + ("," if len(shape) == 1 else "") + ")"
 
 
 @dataclass
@@ -220,18 +218,13 @@ def make_labels(kind: str, shape: tuple, rng) -> Any:
     import numpy as np
 
     units = shape[-1]
-    if kind == "sparse":
+    if kind == SPARSE:
         return rng.integers(0, units, size=shape[:-1]).astype("int32")
-    if kind == "categorical":
+    if kind == CATEGORICAL:
         return np.eye(units, dtype="float32")[rng.integers(0, units, size=shape[:-1])]
-    if kind == "binary":
+    if kind == BINARY:
         return rng.integers(0, 2, size=shape).astype("float32")
     return rng.standard_normal(shape).astype("float32")
-
-
-_KINDS = {"SparseCategoricalCrossentropy": "sparse", "CategoricalCrossentropy": "categorical",
-          "CategoricalFocalCrossentropy": "categorical", "BinaryCrossentropy": "binary",
-          "BinaryFocalCrossentropy": "binary"}
 
 
 def _losses(plan: Plan, count: int) -> tuple[list, list[str]]:
@@ -241,11 +234,9 @@ def _losses(plan: Plan, count: int) -> tuple[list, list[str]]:
     from specc.runtime.keras_env import import_keras
     from specc.core.plan import Obj
 
-    spec_loss = plan.train.loss  # type: ignore[union-attr]
-    given = spec_loss if isinstance(spec_loss, list) else [spec_loss] * count
     losses, kinds = [], []
-    for loss in given:
-        cls = loss.cls if isinstance(loss, Obj) else catalog("loss").class_name(str(loss))
+    for loss in output_losses(plan.train.loss, count):  # type: ignore[union-attr]
+        cls = loss_class(loss)
         if isinstance(loss, Obj):
             obj = make_object(loss)
         elif cls:
@@ -255,7 +246,7 @@ def _losses(plan: Plan, count: int) -> tuple[list, list[str]]:
             fn = keras.losses.get(loss)
             obj = lambda y, p, fn=fn: keras.ops.mean(fn(y, p))  # noqa: E731
         losses.append(obj)
-        kinds.append(_KINDS.get(cls or "", "regression"))
+        kinds.append(loss_kind(cls).labels)
     return losses, kinds
 
 
@@ -282,16 +273,16 @@ def _initial_loss(plan: Plan, expect: ExpectPlan, setup: _Setup, start: float) -
     target, span = expect.initial_loss, expect.span("initial_loss")
     assert target is not None
     if target.value is None:  # chance
-        if any(kind == "regression" for kind in setup.kinds):
+        if any(kind == REGRESSION for kind in setup.kinds):
             raise SpecError(plan.diag(
                 "expect `initial_loss: chance` is for classifiers (a cross-entropy loss), but the loss is "
                 f"`{_loss_name(plan)}`", span,
                 "write the loss expected at initialisation: `initial_loss: near(1.0, 0.2)`"))
         parts, want = [], 0.0
         for kind, tensor, out in zip(setup.kinds, setup.model.outputs, plan.outputs):
-            classes = 2 if kind == "binary" else tensor.shape[-1]
+            classes = 2 if kind == BINARY else tensor.shape[-1]
             want += math.log(classes)
-            parts.append(f"{classes} classes, the units of output `{out}`" if kind != "binary"
+            parts.append(f"{classes} classes, the units of output `{out}`" if kind != BINARY
                          else f"2 classes per unit of output `{out}`")
         value = f"ln({classes}) = {want:.3f}" if len(parts) == 1 else f"{want:.3f}"
         tolerance = CHANCE_TOLERANCE * want

@@ -11,11 +11,9 @@ import math
 
 import numpy as np
 
-from specc.compile.catalog import catalog
+from specc.compile.losses import SPARSE, loss_class, loss_kind
 from specc.core.errors import DataError, Diagnostic
-from specc.core.plan import Obj, Plan
-
-LABEL_LOSSES = ("SparseCategoricalCrossentropy", "BinaryCrossentropy", "BinaryFocalCrossentropy")
+from specc.core.plan import Plan
 
 
 def check_labels(plan: Plan, model, data, file: str | None = None) -> None:
@@ -27,8 +25,9 @@ def check_labels(plan: Plan, model, data, file: str | None = None) -> None:
     loss = plan.train.loss if plan.train else None
     if loss is None or isinstance(loss, list) or isinstance(data.y_train, dict) or len(model.outputs) != 1:
         return
-    cls = loss.cls if isinstance(loss, Obj) else catalog("loss").class_name(str(loss))
-    if cls not in LABEL_LOSSES:
+    cls = loss_class(loss)
+    kind = loss_kind(cls)
+    if not kind.class_labels:
         return
     classes = model.outputs[0].shape[-1]
 
@@ -44,7 +43,7 @@ def check_labels(plan: Plan, model, data, file: str | None = None) -> None:
         lo, hi = float(np.min(y)), float(np.max(y))
         if math.isnan(lo) or math.isnan(hi):
             raise wrong(f"{split} labels from {source} include NaN", "remove those examples or fill in their labels")
-        if cls != "SparseCategoricalCrossentropy":
+        if kind.labels != SPARSE:
             if lo < 0 or hi > 1:
                 raise wrong(f"{split} labels from {source} run from {lo:g} to {hi:g}, but {cls} needs labels in 0..1",
                             "use 0 and 1 for the two classes, or `sparse_categorical_crossentropy` for more classes")
