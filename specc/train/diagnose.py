@@ -141,14 +141,27 @@ def _at(plan: Plan, span: Span | None) -> str:
 
 def trace_nonfinite(plan: Plan, model, start: EpochStart, x, y, w, upto: int) -> Verdict | None:
     """The cause of the first non-finite loss in `start`'s epoch (at or before step `upto`), found on real values;
-    None when it cannot be replayed (no state kept) or does not recur."""
+    None when it cannot be replayed (no state kept) or does not recur. Looked for in order: weights the previous
+    update made non-finite, the first layer whose finite inputs give non-finite outputs, then the loss."""
     if start.state is None:
         return None
     batches = epoch_batches(plan, x, y, w, start.rng)
     k, state, before, losses = replay_epoch(model, start, batches, upto)
     if k is None:
         return _diverged(plan, losses) if losses and max(losses) > 1e30 else None
-    # Weights that are already non-finite: the previous update made them so.
+    found = _bad_weights(plan, model, state, k, before)
+    if found is not None:
+        return found
+    _set_weights(model, state)
+    bx, by, bw = batches[k]
+    names = [i.name for i in plan.inputs] + [node.name for node in plan.layers]
+    probe = keras.Model(model.input, {name: model.get_layer(name).output for name in names})
+    values = {name: keras.ops.convert_to_numpy(v) for name, v in probe(bx, training=True).items()}
+    return _bad_layer(plan, values, k) or _bad_loss(plan, model, start, state, values, (bx, by, bw), k)
+
+
+def _bad_weights(plan: Plan, model, state, k: int, before) -> Verdict | None:
+    """Weights that are already non-finite at step `k`: the previous update made them so."""
     for node in plan.layers:
         layer = model.get_layer(node.name)
         ids = {id(v) for v in layer.weights}
@@ -157,11 +170,11 @@ def trace_nonfinite(plan: Plan, model, start: EpochStart, x, y, w, upto: int) ->
         kind = next((b for b in map(_bad, values) if b), None)
         if kind:
             return _weights_verdict(plan, model, node, kind, k, before)
-    _set_weights(model, state)
-    bx, by, bw = batches[k]
-    names = [i.name for i in plan.inputs] + [node.name for node in plan.layers]
-    probe = keras.Model(model.input, {name: model.get_layer(name).output for name in names})
-    values = {name: keras.ops.convert_to_numpy(v) for name, v in probe(bx, training=True).items()}
+    return None
+
+
+def _bad_layer(plan: Plan, values: dict[str, Any], k: int) -> Verdict | None:
+    """The first layer whose inputs are finite and whose outputs are not, in the step's `values` (by name)."""
     for node in plan.layers:
         kind = _bad(values[node.name])
         if kind and not any(_bad(values[i]) for i in node.inputs):
@@ -173,6 +186,12 @@ def trace_nonfinite(plan: Plan, model, start: EpochStart, x, y, w, upto: int) ->
                 node.origin.span, node.origin.notes,
                 f"lower the learning rate, or keep `{node.name}`'s values in range (smaller initial weights, "
                 "normalized inputs, `layer_normalization` or `batch_normalization` before it)", k)
+    return None
+
+
+def _bad_loss(plan: Plan, model, start: EpochStart, state, values: dict[str, Any], batch, k: int) -> Verdict | None:
+    """Every layer's outputs are finite: the loss made the non-finite value, or predictions too large to square."""
+    bx, by, bw = batch
     loss, _ = model.compute_loss_and_updates(state[0], state[1], state[3], bx, by, bw, training=True,
                                               optimizer_variables=state[2])
     kind = _bad(loss)
