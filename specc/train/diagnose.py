@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from specc.data.prepare import count_examples, take
-from specc.core.errors import DataError, Diagnostic
+from specc.core.errors import Diagnostic, OutOfMemoryError
 from specc.runtime.keras_env import import_keras
 from specc.core.nodes import Span
 from specc.core.plan import Plan
@@ -331,8 +331,8 @@ def _mib(n: float) -> str:
     return f"{int(n)} B"
 
 
-def describe_oom(plan: Plan, model, err: BaseException, batch_size: int, during: str, kept: str = "") -> DataError:
-    """A located DataError for running out of memory `during` fit or evaluate: the largest activations, and a
+def describe_oom(plan: Plan, model, err: BaseException, batch_size: int, during: str, kept: str = "") -> OutOfMemoryError:
+    """A located `OutOfMemoryError` for running out of memory `during` fit or evaluate: the largest activations, and a
     batch size scaled by what was available over what XLA wanted (halved when its message does not say)."""
     message = str(err)
     wanted, free = wanted_bytes(message), available_bytes()
@@ -349,7 +349,7 @@ def describe_oom(plan: Plan, model, err: BaseException, batch_size: int, during:
     first = (message.strip().splitlines() or [type(err).__name__])[0][:300]
     train = plan.train
     node = top[0][0] if top else None
-    return DataError(Diagnostic(
+    return OutOfMemoryError(Diagnostic(
         f"out of memory during {during} with batch {batch_size} ({why}); the largest activations per batch: {listing}"
         + (f"; {kept}" if kept else ""),
         file=plan.file, span=node.origin.span if node else None, source=plan.source,

@@ -28,7 +28,8 @@ from specc.train.rundir import (CHECKPOINT, RUN_FILES, RunDir, claim_out, claim_
                      special_run_file)
 from specc.compile.build import build_model, make_object
 from specc.data.prepare import Dataset, count_examples, load_dataset, prepare, take
-from specc.core.errors import DataError, Diagnostic, SpecError, UsageError, UserError, did_you_mean, printable
+from specc.core.errors import (DataError, DeviceError, Diagnostic, DivergedError, SpecError, UsageError, UserError,
+                               did_you_mean, printable)
 from specc.runtime.keras_env import import_keras
 from specc.compile.catalog import catalog
 from specc.core.plan import Plan
@@ -42,7 +43,7 @@ def select_device(device: str) -> str:
             found = jax.devices(device)
         except Exception as err:  # noqa: BLE001 - JAX says why the platform is unavailable
             why = (str(err).strip().splitlines() or [type(err).__name__])[0][:300]
-            raise DataError(Diagnostic(
+            raise DeviceError(Diagnostic(
                 f"device `{device}` requested, but JAX cannot use it: {why}",
                 hint="use `device: auto`, or install a JAX build for it (e.g. `pip install -U \"jax[cuda12]\"`)")) from None
         jax.config.update("jax_default_device", found[0])
@@ -343,7 +344,8 @@ def run_plan(plan: Plan, out: str | Path | None = None, epochs: int | None = Non
     The run directory is claimed (locked, and refused if it is not a run's or holds one, `specc.train.rundir`) before
     anything is loaded or trained, and held until the run ends; `claimed`: a claim already made
     (`claim_run_dir`). A full disk or another failed write, and Ctrl-C, say what was kept and how to go on.
-    Raises `SpecError`/`DataError`/`UsageError` for user mistakes."""
+    Raises `SpecError`/`DataError`/`UsageError` for user mistakes, a `TrainingError` (`DeviceError`,
+    `DivergedError`, `OutOfMemoryError`) for a run that failed."""
     if plan.train is None:
         raise SpecError(plan.diag(
             "the spec has no `train` section; `specc run` needs one", None,
@@ -490,8 +492,8 @@ def _select_devices(s: _Run) -> None:
 
     try:
         s.platform = select_device(s.plan.device)
-    except DataError as err:  # blame the `device:` line
-        raise type(err)(s.plan.diag(err.message, s.plan.device_origin.span, err.hint)) from None
+    except DeviceError as err:  # blame the `device:` line
+        raise DeviceError(s.plan.diag(err.message, s.plan.device_origin.span, err.hint)) from None
     s.distribution = configure_distribution(s.plan)
 
 
@@ -645,7 +647,7 @@ def _stop_if_diverged(s: _Run) -> None:
     write_atomic(out_dir / "run.json", json.dumps(s.info, indent=2) + "\n")
     verdict, cause = trace_failure(plan, s.model, s.start, s.data, epoch, steps if step is None else step)
     found = verdict is not None and verdict.located  # where the first non-finite value came from
-    raise DataError(plan.diag(
+    raise DivergedError(plan.diag(
         f"training stopped: the loss became {loss} in {where}{f': {cause}' if found else ''}; {_kept(out_dir)}",
         verdict.span if found else train.span("optimizer"), notes=[*(verdict.notes if found else []), *(
             [] if found else [cause])],
