@@ -237,6 +237,8 @@ def _emit_extras(classes: set[str]) -> list[str]:
 
 
 def _emit_train(plan: Plan, spec_path: str) -> list[str]:
+    from specc.train.distribute import eval_batch_size
+
     train = plan.train
     if train is None:
         raise InternalError("emit --train needs a plan with a train section")  # checked by cmd_emit
@@ -279,7 +281,7 @@ def _emit_train(plan: Plan, spec_path: str) -> list[str]:
     lines.append(f"    callbacks = [{', '.join(callbacks)}]")
     lines += _call("model.fit", ["data.x_train", "data.y_train", *fit], "    ")
     lines += _call("model.evaluate", ["data.x_test", "data.y_test", "sample_weight=data.w_test",
-                                      f"batch_size={max(train.batch_size, 256)}", "verbose=0", "return_dict=True"],
+                                      f"batch_size={eval_batch_size(train.batch_size)}", "verbose=0", "return_dict=True"],
                    "    ", "test = ")
     lines += ['    print("test: " + ", ".join(f"{k} {v:.4f}" for k, v in test.items()))', "    return test"]
     return lines

@@ -27,6 +27,7 @@ import numpy as np
 
 from specc.data.prepare import count_examples, take
 from specc.core.errors import Diagnostic, OutOfMemoryError
+from specc.core.files import size_text
 from specc.runtime.keras_env import import_keras
 from specc.core.nodes import Span
 from specc.core.plan import Plan
@@ -323,14 +324,6 @@ def activation_sizes(plan: Plan, model, batch_size: int) -> list[tuple[Any, tupl
     return sorted(rows, key=lambda r: -r[2])
 
 
-def _mib(n: float) -> str:
-    """Bytes in the largest binary unit that keeps a number of at least 1: `4.00 GiB`, `32 KiB`."""
-    for unit, size in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
-        if n >= size:
-            return f"{n / size:.2f} {unit}" if unit == "GiB" else f"{n / size:.1f} {unit}"
-    return f"{int(n)} B"
-
-
 def describe_oom(plan: Plan, model, err: BaseException, batch_size: int, during: str, kept: str = "") -> OutOfMemoryError:
     """A located `OutOfMemoryError` for running out of memory `during` fit or evaluate: the largest activations, and a
     batch size scaled by what was available over what XLA wanted (halved when its message does not say)."""
@@ -338,14 +331,14 @@ def describe_oom(plan: Plan, model, err: BaseException, batch_size: int, during:
     wanted, free = wanted_bytes(message), available_bytes()
     rows = activation_sizes(plan, model, batch_size)
     top = rows[:3]
-    listing = "; ".join(f"`{node.name}` at {_at(plan, node.origin.span)} {tuple(shape)} {_mib(size)}"
+    listing = "; ".join(f"`{node.name}` at {_at(plan, node.origin.span)} {tuple(shape)} {size_text(size, measured=True)}"
                         for node, shape, size in top)
     if wanted and free and wanted > free:
         smaller = max(1, int(batch_size * free / wanted))
-        why = f"XLA tried to allocate {_mib(wanted)} with {_mib(free)} available"
+        why = f"XLA tried to allocate {size_text(wanted, measured=True)} with {size_text(free, measured=True)} available"
     else:
         smaller = max(1, batch_size // 2)
-        why = f"XLA tried to allocate {_mib(wanted)}" if wanted else "XLA's message does not say how much it wanted"
+        why = f"XLA tried to allocate {size_text(wanted, measured=True)}" if wanted else "XLA's message does not say how much it wanted"
     first = (message.strip().splitlines() or [type(err).__name__])[0][:300]
     train = plan.train
     node = top[0][0] if top else None

@@ -25,7 +25,7 @@ import numpy as np
 from specc.core.version import __version__
 from specc.core.artifacts import remove_partial_files, write_atomic, write_atomic_with
 from specc.train.rundir import (CHECKPOINT, RUN_FILES, RunDir, claim_out, claim_resume, diverged as _diverged, read_run_info,  # noqa: F401 - RUN_FILES re-exported
-                     special_run_file)
+                     saved_model, special_run_file)
 from specc.compile.build import build_model, make_object
 from specc.data.prepare import Dataset, count_examples, load_dataset, prepare, take
 from specc.core.errors import (DataError, DeviceError, Diagnostic, DivergedError, SpecError, UsageError, UserError,
@@ -222,8 +222,6 @@ def apply_init(plan: Plan, model) -> list[str]:
 def _init_file(plan: Plan, init) -> Path:
     """The file `init.from` names: a `.keras` file, or a run directory's `model.keras` (its checkpoint when the
     run stopped before saving one)."""
-    from specc.train.rundir import saved_model
-
     file = saved_model(plan.path(init.source), checkpoint=True)
     if not file.is_file():
         raise DataError(plan.diag(f"`init` found no saved model at {file}", init.span("from"),
