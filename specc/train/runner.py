@@ -211,12 +211,19 @@ def apply_init(plan: Plan, model) -> list[str]:
     """Copy weights from the run or `.keras` file `init` names into the layers it names (glob patterns;
     all layers both models have by default), then freeze the `freeze` layers. Returns the layers taken.
     A run without `model.keras` (stopped, or killed) gives the weights of its checkpoint."""
+    taken = copy_init_weights(plan, model)
+    for name in frozen_layers(plan, [layer.name for layer in model.layers]):
+        model.get_layer(name).trainable = False
+    return taken
+
+
+def copy_init_weights(plan: Plan, model) -> list[str]:
+    """`init`'s copy of weights alone (`apply_init` without freezing; the script `emit --train` writes freezes
+    in plain Keras). Returns the layers taken."""
     init = plan.init
     assert init is not None
     file = _init_file(plan, init)
-    taken = _copy_layers(plan, init, model, file, _init_weights(plan, init, file))
-    _freeze_layers(plan, init, model)
-    return taken
+    return _copy_layers(plan, init, model, file, _init_weights(plan, init, file))
 
 
 def _init_file(plan: Plan, init) -> Path:
@@ -277,19 +284,21 @@ def _check_init_shapes(plan: Plan, init, file: Path, name: str, layer, weights: 
             "give the layer the same arguments as in the run it comes from, or leave it out of `layers`"))
 
 
-def _freeze_layers(plan: Plan, init, model) -> None:
-    """Make the layers `init.freeze` names (glob patterns) untrainable; a pattern that matches none: SpecError."""
+def frozen_layers(plan: Plan, names: list[str]) -> list[str]:
+    """The layers among `names` (the model's, in order) that `init.freeze` names by glob patterns; a pattern that
+    matches none is a SpecError at its line. Known from the plan alone: `emit --train` writes them out."""
     from fnmatch import fnmatchcase
 
-    every = {layer.name: layer for layer in model.layers}
-    for pattern in init.freeze:
-        names = [name for name in every if fnmatchcase(name, pattern)]
-        if not names:
+    init = plan.init
+    frozen: list[str] = []
+    for pattern in init.freeze if init is not None else []:
+        found = [name for name in names if fnmatchcase(name, pattern)]
+        if not found:
             raise SpecError(plan.diag(f"`freeze` names layer `{pattern}`, but the model has no such layer",
                                       init.span(f"freeze:{pattern}") or init.span("freeze"),
-                                      did_you_mean(pattern, list(every))))
-        for name in names:
-            every[name].trainable = False
+                                      did_you_mean(pattern, names)))
+        frozen += found
+    return list(dict.fromkeys(frozen))
 
 
 def adapt_layers(plan: Plan, model, x) -> None:
