@@ -135,7 +135,7 @@ def test_emitted_training_script_with_init_freeze_and_device_trains_as_specc_run
     assert main(["emit", str(spec), "--train", "-o", str(out)]) == 0
     text = out.read_text()
     assert 'model.get_layer("hid").trainable = False  # line 18: `freeze`' in text
-    assert "copy_init_weights(load_plan(), model)  # line 17: `init`" in text
+    assert "copy_init_weights(plan, model)  # line 17: `init`" in text
     assert 'jax.devices("cpu")[0])  # line 21: `device`' in text and "steps_per_execution=steps" in text
     theirs = runpy.run_path(str(out), run_name="tuned")["train"]()
     result = specc.load(spec).run(out=tmp_path / "run", verbose=0)

@@ -241,28 +241,23 @@ def _emit_extras(classes: set[str]) -> list[str]:
 
 
 def _emit_train(plan: Plan, spec_path: str) -> list[str]:
-    """`load_plan()`, `load_data()`, `compile_model()`, `init_weights()` (with `init`) and `train()`: what
+    """`load_data()`, `compile_model()`, `init_weights()` (with `init`) and `train()`: what
     `specc run` does, in the order it does it, or a located refusal of what the script cannot do (`_refuse`)."""
     train = plan.train
     if train is None:
         raise InternalError("emit --train needs a plan with a train section")  # checked by cmd_emit
     _refuse(plan)
-    lines = ["", "", "def load_plan():",
-             '    """The spec, read and checked by specc (its `data` and `init` paths are relative to it)."""',
-             "    from specc.api import load",
-             "",
-             f"    return load(os.path.join(os.path.dirname(os.path.abspath(__file__)), {emit_value(spec_path)})).plan",
-             "", "",
-             "def load_data(limit=None):",
+    lines = ["", "", "def load_data(limit=None):",
              '    """The arrays `specc run` trains on: specc\'s data stage reads the spec\'s `data` section',
              '    (files, splits, scaling, tokens), so both train on the same examples."""',
+             "    from specc.api import load",
              "    from specc.data.prepare import load_dataset, prepare",
              "",
-             "    plan = load_plan()",
+             f"    plan = {_read_spec(spec_path)}",
              "    return prepare(plan, load_dataset(plan), limit)"]
     lines += _emit_compile(plan)
     if plan.init is not None:
-        lines += _emit_init(plan)
+        lines += _emit_init(plan, spec_path)
     lines += ["", "", f"def train(epochs={train.epochs}, limit=None) -> dict:",
               '    """Train as `specc run` does and return the test metrics."""',
               *(["    import jax", ""] if plan.device != "auto" else []),
@@ -323,7 +318,12 @@ def _emit_compile(plan: Plan) -> list[str]:
     return lines + _call("model.compile", [*args, "steps_per_execution=steps"], "    ")
 
 
-def _emit_init(plan: Plan) -> list[str]:
+def _read_spec(spec_path: str) -> str:
+    """The emitted expression that reads the spec (with specc: its `data` and `init` paths are relative to it)."""
+    return f"load(os.path.join(os.path.dirname(os.path.abspath(__file__)), {emit_value(spec_path)})).plan"
+
+
+def _emit_init(plan: Plan, spec_path: str) -> list[str]:
     """`init_weights(model)`: the weights `init` names, copied by specc as `specc run` copies them (a run's
     model.keras or checkpoint, layers by glob pattern, shapes checked), then the `freeze` layers frozen."""
     from specc.train.runner import frozen_layers
@@ -333,9 +333,11 @@ def _emit_init(plan: Plan) -> list[str]:
     names = [node.name for node in [*plan.inputs, *plan.layers]]  # the model's layers, by name
     lines = ["", "", "def init_weights(model: keras.Model) -> None:",
              f'    """{_docstring_text(f"`init`: weights from {init.source}, then frozen layers, as `specc run` takes them.")}"""',
+             "    from specc.api import load",
              "    from specc.train.runner import copy_init_weights",
              "",
-             f"    copy_init_weights(load_plan(), model){_line_of(init.span('from'), 'init')}"]
+             f"    plan = {_read_spec(spec_path)}",
+             f"    copy_init_weights(plan, model){_line_of(init.span('from'), 'init')}"]
     for name in frozen_layers(plan, names):  # patterns that match no layer: refused here, as `specc run` would
         lines.append(f"    model.get_layer({emit_value(name)}).trainable = False{_line_of(init.span('freeze'), 'freeze')}")
     return lines
