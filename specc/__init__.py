@@ -9,7 +9,8 @@
     code = specc.tools.emit(spec)                  # spec -> standalone Keras code
 """
 
-from specc.core.errors import DataError, InternalError, SpecError, UsageError, UserError
+from specc.core.errors import (DataError, DeviceError, DivergedError, InternalError, OutOfMemoryError, SpecError,
+                               TrainingError, UsageError, UserError)
 from specc.core.version import __version__
 
 
@@ -21,4 +22,5 @@ def __getattr__(name: str):
     raise AttributeError(f"module 'specc' has no attribute {name!r}")
 
 __all__ = ["load", "loads", "CompiledSpec", "import_model", "emit", "format_text", "SpecError", "DataError", "UsageError", "UserError", "InternalError",
+           "TrainingError", "DeviceError", "DivergedError", "OutOfMemoryError",
            "__version__"]

@@ -31,8 +31,8 @@ def _write(tmp_path, text, name="m.model"):
     return path
 
 
-def _fail(tmp_path, text) -> specc.DataError:
-    with pytest.raises(specc.DataError) as info:
+def _fail(tmp_path, text) -> specc.DivergedError:
+    with pytest.raises(specc.DivergedError) as info:
         specc.load(_write(tmp_path, text)).run(out=tmp_path / "run")
     return info.value
 

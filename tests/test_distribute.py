@@ -22,7 +22,7 @@ import pytest
 import specc
 from specc.train import distribute
 from specc.runtime import keras_env
-from specc.core.errors import DataError, SpecError
+from specc.core.errors import DeviceError, SpecError
 
 ROOT = Path(__file__).resolve().parent.parent
 LIMIT = 2048  # MNIST training examples: 64 batches of 32, so no batch is cut short
@@ -346,7 +346,7 @@ def _only_one_device():
 def test_mesh_that_does_not_fit_the_devices_is_blamed_on_its_line(tmp_path):
     _only_one_device()
     text = _spec('device {\n  parallel: model\n  mesh: (2, 2)\n  layout: [("dense.*kernel", (none, model))]\n}\n')
-    with pytest.raises(DataError) as info:
+    with pytest.raises(DeviceError) as info:
         specc.loads(text, "d.model").run(out=tmp_path / "run")
     err = info.value
     assert (err.line, err.col) == (11, 3), err.render()

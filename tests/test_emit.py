@@ -104,3 +104,55 @@ def test_emit_train_without_train_section_is_a_located_error(tmp_path, capsys):
     spec.write_text("model m {\n  input x: (2,)\n  dense(1)\n}\n")
     assert main(["emit", str(spec), "--train"]) == 1
     assert "needs a `train` section" in capsys.readouterr().err
+
+
+SMALL = """model m {
+  input x: (2,)
+  dense(3, activation=relu, name="hid")
+  dense(1)
+}
+data {
+  x: [[0, 1], [1, 0], [1, 1], [0, 0], [2, 1], [1, 2], [3, 1], [0, 3]]
+  y: [1, 2, 3, 4, 5, 6, 7, 8]
+}
+train {
+  loss: mse
+  epochs: 3
+  batch_size: 2
+  seed: 7
+}
+"""
+
+
+def test_emitted_training_script_with_init_freeze_and_device_trains_as_specc_run(tmp_path):
+    """`init` (weights from a run), `freeze` and the `device` kind are in the script, as are the steps per
+    execution `specc run` chooses; its train() reaches `specc run`'s test metrics bit for bit."""
+    (tmp_path / "base.model").write_text(SMALL)
+    specc.load(tmp_path / "base.model").run(out=tmp_path / "base", verbose=0)
+    spec = tmp_path / "tuned.model"
+    spec.write_text(SMALL + 'init {\n  from: "base"\n  freeze: ["h*"]\n}\ndevice {\n  kind: cpu\n}\n')
+    out = tmp_path / "tuned.py"
+    assert main(["emit", str(spec), "--train", "-o", str(out)]) == 0
+    text = out.read_text()
+    assert 'model.get_layer("hid").trainable = False  # line 18: `freeze`' in text
+    assert "copy_init_weights(plan, model)  # line 17: `init`" in text
+    assert 'jax.devices("cpu")[0])  # line 21: `device`' in text and "steps_per_execution=steps" in text
+    theirs = runpy.run_path(str(out), run_name="tuned")["train"]()
+    result = specc.load(spec).run(out=tmp_path / "run", verbose=0)
+    assert result.metrics["init"]["frozen"] == ["h*"]
+    assert {k: float(v) for k, v in theirs.items()} == result.metrics["test"]
+
+
+@pytest.mark.parametrize("section, line, col, says", [
+    ("train {\n  loss: mse\n  validation: kfold(3)\n}\n", 12, 3, "`emit --train` cannot write 3-fold cross-validation"),
+    ("train {\n  loss: mse\n}\ndevice {\n  parallel: data\n}\n", 14, 3, "`emit --train` cannot write `parallel: data`"),
+])
+def test_emit_train_refuses_what_it_cannot_write_at_its_line(tmp_path, capsys, section, line, col, says):
+    spec = tmp_path / "m.model"
+    spec.write_text(SMALL.split("train {")[0] + section)
+    assert main(["emit", str(spec), "--train", "-o", str(tmp_path / "m.py")]) == 1
+    err = capsys.readouterr().err
+    assert f"{spec}:{line}:{col}: error: {says}" in err, err
+    assert "\n    | " + " " * (col - 1) + "^~" in err and "hint: run it with `specc run SPEC`" in err, err
+    assert not (tmp_path / "m.py").exists()
+    assert main(["emit", str(spec)]) == 0  # the model alone is still emitted

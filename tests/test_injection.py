@@ -6,7 +6,7 @@ the Mermaid and DOT `specc graph` draws and the text `specc diff` prints, each s
 (no new line, no statement, no section, nothing a terminal obeys). A `.keras` (a zip) or `.h5` file is
 checked from what it declares (member sizes and count, compression ratio, config nesting) before anything
 is decompressed or parsed: a truncated, foreign or bomb file is a `DataError` naming the file and the member,
-through every loader (`specc.runtime.model_files.load_model`, `specc.tools.predict.load_keras`, `specc.tools.importer.import_file`,
+through every loader (`specc.runtime.model_files.load_model`, `specc.runtime.model_files.open_model`, `specc.tools.importer.import_file`,
 `init { from: ... }`).
 """
 
@@ -285,14 +285,13 @@ def _bad_files(saved: Path, folder: Path) -> dict[str, tuple[Path, str]]:
 def test_bad_model_files_are_data_errors_in_every_loader(saved, tmp_path):
     """Truncated, foreign, bomb and deeply nested `.keras` files: a `DataError` naming the file (and the
     member) from each loader, before Keras or `json` reads the content; the good file still loads."""
-    from specc.runtime.model_files import load_model
+    from specc.runtime.model_files import load_model, open_model
     from specc.tools.importer import import_file
-    from specc.tools.predict import load_keras
 
     assert load_model(saved).count_params() == 4 * 3 + 3 + 3 * 2 + 2
     bad = _bad_files(saved, tmp_path)
     for what, (path, says) in bad.items():
-        for loader in (load_model, load_keras, import_file):
+        for loader in (load_model, open_model, import_file):
             with pytest.raises(DataError) as caught:
                 loader(path)
             rendered = caught.value.render()
@@ -300,7 +299,7 @@ def test_bad_model_files_are_data_errors_in_every_loader(saved, tmp_path):
             assert rendered.count(": error: ") == 1, rendered  # one diagnostic, not one nested in another
     assert len(bad) == 18
     (tmp_path / "dir.keras").mkdir()
-    for loader in (load_model, load_keras):
+    for loader in (load_model, open_model):
         with pytest.raises(DataError, match="not a regular file"):
             loader(tmp_path / "dir.keras")
 
@@ -396,9 +395,8 @@ def test_small_keras_files_with_large_json_are_refused_quickly(saved, tmp_path):
 def test_encrypted_or_unreadable_zip_members_are_data_errors(saved, tmp_path, capsys):
     """A member flagged encrypted (zipfile: RuntimeError, password required) or compressed by a method Python
     cannot read (NotImplementedError): a DataError naming the member in every loader, exit 3 in import."""
-    from specc.runtime.model_files import load_model
+    from specc.runtime.model_files import load_model, open_model
     from specc.tools.importer import import_file
-    from specc.tools.predict import load_keras
 
     cases = {}
     for member in ("config.json", "model.weights.h5"):
@@ -409,7 +407,7 @@ def test_encrypted_or_unreadable_zip_members_are_data_errors(saved, tmp_path, ca
                zipfile.ZIP_STORED)
     cases[odd] = (_patch_member(odd, "config.json", method=99), "compression method 99")
     for path, (_, says) in cases.items():
-        for loader in (load_model, load_keras, import_file):
+        for loader in (load_model, open_model, import_file):
             with pytest.raises(DataError) as caught:
                 loader(path)
             rendered = caught.value.render()

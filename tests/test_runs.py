@@ -80,7 +80,7 @@ def every_epoch(monkeypatch):
 def test_a_nan_loss_stops_at_its_step_and_keeps_the_last_good_checkpoint(tmp_path, linear, every_epoch):
     spec = linear(3.0)
     out = tmp_path / "run"
-    with pytest.raises(specc.DataError) as info:
+    with pytest.raises(specc.DivergedError) as info:
         specc.load(spec).run(out=out)
     err = info.value
     # SGD at 3.0 diverges: the loss overflows in the 4th epoch, at its 4th step of 8 (with this seed).
@@ -105,7 +105,7 @@ def test_a_nan_loss_stops_at_its_step_and_keeps_the_last_good_checkpoint(tmp_pat
 
 def test_a_new_run_refuses_an_unfinished_run_directory(tmp_path, linear, every_epoch):
     out = tmp_path / "run"
-    with pytest.raises(specc.DataError):
+    with pytest.raises(specc.DivergedError):
         specc.load(linear(3.0)).run(out=out)
     with pytest.raises(specc.UsageError) as info:
         specc.load(linear(0.1)).run(out=out)

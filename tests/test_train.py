@@ -124,14 +124,14 @@ def test_a_diverging_run_stops_and_says_what_was_kept(tmp_path):
     out = tmp_path / "run"
     try:
         spec.run(out=out)
-    except specc.DataError as err:
+    except specc.DivergedError as err:
         assert err.message.startswith("training stopped: the loss became ")
         assert "kept in" in err.message and err.line == 11
         assert sorted(p.name for p in out.iterdir()) == ["checkpoint.npz", "history.csv", "run.json", "spec.model"]
         epochs = len(out.joinpath("history.csv").read_text().splitlines()) - 1
         assert epochs < 50  # it stopped at the first non-finite epoch
     else:
-        raise AssertionError("expected a DataError")
+        raise AssertionError("expected a DivergedError")
 
 
 def test_same_seed_same_run_on_cpu(tmp_path, data_dir):

@@ -1,7 +1,8 @@
 """Errors: what the user got wrong, told plainly, and what specc got wrong, kept apart.
 
-User mistakes are `SpecError` (in the spec), `DataError` (in the data it names)
-and `UsageError` (on the command line). Each renders as
+User mistakes are `SpecError` (in the spec), `DataError` (in the data it names),
+`UsageError` (on the command line) and `TrainingError` (a run that failed: `DeviceError`,
+`DivergedError`, `OutOfMemoryError`). Each renders as
 
     FILE:LINE:COL: error: MESSAGE
         LINE | source line
@@ -234,9 +235,29 @@ class SpecError(UserError):
 
 
 class DataError(UserError):
-    """Data that is missing or does not fit the model; also an unavailable device or a failed run."""
+    """Data that is missing, malformed, or does not fit the model; a file specc reads that is not what it claims."""
 
     exit_code = EXIT_DATA
+
+
+class TrainingError(UserError):
+    """The spec and its data were accepted, but running them failed. Exit code 3, as for a `DataError`
+    ("data or runtime error"); the subclasses say what failed."""
+
+    exit_code = EXIT_DATA
+
+
+class DeviceError(TrainingError):
+    """The devices the spec asks for are not there: a platform JAX cannot use, a mesh larger than the devices,
+    processes that could not join a run."""
+
+
+class DivergedError(TrainingError):
+    """The loss became NaN or infinite: training stopped, located where the first non-finite value came from."""
+
+
+class OutOfMemoryError(TrainingError):
+    """XLA ran out of device memory training or evaluating."""
 
 
 class UsageError(UserError):

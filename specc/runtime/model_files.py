@@ -1,4 +1,5 @@
-"""Model files, checked before Keras reads them, and the one loader of `.keras`/`.h5` files (`load_model`).
+"""Model files, checked before Keras reads them, and the one loader of `.keras`/`.h5` files (`load_model`;
+`open_model` for the commands that use a trained model, `specc.train.rundir.saved_model` finds a run's).
 
 A model file is untrusted input: its zip directory and HDF5 dataset shapes are checked against the bounds below
 before anything is decompressed, and Keras then loads it in safe mode with specc's registered objects known
@@ -212,3 +213,17 @@ def load_model(path, compile: bool = True, checked: bool = False):
     if not checked:
         check_model_file(path)
     return keras.saving.load_model(path, compile=compile, safe_mode=True)
+
+
+def open_model(path, compile: bool = True):
+    """`load_model` for the commands that use a trained model (`eval`, `predict`, `export`, `generate`): a file
+    that passes the checks but that Keras cannot read (corrupt, foreign, code in safe mode) is a `DataError`
+    naming it, never a traceback. (`init` and `import` say it in their own words: they call `load_model`.)"""
+    from specc.core.errors import DataError, Diagnostic
+
+    check_model_file(path)  # truncated, not a zip, a bomb: a DataError naming the file and the member
+    try:
+        return load_model(path, compile=compile, checked=True)
+    except Exception as err:  # noqa: BLE001 - a corrupt, truncated or foreign file
+        raise DataError(Diagnostic(f"cannot load the model: {(str(err).strip().splitlines() or [type(err).__name__])[0][:300]}",
+                                   file=str(path))) from None

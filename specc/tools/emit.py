@@ -3,8 +3,12 @@
 The file builds the same model as `build_model(plan)`: the same layers with the same
 names, arguments and wiring (tests check the parameter count and, with the same weights,
 the outputs, for every spec). Each layer line names the spec line it came from. With
-`train=True` the file also holds `train()`: seed, compile, fit and evaluate as `specc run`
-does them, on the arrays specc's data stage reads for the spec (the one part that imports specc).
+`train=True` the file also holds `train()`: device, seed, compile (with the steps per execution `specc run`
+chooses), `init` (weights copied by specc, layers frozen in Keras), fit and evaluate as `specc run` does them,
+on the arrays specc's data stage reads for the spec (the parts that import specc). The model is the plain
+Keras one: `specc run`'s lowering of layers for the platform (docs/performance.md) is left out, which changes
+speed, not results. What the script cannot do (k-fold cross-validation, `parallel` training) is refused at
+its line (`_refuse`), never dropped.
 """
 
 from __future__ import annotations
@@ -235,35 +239,30 @@ def _emit_extras(classes: set[str]) -> list[str]:
 
 
 def _emit_train(plan: Plan, spec_path: str) -> list[str]:
+    """`load_data()`, `compile_model()`, `init_weights()` (with `init`) and `train()`: what
+    `specc run` does, in the order it does it, or a located refusal of what the script cannot do (`_refuse`)."""
     train = plan.train
     if train is None:
         raise InternalError("emit --train needs a plan with a train section")  # checked by cmd_emit
-    weighted = isinstance(plan.data.task, dict) if plan.data else False
+    _refuse(plan)
     lines = ["", "", "def load_data(limit=None):",
              '    """The arrays `specc run` trains on: specc\'s data stage reads the spec\'s `data` section',
              '    (files, splits, scaling, tokens), so both train on the same examples."""',
              "    from specc.api import load",
              "    from specc.data.prepare import load_dataset, prepare",
              "",
-             f"    plan = load(os.path.join(os.path.dirname(os.path.abspath(__file__)), {emit_value(spec_path)})).plan",
-             "    return prepare(plan, load_dataset(plan), limit)",
-             "", "",
-             "def compile_model(model: keras.Model) -> None:"]
-    metrics = emit_value(train.metrics)
-    loss = emit_value(train.loss)
-    if weighted:
-        lines += ["    # Per-token loss weights: the loss is the mean over the chosen tokens, metrics are weighted alike.",
-                  f"    loss = {_weighted_loss(train.loss)}",
-                  '    loss.reduction = "mean_with_sample_weight"']
-        lines += _call("model.compile", [f"optimizer={emit_value(train.optimizer)}", "loss=loss",
-                                         f"weighted_metrics={metrics}"], "    ")
-    else:
-        lines += _call("model.compile", [f"optimizer={emit_value(train.optimizer)}", f"loss={loss}",
-                                         f"metrics={metrics}"], "    ")
-    fit = ["epochs=epochs", f"batch_size={train.batch_size}", f"validation_split={train.validation_split}",
-           f"shuffle={train.shuffle}", "callbacks=callbacks", "sample_weight=data.w_train", "verbose=2"]
+             f"    plan = {_read_spec(spec_path)}",
+             "    return prepare(plan, load_dataset(plan), limit)"]
+    lines += _emit_compile(plan)
+    if plan.init is not None:
+        lines += _emit_init(plan, spec_path)
     lines += ["", "", f"def train(epochs={train.epochs}, limit=None) -> dict:",
-              '    """Train as `specc run` does and return the test metrics."""']
+              '    """Train as `specc run` does and return the test metrics."""',
+              *(["    import jax", ""] if plan.device != "auto" else []),
+              "    from specc.data.prepare import count_examples", ""]
+    if plan.device != "auto":  # as specc.train.runner.select_device
+        lines.append(f"    jax.config.update(\"jax_default_device\", jax.devices({emit_value(plan.device)})[0])"
+                     f"{_line_of(plan.device_origin.span, 'device')}")
     if train.seed is not None:
         lines.append(f"    keras.utils.set_random_seed({train.seed})")
     lines += ["    data = load_data(limit)", "    model = build_model()"]
@@ -272,15 +271,96 @@ def _emit_train(plan: Plan, spec_path: str) -> list[str]:
     for node in adapt:  # as specc.train.runner.adapt_layers
         x = f'data.x_train[{emit_value(node.inputs[0])}]' if len(plan.inputs) > 1 else "data.x_train"
         lines.append(f"    model.get_layer({emit_value(node.name)}).adapt({x})")
-    lines.append("    compile_model(model)")
+    if plan.init is not None:
+        lines.append("    init_weights(model)  # after adapt: weights taken from a run win")
+    lines.append("    compile_model(model, examples=count_examples(data.x_train))")
     callbacks = [emit_value(train.early_stopping)] if train.early_stopping is not None else []
     lines.append(f"    callbacks = [{', '.join(callbacks)}]")
+    fit = ["epochs=epochs", f"batch_size={train.batch_size}", f"validation_split={train.validation_split}",
+           f"shuffle={train.shuffle}", "callbacks=callbacks", "sample_weight=data.w_train", "verbose=2"]
     lines += _call("model.fit", ["data.x_train", "data.y_train", *fit], "    ")
+    from specc.train.distribute import eval_batch_size
+
     lines += _call("model.evaluate", ["data.x_test", "data.y_test", "sample_weight=data.w_test",
-                                      f"batch_size={max(train.batch_size, 256)}", "verbose=0", "return_dict=True"],
+                                      f"batch_size={eval_batch_size(train.batch_size)}", "verbose=0", "return_dict=True"],
                    "    ", "test = ")
     lines += ['    print("test: " + ", ".join(f"{k} {v:.4f}" for k, v in test.items()))', "    return test"]
     return lines
+
+
+def _emit_compile(plan: Plan) -> list[str]:
+    """`compile_model(model, examples)`: the `train` section's optimizer, loss and metrics, with as many steps per
+    execution as `specc run` chooses (specc.train.lowering: from the step's FLOPs and the steps per epoch)."""
+    train = plan.train
+    assert train is not None
+    weighted = isinstance(plan.data.task, dict) if plan.data else False
+    per_epoch = f"math.ceil(examples * (1 - {train.validation_split}) / {train.batch_size})"
+    lines = ["", "", "def compile_model(model: keras.Model, examples=None) -> None:",
+             '    """Compile as `specc run` does; with `examples` (the training set\'s size), as many steps per execution',
+             '    as it chooses, to hide Keras\'s per-call overhead."""',
+             "    steps = 1",
+             "    if examples:",
+             "        import math",
+             "",
+             "        from specc.train.lowering import choose_steps_per_execution, step_flops",
+             "",
+             f"        steps = choose_steps_per_execution(step_flops(model, {train.batch_size}), {per_epoch})"]
+    metrics = emit_value(train.metrics)
+    if weighted:
+        lines += ["    # Per-token loss weights: the loss is the mean over the chosen tokens, metrics are weighted alike.",
+                  f"    loss = {_weighted_loss(train.loss)}",
+                  '    loss.reduction = "mean_with_sample_weight"']
+        args = [f"optimizer={emit_value(train.optimizer)}", "loss=loss", f"weighted_metrics={metrics}"]
+    else:
+        args = [f"optimizer={emit_value(train.optimizer)}", f"loss={emit_value(train.loss)}", f"metrics={metrics}"]
+    return lines + _call("model.compile", [*args, "steps_per_execution=steps"], "    ")
+
+
+def _read_spec(spec_path: str) -> str:
+    """The emitted expression that reads the spec (with specc: its `data` and `init` paths are relative to it)."""
+    return f"load(os.path.join(os.path.dirname(os.path.abspath(__file__)), {emit_value(spec_path)})).plan"
+
+
+def _emit_init(plan: Plan, spec_path: str) -> list[str]:
+    """`init_weights(model)`: the weights `init` names, copied by specc as `specc run` copies them (a run's
+    model.keras or checkpoint, layers by glob pattern, shapes checked), then the `freeze` layers frozen."""
+    from specc.train.runner import frozen_layers
+
+    init = plan.init
+    assert init is not None
+    names = [node.name for node in [*plan.inputs, *plan.layers]]  # the model's layers, by name
+    lines = ["", "", "def init_weights(model: keras.Model) -> None:",
+             f'    """{_docstring_text(f"`init`: weights from {init.source}, then frozen layers, as `specc run` takes them.")}"""',
+             "    from specc.api import load",
+             "    from specc.train.runner import copy_init_weights",
+             "",
+             f"    plan = {_read_spec(spec_path)}",
+             f"    copy_init_weights(plan, model){_line_of(init.span('from'), 'init')}"]
+    for name in frozen_layers(plan, names):  # patterns that match no layer: refused here, as `specc run` would
+        lines.append(f"    model.get_layer({emit_value(name)}).trainable = False{_line_of(init.span('freeze'), 'freeze')}")
+    return lines
+
+
+def _line_of(span, what: str) -> str:
+    return f"  # line {span.line}: `{what}`" if span is not None else ""
+
+
+def _refuse(plan: Plan) -> None:
+    """What the training script cannot reproduce, refused at its line rather than dropped: k-fold
+    cross-validation (`validation: kfold(K)`) and training spread over devices (`parallel` in `device`)."""
+    from specc.core.errors import SpecError
+
+    train = plan.train
+    assert train is not None
+    hint = "run it with `specc run SPEC`, or emit the model alone (without `--train`)"
+    if train.validation:
+        raise SpecError(plan.diag(
+            f"`emit --train` cannot write {train.validation}-fold cross-validation: the script would train the final "
+            "model only", train.span("validation"), hint))
+    if plan.distribution is not None:
+        raise SpecError(plan.diag(
+            f"`emit --train` cannot write `parallel: {plan.distribution.parallel}`: the script trains on one device",
+            plan.distribution.span("parallel") or plan.device_origin.span, hint))
 
 
 def _weighted_loss(loss: Any) -> str:

@@ -27,7 +27,9 @@ from typing import Any
 
 from specc.core.artifacts import write_atomic, write_atomic_with
 from specc.core.errors import DataError, Diagnostic, UsageError, printable
-from specc.tools.predict import Run, evaluate, load_keras, load_test_split
+from specc.core.files import size_text
+from specc.runtime.model_files import open_model
+from specc.tools.predict import Run, evaluate, load_test_split
 
 DEFAULT_NAMES = {"keras": "model.keras", "weights": "model.weights.h5", "int8": "model.int8.keras"}
 SUFFIXES = {"keras": ".keras", "weights": ".weights.h5", "int8": ".keras"}
@@ -51,7 +53,7 @@ def out_path(run: Run, given: str | None, fmt: str) -> Path:
 
 
 def export_weights(run: Run, out: Path) -> int:
-    model = load_keras(run.model_file, compile=False)
+    model = open_model(run.model_file, compile=False)
     _write(out, model.save_weights, ".weights.h5")
     return out.stat().st_size
 
@@ -93,10 +95,10 @@ def export_int8(run: Run, out: Path) -> dict[str, Any]:
         raise UsageError(Diagnostic("the spec has no `train` section: no loss or metrics to measure the int8 model "
                                     "with", file=str(run.path / "spec.model")))
     data = load_test_split(run)
-    original = load_keras(run.model_file, compile=False)  # no optimizer state: the model as used for inference
+    original = open_model(run.model_file, compile=False)  # no optimizer state: the model as used for inference
     float_bytes = _saved_size(original, out.parent)
     before = evaluate(run, data, original)
-    model = load_keras(run.model_file, compile=False)
+    model = open_model(run.model_file, compile=False)
     # Only the model's own layers: Keras 3.15 quantizes the layers inside a composite layer too (the
     # EinsumDense projections of MultiHeadAttention), but the composite's config does not record it, so
     # the saved file cannot be loaded back ("Layer 'key' expected 2 variables, but received 0").
@@ -119,7 +121,7 @@ def export_int8(run: Run, out: Path) -> dict[str, Any]:
     def save_checked(tmp: str) -> None:  # the file replaces `out` only once it loads back
         model.save(tmp)
         try:
-            loaded["model"] = load_keras(Path(tmp), compile=False)
+            loaded["model"] = open_model(Path(tmp), compile=False)
         except DataError as err:
             raise DataError(Diagnostic(f"Keras wrote the int8 model but cannot load it back ({err.message}); "
                                        "nothing was written", file=str(out))) from None
@@ -167,5 +169,5 @@ def format_int8_report(r: dict[str, Any]) -> str:
 
 
 def format_size(n: int) -> str:
-    """A file's size as `export` prints it: `1.23 MB`, `45.6 kB`."""
-    return f"{n / 1e6:.2f} MB" if n >= 1e6 else f"{n / 1e3:.1f} kB"
+    """A file's size as `ls --si` shows it (`0.42 MB`, `121.3 kB`)."""
+    return size_text(n, measured=True, decimal=True)

@@ -19,8 +19,9 @@ from specc.data.tokenizers import SPECIALS, CharVocabulary
 def generate_text(run_dir: str | Path, prompt: str, tokens: int, temperature: float = 1.0,
                   seed: int | None = None) -> str:
     """The prompt followed by `tokens` sampled tokens (greedy when `temperature` is 0)."""
-    from specc.runtime.model_files import load_model
     from specc.data.tokenizers import read_vocabulary
+    from specc.runtime.model_files import open_model
+    from specc.train.rundir import saved_model
 
     run = Path(run_dir)
     for name in ("model.keras", "tokenizer.json"):
@@ -35,7 +36,7 @@ def generate_text(run_dir: str | Path, prompt: str, tokens: int, temperature: fl
     if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or seed < 0):
         raise UsageError(Diagnostic(f"the seed must be a whole number >= 0, got {seed!r}", file="--seed"))
     vocab = read_vocabulary(run / "tokenizer.json")  # bounded, checked; a DataError naming the file
-    model = load_model(run / "model.keras")
+    model = open_model(saved_model(run))
     window = _window(model, run)
     width = int(model.outputs[0].shape[-1])
     size = min(width, vocab.size)  # ids the model scores and the tokenizer can decode

@@ -52,7 +52,9 @@ class Run:
 
     @property
     def model_file(self) -> Path:
-        return self.path / "model.keras"
+        from specc.train.rundir import saved_model
+
+        return saved_model(self.path)
 
     @property
     def tokenizer_file(self) -> Path | None:
@@ -61,12 +63,17 @@ class Run:
 
     @property
     def batch_size(self) -> int:
-        return max(self.plan.train.batch_size if self.plan.train else 32, 256)
+        """The batch of `eval` and `predict`: the one `specc run` evaluated its test split with."""
+        from specc.train.distribute import eval_batch_size
+
+        return eval_batch_size(self.plan.train.batch_size if self.plan.train else 32)
 
     def model(self):
         """The run's model, loaded once (safe mode, as trained and compiled)."""
         if self._model is None:
-            self._model = load_keras(self.model_file)
+            from specc.runtime.model_files import open_model
+
+            self._model = open_model(self.model_file)
         return self._model
 
     def class_names(self) -> list[str] | None:
@@ -79,18 +86,6 @@ class Run:
 
             return list(CIFAR10_CLASSES)
         return None
-
-
-def load_keras(path: Path, compile: bool = True):
-    """A `.keras` file in safe mode with specc's registered objects known; a bad file is a DataError."""
-    from specc.runtime.model_files import check_model_file, load_model
-
-    check_model_file(path)  # truncated, not a zip, a bomb: a DataError naming the file and the member
-    try:
-        return load_model(path, compile=compile, checked=True)
-    except Exception as err:  # noqa: BLE001 - a corrupt, truncated or foreign file
-        raise DataError(Diagnostic(f"cannot load the model: {(str(err).strip().splitlines() or [type(err).__name__])[0][:300]}",
-                                   file=str(path))) from None
 
 
 def open_run(run_dir: str | Path) -> Run:

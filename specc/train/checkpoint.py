@@ -135,7 +135,8 @@ def _check_member(path: Path, name: str, dtype: np.dtype, shape: tuple[int, ...]
 
 
 def _check_checkpoint(meta: CheckpointMeta, declared: dict[str, tuple[tuple[int, ...], np.dtype]]) -> str | None:
-    """What is wrong with a checkpoint whose meta passed its schema and whose arrays passed `_check_member`, or None."""
+    """What is wrong with a checkpoint whose meta passed its schema and whose arrays passed `_check_member`, or None:
+    its arrays, its history, its early stopping's best weights, its Python random state, checked in that order."""
     names = [n for n in declared if n != "meta"]
     counts: dict[str, int] = {}
     for name in names:
@@ -145,6 +146,12 @@ def _check_checkpoint(meta: CheckpointMeta, declared: dict[str, tuple[tuple[int,
         if kind not in ("model", "optimizer", "early_stopping") or not index.isdigit():
             return f"unexpected array `{printable(name[:100], lines=False)}`"
         counts[kind] = counts.get(kind, 0) + 1
+    return (_check_arrays(meta, names, counts) or _check_history(meta) or _check_best_weights(meta, counts)
+            or _check_python_rng(meta))
+
+
+def _check_arrays(meta: CheckpointMeta, names: list[str], counts: dict[str, int]) -> str | None:
+    """The arrays numbered 0..n-1 per kind, NumPy's random state among them, one model array per variable path."""
     for kind, n in counts.items():
         if any(f"{kind}/{i}" not in names for i in range(n)):
             return f"its {kind} arrays are not numbered 0..{n - 1}"
@@ -155,6 +162,11 @@ def _check_checkpoint(meta: CheckpointMeta, declared: dict[str, tuple[tuple[int,
     bad = [f"{layer}: {i}" for layer, idx in meta.layers.items() for i in idx if i >= len(meta.paths)]
     if bad:
         return f"its meta's `layers` names variable {printable(bad[0][:200], lines=False)}, but it holds {len(meta.paths)}"
+    return None
+
+
+def _check_history(meta: CheckpointMeta) -> str | None:
+    """One value per epoch of each logged name, `loss` among them, every name a loss's or metric's."""
     if any(len(v) != meta.epoch for v in meta.history.values()) or len(meta.epoch_seconds) != meta.epoch:
         return f"its history does not have one value per epoch for its {meta.epoch} epochs"
     if meta.epoch and "loss" not in meta.history:
@@ -162,12 +174,22 @@ def _check_checkpoint(meta: CheckpointMeta, declared: dict[str, tuple[tuple[int,
     odd = next((k for k in meta.history if not _LOG_NAME.match(k)), None)
     if odd is not None:
         return f"its history logs `{printable(odd[:100], lines=False)}`, not the name of a loss or metric"
+    return None
+
+
+def _check_best_weights(meta: CheckpointMeta, counts: dict[str, int]) -> str | None:
+    """Early stopping's best weights present exactly when its meta says so, and no more of them than model arrays."""
     want_best = bool(meta.early_stopping and meta.early_stopping.best_weights)
     if want_best != bool(counts.get("early_stopping")):
         return "its early stopping's best weights are missing" if want_best else \
             "it holds early stopping's best weights, but its meta says it has none"
     if counts.get("early_stopping", 0) > counts.get("model", 0):
         return "it holds more of early stopping's best weights than model variables"
+    return None
+
+
+def _check_python_rng(meta: CheckpointMeta) -> str | None:
+    """A Mersenne Twister state that Python itself accepts."""
     version, state, gauss = meta.python_rng
     if len(state) != 625:
         return "its Python random state does not have 625 numbers"

@@ -26,7 +26,8 @@ from typing import Any
 import numpy as np
 
 from specc.data.prepare import count_examples, take
-from specc.core.errors import DataError, Diagnostic
+from specc.core.errors import Diagnostic, OutOfMemoryError
+from specc.core.files import size_text
 from specc.runtime.keras_env import import_keras
 from specc.core.nodes import Span
 from specc.core.plan import Plan
@@ -141,14 +142,27 @@ def _at(plan: Plan, span: Span | None) -> str:
 
 def trace_nonfinite(plan: Plan, model, start: EpochStart, x, y, w, upto: int) -> Verdict | None:
     """The cause of the first non-finite loss in `start`'s epoch (at or before step `upto`), found on real values;
-    None when it cannot be replayed (no state kept) or does not recur."""
+    None when it cannot be replayed (no state kept) or does not recur. Looked for in order: weights the previous
+    update made non-finite, the first layer whose finite inputs give non-finite outputs, then the loss."""
     if start.state is None:
         return None
     batches = epoch_batches(plan, x, y, w, start.rng)
     k, state, before, losses = replay_epoch(model, start, batches, upto)
     if k is None:
         return _diverged(plan, losses) if losses and max(losses) > 1e30 else None
-    # Weights that are already non-finite: the previous update made them so.
+    found = _bad_weights(plan, model, state, k, before)
+    if found is not None:
+        return found
+    _set_weights(model, state)
+    bx, by, bw = batches[k]
+    names = [i.name for i in plan.inputs] + [node.name for node in plan.layers]
+    probe = keras.Model(model.input, {name: model.get_layer(name).output for name in names})
+    values = {name: keras.ops.convert_to_numpy(v) for name, v in probe(bx, training=True).items()}
+    return _bad_layer(plan, values, k) or _bad_loss(plan, model, start, state, values, (bx, by, bw), k)
+
+
+def _bad_weights(plan: Plan, model, state, k: int, before) -> Verdict | None:
+    """Weights that are already non-finite at step `k`: the previous update made them so."""
     for node in plan.layers:
         layer = model.get_layer(node.name)
         ids = {id(v) for v in layer.weights}
@@ -157,11 +171,11 @@ def trace_nonfinite(plan: Plan, model, start: EpochStart, x, y, w, upto: int) ->
         kind = next((b for b in map(_bad, values) if b), None)
         if kind:
             return _weights_verdict(plan, model, node, kind, k, before)
-    _set_weights(model, state)
-    bx, by, bw = batches[k]
-    names = [i.name for i in plan.inputs] + [node.name for node in plan.layers]
-    probe = keras.Model(model.input, {name: model.get_layer(name).output for name in names})
-    values = {name: keras.ops.convert_to_numpy(v) for name, v in probe(bx, training=True).items()}
+    return None
+
+
+def _bad_layer(plan: Plan, values: dict[str, Any], k: int) -> Verdict | None:
+    """The first layer whose inputs are finite and whose outputs are not, in the step's `values` (by name)."""
     for node in plan.layers:
         kind = _bad(values[node.name])
         if kind and not any(_bad(values[i]) for i in node.inputs):
@@ -173,6 +187,12 @@ def trace_nonfinite(plan: Plan, model, start: EpochStart, x, y, w, upto: int) ->
                 node.origin.span, node.origin.notes,
                 f"lower the learning rate, or keep `{node.name}`'s values in range (smaller initial weights, "
                 "normalized inputs, `layer_normalization` or `batch_normalization` before it)", k)
+    return None
+
+
+def _bad_loss(plan: Plan, model, start: EpochStart, state, values: dict[str, Any], batch, k: int) -> Verdict | None:
+    """Every layer's outputs are finite: the loss made the non-finite value, or predictions too large to square."""
+    bx, by, bw = batch
     loss, _ = model.compute_loss_and_updates(state[0], state[1], state[3], bx, by, bw, training=True,
                                               optimizer_variables=state[2])
     kind = _bad(loss)
@@ -304,33 +324,25 @@ def activation_sizes(plan: Plan, model, batch_size: int) -> list[tuple[Any, tupl
     return sorted(rows, key=lambda r: -r[2])
 
 
-def _mib(n: float) -> str:
-    """Bytes in the largest binary unit that keeps a number of at least 1: `4.00 GiB`, `32 KiB`."""
-    for unit, size in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
-        if n >= size:
-            return f"{n / size:.2f} {unit}" if unit == "GiB" else f"{n / size:.1f} {unit}"
-    return f"{int(n)} B"
-
-
-def describe_oom(plan: Plan, model, err: BaseException, batch_size: int, during: str, kept: str = "") -> DataError:
-    """A located DataError for running out of memory `during` fit or evaluate: the largest activations, and a
+def describe_oom(plan: Plan, model, err: BaseException, batch_size: int, during: str, kept: str = "") -> OutOfMemoryError:
+    """A located `OutOfMemoryError` for running out of memory `during` fit or evaluate: the largest activations, and a
     batch size scaled by what was available over what XLA wanted (halved when its message does not say)."""
     message = str(err)
     wanted, free = wanted_bytes(message), available_bytes()
     rows = activation_sizes(plan, model, batch_size)
     top = rows[:3]
-    listing = "; ".join(f"`{node.name}` at {_at(plan, node.origin.span)} {tuple(shape)} {_mib(size)}"
+    listing = "; ".join(f"`{node.name}` at {_at(plan, node.origin.span)} {tuple(shape)} {size_text(size, measured=True)}"
                         for node, shape, size in top)
     if wanted and free and wanted > free:
         smaller = max(1, int(batch_size * free / wanted))
-        why = f"XLA tried to allocate {_mib(wanted)} with {_mib(free)} available"
+        why = f"XLA tried to allocate {size_text(wanted, measured=True)} with {size_text(free, measured=True)} available"
     else:
         smaller = max(1, batch_size // 2)
-        why = f"XLA tried to allocate {_mib(wanted)}" if wanted else "XLA's message does not say how much it wanted"
+        why = f"XLA tried to allocate {size_text(wanted, measured=True)}" if wanted else "XLA's message does not say how much it wanted"
     first = (message.strip().splitlines() or [type(err).__name__])[0][:300]
     train = plan.train
     node = top[0][0] if top else None
-    return DataError(Diagnostic(
+    return OutOfMemoryError(Diagnostic(
         f"out of memory during {during} with batch {batch_size} ({why}); the largest activations per batch: {listing}"
         + (f"; {kept}" if kept else ""),
         file=plan.file, span=node.origin.span if node else None, source=plan.source,

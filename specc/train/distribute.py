@@ -37,7 +37,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from specc.core.errors import DataError, Diagnostic, SpecError, UsageError, did_you_mean
+from specc.core.errors import DataError, DeviceError, Diagnostic, SpecError, UsageError, did_you_mean
 from specc.runtime.keras_env import THREADS_PER_DEVICE, backends_started, prepare_environment, requested_cpu_devices  # noqa: F401
 
 
@@ -96,7 +96,7 @@ def initialize_processes(coordinator: str | None = None, num_processes: int | No
         import_keras().distribution.initialize(coordinator, num_processes, process_id)
     except Exception as err:  # noqa: BLE001 - JAX says why it could not reach the others
         why = (str(err).strip().splitlines() or [type(err).__name__])[0][:300]
-        raise DataError(Diagnostic(f"process {process_id} of {num_processes} could not join the run at "
+        raise DeviceError(Diagnostic(f"process {process_id} of {num_processes} could not join the run at "
                                    f"{coordinator}: {why}", file=where,
                                    hint="start every process with the same --coordinator and --num-processes "
                                    "within a few minutes of each other")) from None
@@ -176,7 +176,7 @@ def describe(platform: str) -> str:
 def configure_distribution(plan) -> Active | None:
     """Set the Keras distribution the plan's `device` section asks for (after `select_device`, before the model
     is built), checked against the devices JAX has. A distribution set by an earlier run is removed first, so
-    that a run never inherits another's. Raises `SpecError`/`DataError` blamed on the spec's lines."""
+    that a run never inherits another's. Raises `SpecError`/`DeviceError` blamed on the spec's lines."""
     global _ACTIVE
     from specc.runtime.keras_env import import_keras
 
@@ -191,7 +191,7 @@ def configure_distribution(plan) -> Active | None:
     processes = jax.process_count()
     if spec is None:
         if processes > 1:
-            raise DataError(plan.diag(
+            raise DeviceError(plan.diag(
                 f"this run has {processes} processes, but the spec does not say how they share the training",
                 plan.device_origin.span,
                 "add `device { parallel: data }`: each process then trains on its share of every batch"))
@@ -206,12 +206,12 @@ def configure_distribution(plan) -> Active | None:
         mesh, axes = tuple(spec.mesh or ()), tuple(spec.axes or ())
         if math.prod(mesh) != n:
             sizes = ", ".join(f"`{a}` {d}" for a, d in zip(axes, mesh))
-            raise DataError(plan.diag(
+            raise DeviceError(plan.diag(
                 f"the mesh {mesh} ({sizes}) needs {math.prod(mesh)} devices, but JAX has {n} {platform} "
                 f"device{'s' if n != 1 else ''}{f' in {processes} processes' if processes > 1 else ''}",
                 spec.span("mesh"), _mesh_hint(mesh, n, platform)))
         if processes > 1:
-            raise DataError(plan.diag(
+            raise DeviceError(plan.diag(
                 "`parallel: model` over several processes is not supported: its split weights would have to be "
                 "gathered to be saved", spec.span("parallel"), "use `parallel: data` across processes"))
         _check_layout(plan, mesh, axes)
@@ -227,7 +227,7 @@ def configure_distribution(plan) -> Active | None:
     train = plan.train
     if train is not None and train.batch_size % shards:
         better = max(shards, round(train.batch_size / shards) * shards)
-        raise DataError(plan.diag(
+        raise DeviceError(plan.diag(
             f"batch_size {train.batch_size} does not split evenly over the {shards} devices that share each batch",
             train.span("batch_size") or spec.span("parallel"), f"use a multiple of {shards}, e.g. `batch_size: {better}`"))
     # The distribution places every weight and batch on its mesh. A default device (`select_device` sets one for

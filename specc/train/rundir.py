@@ -91,6 +91,20 @@ def diverged(info: dict[str, Any]) -> str:
     return f"its loss became {bad.get('loss', 'NaN')} in epoch {bad.get('epoch', '?')}{step}"
 
 
+MODEL = "model.keras"  # the trained model a finished run saves
+
+
+def saved_model(path: Path, checkpoint: bool = False) -> Path:
+    """The model file `path` names: a run directory's `model.keras`, or `path` itself when it is not a directory.
+    With `checkpoint`, a run that stopped before saving one gives its checkpoint instead (`init` reads either).
+    Every reader of a run's model finds it here; `specc.runtime.model_files.load_model` then loads it."""
+    if not path.is_dir():
+        return path
+    if checkpoint and not (path / MODEL).is_file() and (path / CHECKPOINT).is_file():
+        return path / CHECKPOINT
+    return path / MODEL
+
+
 def safe_name(stem: str, limit: int = 100) -> str:
     """A spec's file name made fit for a folder name shown on a terminal: characters that are not printable
     (control characters, escape sequences, lone surrogates) and path separators become `_`, at most `limit` long."""
@@ -276,6 +290,26 @@ def claim_out(out: str | Path | None, spec_file: str, force: bool) -> RunDir:
     def refuse(message: str, hint: str) -> UsageError:
         return UsageError(Diagnostic(message, file=str(path), hint=hint))
 
+    created = _make_out(path, refuse)  # before locking, so that a user's folder gets nothing written into it
+    try:
+        fd = _lock(path)
+    except OSError as err:
+        raise refuse(f"cannot use this as the run directory: {err.strerror or err}", "choose another `--out`") from None
+    run = RunDir(path, fd, created)
+    try:
+        info = _run_info_or_refuse(path, refuse)  # again, under the lock: another run may have started meanwhile
+        if info is not None:
+            run.remove = _replaceable(path, info, force, refuse)
+            run.is_run = True
+    except BaseException:
+        run.release()
+        raise
+    return run
+
+
+def _make_out(path: Path, refuse) -> bool:
+    """`--out` made if it is not there (True when this process made it); a file, an unwritable folder, or a
+    non-empty folder that is not a specc run refused."""
     created = False
     try:
         if os.path.lexists(path):
@@ -289,52 +323,47 @@ def claim_out(out: str | Path | None, spec_file: str, force: bool) -> RunDir:
                 created = True
             except FileExistsError:
                 pass  # made meanwhile by another process: the lock decides
-        entries, info, why = _state(path)  # before locking, so that a user's folder gets nothing written into it
+        _run_info_or_refuse(path, refuse)
     except OSError as err:  # a name too long, a loop of links above it, no permission
         raise refuse(f"cannot use this as the run directory: {err.strerror or err}", "choose another `--out`") from None
+    return created
+
+
+def _run_info_or_refuse(path: Path, refuse) -> dict[str, Any] | None:
+    """The `run.json` of the run in `path`, None for an empty folder; a non-empty folder that is no run refused."""
+    entries, info, why = _state(path)
     if entries and info is None:
         raise refuse(f"this folder is not empty and is not a specc run ({why}): it holds {_listing(entries)}",
                      "choose a new or empty folder for `--out`; specc never deletes files it did not write, "
                      "even with `--force`")
-    try:
-        fd = _lock(path)
-    except OSError as err:
-        raise refuse(f"cannot use this as the run directory: {err.strerror or err}", "choose another `--out`") from None
-    run = RunDir(path, fd, created)
-    try:
-        entries, info, why = _state(path)  # again, under the lock: another run may have started meanwhile
-        if entries and info is None:
-            raise refuse(f"this folder is not empty and is not a specc run ({why}): it holds {_listing(entries)}",
-                         "choose a new or empty folder for `--out`; specc never deletes files it did not write, "
-                         "even with `--force`")
-        if info is not None:
-            if not force and (path / "metrics.json").exists():
-                raise refuse("this folder already holds a run, finished (it has metrics.json); refusing to overwrite it",
-                             "choose another `--out`, or pass `--force` to replace it")
-            if not force and info.get("diverged"):
-                raise refuse(f"this folder holds a run that diverged ({diverged(info)}); refusing to overwrite it",
-                             f"resuming it would diverge again: start a new run from its last good weights with "
-                             f"`specc run SPEC --init {path} --out NEW_DIR`, or pass `--force` to replace it")
-            if not force and (path / CHECKPOINT).exists():
-                from specc.train.checkpoint import read_checkpoint
+    return info
 
-                try:
-                    done = f" (checkpoint after epoch {read_checkpoint(path / CHECKPOINT, meta_only=True)[0]['epoch']})"
-                except DataError:
-                    done = " (its checkpoint is unreadable)"
-                raise refuse(f"this folder holds an unfinished run{done}; refusing to overwrite it",
-                             f"continue it with `specc run --resume {path}`, or pass `--force` to start over")
-            special = special_run_file(path)
-            if special:
-                raise refuse(f"this run directory cannot be written: {special}",
-                             "remove or rename it, or choose another `--out`")
-            listed = set(info["files"])
-            run.remove = [f for f in RUN_FILES if f in listed and _regular(path / f)]
-            run.is_run = True
-    except BaseException:
-        run.release()
-        raise
-    return run
+
+def _replaceable(path: Path, info: dict[str, Any], force: bool, refuse) -> list[str]:
+    """The files of the old run in `path` a new run replaces (those its run.json lists); without `force`, a
+    finished, diverged or resumable run is refused, and so is a run file that is not a regular file."""
+    if not force and (path / "metrics.json").exists():
+        raise refuse("this folder already holds a run, finished (it has metrics.json); refusing to overwrite it",
+                     "choose another `--out`, or pass `--force` to replace it")
+    if not force and info.get("diverged"):
+        raise refuse(f"this folder holds a run that diverged ({diverged(info)}); refusing to overwrite it",
+                     f"resuming it would diverge again: start a new run from its last good weights with "
+                     f"`specc run SPEC --init {path} --out NEW_DIR`, or pass `--force` to replace it")
+    if not force and (path / CHECKPOINT).exists():
+        from specc.train.checkpoint import read_checkpoint
+
+        try:
+            done = f" (checkpoint after epoch {read_checkpoint(path / CHECKPOINT, meta_only=True)[0]['epoch']})"
+        except DataError:
+            done = " (its checkpoint is unreadable)"
+        raise refuse(f"this folder holds an unfinished run{done}; refusing to overwrite it",
+                     f"continue it with `specc run --resume {path}`, or pass `--force` to start over")
+    special = special_run_file(path)
+    if special:
+        raise refuse(f"this run directory cannot be written: {special}",
+                     "remove or rename it, or choose another `--out`")
+    listed = set(info["files"])
+    return [f for f in RUN_FILES if f in listed and _regular(path / f)]
 
 
 def claim_resume(run_dir: str | Path) -> RunDir:

@@ -15,6 +15,7 @@ import json
 import math
 import sys
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,10 +25,11 @@ import numpy as np
 from specc.core.version import __version__
 from specc.core.artifacts import remove_partial_files, write_atomic, write_atomic_with
 from specc.train.rundir import (CHECKPOINT, RUN_FILES, RunDir, claim_out, claim_resume, diverged as _diverged, read_run_info,  # noqa: F401 - RUN_FILES re-exported
-                     special_run_file)
+                     saved_model, special_run_file)
 from specc.compile.build import build_model, make_object
 from specc.data.prepare import Dataset, count_examples, load_dataset, prepare, take
-from specc.core.errors import DataError, Diagnostic, SpecError, UsageError, UserError, did_you_mean, printable
+from specc.core.errors import (DataError, DeviceError, Diagnostic, DivergedError, SpecError, UsageError, UserError,
+                               did_you_mean, printable)
 from specc.runtime.keras_env import import_keras
 from specc.compile.catalog import catalog
 from specc.core.plan import Plan
@@ -41,7 +43,7 @@ def select_device(device: str) -> str:
             found = jax.devices(device)
         except Exception as err:  # noqa: BLE001 - JAX says why the platform is unavailable
             why = (str(err).strip().splitlines() or [type(err).__name__])[0][:300]
-            raise DataError(Diagnostic(
+            raise DeviceError(Diagnostic(
                 f"device `{device}` requested, but JAX cannot use it: {why}",
                 hint="use `device: auto`, or install a JAX build for it (e.g. `pip install -U \"jax[cuda12]\"`)")) from None
         jax.config.update("jax_default_device", found[0])
@@ -209,30 +211,52 @@ def apply_init(plan: Plan, model) -> list[str]:
     """Copy weights from the run or `.keras` file `init` names into the layers it names (glob patterns;
     all layers both models have by default), then freeze the `freeze` layers. Returns the layers taken.
     A run without `model.keras` (stopped, or killed) gives the weights of its checkpoint."""
-    from fnmatch import fnmatchcase
+    taken = copy_init_weights(plan, model)
+    for name in frozen_layers(plan, [layer.name for layer in model.layers]):
+        model.get_layer(name).trainable = False
+    return taken
 
+
+def copy_init_weights(plan: Plan, model) -> list[str]:
+    """`init`'s copy of weights alone (`apply_init` without freezing; the script `emit --train` writes freezes
+    in plain Keras). Returns the layers taken."""
     init = plan.init
     assert init is not None
-    path = plan.path(init.source)
-    file = path / "model.keras" if path.is_dir() else path
-    if path.is_dir() and not file.is_file() and (path / CHECKPOINT).is_file():
-        file = path / CHECKPOINT
+    file = _init_file(plan, init)
+    return _copy_layers(plan, init, model, file, _init_weights(plan, init, file))
+
+
+def _init_file(plan: Plan, init) -> Path:
+    """The file `init.from` names: a `.keras` file, or a run directory's `model.keras` (its checkpoint when the
+    run stopped before saving one)."""
+    file = saved_model(plan.path(init.source), checkpoint=True)
     if not file.is_file():
         raise DataError(plan.diag(f"`init` found no saved model at {file}", init.span("from"),
                                   "name a run directory (it holds model.keras or a checkpoint) or a .keras file"))
+    return file
+
+
+def _init_weights(plan: Plan, init, file: Path) -> dict[str, list]:
+    """{layer name: its weights} of the model in `file`, for the layers that have weights."""
     try:
         if file.name == CHECKPOINT:
             from specc.train.checkpoint import checkpoint_weights
 
-            theirs = checkpoint_weights(file, hint="name a run whose checkpoint.npz is whole, or its model.keras")
-        else:
-            from specc.runtime.model_files import load_model
+            return checkpoint_weights(file, hint="name a run whose checkpoint.npz is whole, or its model.keras")
+        from specc.runtime.model_files import load_model
 
-            theirs = {layer.name: layer.get_weights() for layer in load_model(file).layers if layer.weights}
+        return {layer.name: layer.get_weights() for layer in load_model(file).layers if layer.weights}
     except Exception as err:  # noqa: BLE001 - a corrupt or foreign file
         why = err.message if isinstance(err, UserError) else str(err).splitlines()[0][:300]  # not a nested diagnostic
         raise DataError(plan.diag(f"`init` cannot load {file}: {why}", init.span("from"),
                                   err.hint if isinstance(err, UserError) else None)) from None
+
+
+def _copy_layers(plan: Plan, init, model, file: Path, theirs: dict[str, list]) -> list[str]:
+    """Set the weights of the layers `init.layers` names (every layer both have by default) from `theirs`;
+    returns their names. A pattern that matches no layer with weights, or weights of other shapes: SpecError."""
+    from fnmatch import fnmatchcase
+
     ours = {layer.name: layer for layer in model.layers if layer.weights}
     taken: list[str] = []
     for pattern in init.layers or ["*"]:
@@ -243,27 +267,38 @@ def apply_init(plan: Plan, model) -> list[str]:
             raise SpecError(plan.diag(f"`init` names layer `{pattern}`, but {where} has no layer with weights by that name",
                                       init.span(f"layers:{pattern}") or init.span("layers"), close or f"layers both have: {', '.join(n for n in ours if n in theirs) or 'none'}"))
         for name in names:
-            if name not in theirs:
-                continue
-            want = [tuple(w.shape) for w in ours[name].weights]
-            have = [tuple(w.shape) for w in theirs[name]]
-            if want != have:
-                raise SpecError(plan.diag(
-                    f"`init` cannot copy layer `{name}`: its weights have shapes {have} in {file} but {want} here",
-                    init.span(f"layers:{name}") or init.span("layers") or init.span("from"),
-                    "give the layer the same arguments as in the run it comes from, or leave it out of `layers`"))
-            ours[name].set_weights(theirs[name])
-            taken.append(name)
-    every = {layer.name: layer for layer in model.layers}
-    for pattern in init.freeze:
-        names = [name for name in every if fnmatchcase(name, pattern)]
-        if not names:
+            if name in theirs:
+                _check_init_shapes(plan, init, file, name, ours[name], theirs[name])
+                ours[name].set_weights(theirs[name])
+                taken.append(name)
+    return list(dict.fromkeys(taken))
+
+
+def _check_init_shapes(plan: Plan, init, file: Path, name: str, layer, weights: list) -> None:
+    want = [tuple(w.shape) for w in layer.weights]
+    have = [tuple(w.shape) for w in weights]
+    if want != have:
+        raise SpecError(plan.diag(
+            f"`init` cannot copy layer `{name}`: its weights have shapes {have} in {file} but {want} here",
+            init.span(f"layers:{name}") or init.span("layers") or init.span("from"),
+            "give the layer the same arguments as in the run it comes from, or leave it out of `layers`"))
+
+
+def frozen_layers(plan: Plan, names: list[str]) -> list[str]:
+    """The layers among `names` (the model's, in order) that `init.freeze` names by glob patterns; a pattern that
+    matches none is a SpecError at its line. Known from the plan alone: `emit --train` writes them out."""
+    from fnmatch import fnmatchcase
+
+    init = plan.init
+    frozen: list[str] = []
+    for pattern in init.freeze if init is not None else []:
+        found = [name for name in names if fnmatchcase(name, pattern)]
+        if not found:
             raise SpecError(plan.diag(f"`freeze` names layer `{pattern}`, but the model has no such layer",
                                       init.span(f"freeze:{pattern}") or init.span("freeze"),
-                                      did_you_mean(pattern, list(every))))
-        for name in names:
-            every[name].trainable = False
-    return list(dict.fromkeys(taken))
+                                      did_you_mean(pattern, names)))
+        frozen += found
+    return list(dict.fromkeys(frozen))
 
 
 def adapt_layers(plan: Plan, model, x) -> None:
@@ -316,7 +351,8 @@ def run_plan(plan: Plan, out: str | Path | None = None, epochs: int | None = Non
     The run directory is claimed (locked, and refused if it is not a run's or holds one, `specc.train.rundir`) before
     anything is loaded or trained, and held until the run ends; `claimed`: a claim already made
     (`claim_run_dir`). A full disk or another failed write, and Ctrl-C, say what was kept and how to go on.
-    Raises `SpecError`/`DataError`/`UsageError` for user mistakes."""
+    Raises `SpecError`/`DataError`/`UsageError` for user mistakes, a `TrainingError` (`DeviceError`,
+    `DivergedError`, `OutOfMemoryError`) for a run that failed."""
     if plan.train is None:
         raise SpecError(plan.diag(
             "the spec has no `train` section; `specc run` needs one", None,
@@ -326,18 +362,26 @@ def run_plan(plan: Plan, out: str | Path | None = None, epochs: int | None = Non
     run = claimed if claimed is not None else claim_run_dir(out, plan.file, force, resume)
     try:
         out_dir = run.path if run is not None else process_out_dir(Path(resume or out or "runs"))
-        try:
+        with _saying_what_was_kept(out_dir, plan, run):
             return _run_plan(plan, run, out_dir, epochs, limit, verbose, resume, callbacks)
-        except KeyboardInterrupt:
-            kept, action = _how_to_go_on(out_dir, plan, run)
-            print(printable(f"specc: interrupted; {kept}" + (f"; {action}" if action else ""), lines=False),
-                  file=sys.stderr, flush=True)
-            raise
-        except OSError as err:  # a full disk, a quota, a read-only or vanished folder
-            raise _failed_write(err, out_dir, plan, run) from None
     finally:
         if run is not None:
             run.release()
+
+
+@contextmanager
+def _saying_what_was_kept(out_dir: Path, plan: Plan, run: RunDir | None):
+    """Ctrl-C and failed writes (a full disk, a quota, a read-only or vanished folder) end a run with what it
+    kept and how to go on: a line on stderr before the KeyboardInterrupt goes on, a `DataError` for an OSError."""
+    try:
+        yield
+    except KeyboardInterrupt:
+        kept, action = _how_to_go_on(out_dir, plan, run)
+        print(printable(f"specc: interrupted; {kept}" + (f"; {action}" if action else ""), lines=False),
+              file=sys.stderr, flush=True)
+        raise
+    except OSError as err:
+        raise _failed_write(err, out_dir, plan, run) from None
 
 
 def _how_to_go_on(out_dir: Path, plan: Plan, run: RunDir | None) -> tuple[str, str]:
@@ -371,178 +415,322 @@ def _failed_write(err: OSError, out_dir: Path, plan: Plan, run: RunDir | None) -
                                 hint=f"{fix}, {action}" if action else None))
 
 
+# --- the phases of a run ------------------------------------------------------------------------------------
+#
+# `_run_plan` calls them in order; each reads what the phases before it set on the `_Run` and sets its own part.
+
+
+@dataclass
+class _Run:
+    """One run as its phases build it up: what it was given, then what each phase found or made."""
+
+    plan: Plan
+    claim: RunDir | None
+    out_dir: Path
+    epochs: int | None  # `--epochs` (a resumed run's own)
+    limit: int | None  # `--limit` (a resumed run's own)
+    verbose: int | str  # Keras's: 1 (a progress bar) on a terminal, 2 (a line per epoch) otherwise
+    user_callbacks: list
+    ckpt: dict[str, Any] | None = None  # resume: the checkpoint's meta
+    arrays: dict[str, Any] = field(default_factory=dict)  # resume: the checkpoint's arrays
+    info: dict[str, Any] = field(default_factory=dict)  # run.json
+    platform: str = ""  # device: JAX's platform
+    distribution: Any = None  # device: the `parallel` layout (`specc.train.distribute.Active`), or None
+    data: Dataset = field(default=None, repr=False)  # type: ignore[assignment] # data: the prepared splits
+    model: Any = field(default=None, repr=False)  # build
+    taken: list[str] = field(default_factory=list)  # init: the layers whose weights were copied
+    folds: dict[str, Any] | None = None  # k-fold cross-validation's scores
+    examples: int = 0  # compile: the training examples of every process together
+    compiled: dict[str, Any] = field(default_factory=dict)  # compile: `compile_model`'s choices
+    guard: Any = None  # fit: `FiniteLoss`, which stops at the first non-finite loss
+    start: Any = None  # fit: `EpochStart`, what replaying a failing epoch needs (specc/train/diagnose.py)
+    saver: Any = None  # fit: `EpochCheckpoint`, the checkpoint and history.csv after every epoch
+    callbacks: list = field(default_factory=list)  # fit: every Keras callback, the user's first
+    seconds: float = 0.0  # fit: the time it took
+    resumed_at: list[int] = field(default_factory=list)  # the epochs after which this run was resumed
+    test: dict[str, Any] = field(default_factory=dict)  # evaluate: the test metrics
+
+    @property
+    def train(self):
+        assert self.plan.train is not None
+        return self.plan.train
+
+    @property
+    def n_epochs(self) -> int:
+        return self.epochs if self.epochs is not None else self.train.epochs
+
+
 def _run_plan(plan: Plan, run: RunDir | None, out_dir: Path, epochs: int | None, limit: int | None, verbose,
               resume: str | Path | None, callbacks: list | None) -> RunResult:
-    ckpt: dict[str, Any] | None = None
-    arrays: dict[str, Any] = {}
+    """The phases of a run, in order; their failures are told in the user's terms by the context managers."""
+    s = _Run(plan, run, out_dir, epochs, limit, verbose if verbose is not None else 1 if sys.stdout.isatty() else 2,
+             callbacks or [])
     if resume is not None:
-        plan, info, ckpt, arrays = _open_resume(plan, Path(resume), None, epochs, limit)
-        epochs, limit = info["epochs"], info["limit"]
-    try:
-        platform = select_device(plan.device)
-    except DataError as err:  # blame the `device:` line
-        raise DataError(plan.diag(err.message, plan.device_origin.span, err.hint)) from None
-    from specc.train.distribute import configure_distribution, describe, eval_batch_size, shard_data
+        _reopen_checkpoint(s, Path(resume))
+    _select_devices(s)
+    _load_data(s)
+    _build_model(s)
+    if s.plan.init:
+        s.taken = apply_init(s.plan, s.model)  # after adapt: weights taken from a run win
+    _cross_validate_folds(s)
+    if s.ckpt is None:
+        _start_run_files(s)
+    _shard_and_compile(s)
+    _make_callbacks(s)
+    _announce(s)
+    with _fit_failures(s):
+        _fit(s)
+    _stop_if_diverged(s)
+    with _evaluation_failures(s):
+        _evaluate(s)
+    return _write_results(s)
 
-    distribution = configure_distribution(plan)  # the `device` section's `parallel`, before the model is built
-    keras = import_keras()
-    train = plan.train
-    assert train is not None
-    if train.seed is not None:
-        keras.utils.set_random_seed(train.seed)
-    data = prepare(plan, load_dataset(plan), limit)
-    model = build_model(plan)
-    _check_labels(plan, model, data)
-    _check_ids(plan, data)
-    adapt_layers(plan, model, data.x_train)
-    taken = apply_init(plan, model) if plan.init else []  # after adapt: weights taken from a run win
-    if verbose is None:
-        verbose = 1 if sys.stdout.isatty() else 2
-    n_epochs = epochs if epochs is not None else train.epochs
-    if ckpt is not None:
-        folds = ckpt.get("cross_validation")
-    else:
-        folds = _cross_validate(plan, data, n_epochs, verbose) if train.validation else None
-    if ckpt is None:
-        if run is not None:
-            run.clear()  # the old run's files (`--force`), only now that the new run is about to write
-        files = ["run.json", "spec.model", CHECKPOINT, "history.csv", "model.keras", "curves.png", "metrics.json",
-                 *(["tokenizer.json"] if data.vocab is not None else []),
-                 *(["classes.json"] if data.classes is not None else [])]
-        info = _write_run_info(plan, out_dir, n_epochs, limit, platform, files)  # first: the folder is a run's now
-        if plan.source:
-            write_atomic(out_dir / "spec.model", plan.source)
-        if data.vocab is not None:
-            write_atomic(out_dir / "tokenizer.json", data.vocab.to_json())
-        if data.classes is not None:
-            write_atomic(out_dir / "classes.json", json.dumps(data.classes) + "\n")
 
-    data = shard_data(plan, data, bool(verbose))  # with `parallel`: this process's share, batches split evenly
-    examples = count_examples(data.x_train) * (distribution.data_shards if distribution else 1)  # all processes'
+def _reopen_checkpoint(s: _Run, run_dir: Path) -> None:
+    """resume: the plan, settings and checkpoint of the interrupted run in `run_dir`."""
+    s.plan, s.info, s.ckpt, s.arrays = _open_resume(s.plan, run_dir, None, s.epochs, s.limit)
+    s.epochs, s.limit = s.info["epochs"], s.info["limit"]
+
+
+def _select_devices(s: _Run) -> None:
+    """device: the platform the spec's `device` asks for (a failure blamed on the `device:` line), and the
+    `device` section's `parallel`, before the model is built."""
+    from specc.train.distribute import configure_distribution
+
     try:
-        compiled = compile_model(plan, model, weighted=data.w_train is not None,
-                                 examples=count_examples(data.x_train))
+        s.platform = select_device(s.plan.device)
+    except DeviceError as err:  # blame the `device:` line
+        raise DeviceError(s.plan.diag(err.message, s.plan.device_origin.span, err.hint)) from None
+    s.distribution = configure_distribution(s.plan)
+
+
+def _load_data(s: _Run) -> None:
+    """data: the seed set, then the spec's data read and prepared (`--limit` examples at most)."""
+    if s.train.seed is not None:
+        import_keras().utils.set_random_seed(s.train.seed)
+    s.data = prepare(s.plan, load_dataset(s.plan), s.limit)
+
+
+def _build_model(s: _Run) -> None:
+    """build: the model, checked against the data's labels and ids, its preprocessing layers adapted."""
+    s.model = build_model(s.plan)
+    _check_labels(s.plan, s.model, s.data)
+    _check_ids(s.plan, s.data)
+    adapt_layers(s.plan, s.model, s.data.x_train)
+
+
+def _cross_validate_folds(s: _Run) -> None:
+    """k-fold cross-validation (`validation: K`) before the final model trains; a resumed run's were saved."""
+    if s.ckpt is not None:
+        s.folds = s.ckpt.get("cross_validation")
+    elif s.train.validation:
+        s.folds = _cross_validate(s.plan, s.data, s.n_epochs, s.verbose)
+
+
+def _start_run_files(s: _Run) -> None:
+    """write: a new run's first files; run.json first, so that the folder is a run's from now on."""
+    if s.claim is not None:
+        s.claim.clear()  # the old run's files (`--force`), only now that the new run is about to write
+    data = s.data
+    files = ["run.json", "spec.model", CHECKPOINT, "history.csv", "model.keras", "curves.png", "metrics.json",
+             *(["tokenizer.json"] if data.vocab is not None else []),
+             *(["classes.json"] if data.classes is not None else [])]
+    s.info = _write_run_info(s.plan, s.out_dir, s.n_epochs, s.limit, s.platform, files)
+    if s.plan.source:
+        write_atomic(s.out_dir / "spec.model", s.plan.source)
+    if data.vocab is not None:
+        write_atomic(s.out_dir / "tokenizer.json", data.vocab.to_json())
+    if data.classes is not None:
+        write_atomic(s.out_dir / "classes.json", json.dumps(data.classes) + "\n")
+
+
+def _shard_and_compile(s: _Run) -> None:
+    """compile: this process's share of the data (with `parallel`), then the model compiled for it; settings
+    Keras refuses are blamed on the `loss:` line."""
+    from specc.train.distribute import shard_data
+
+    s.data = shard_data(s.plan, s.data, bool(s.verbose))  # with `parallel`: batches split evenly
+    local = count_examples(s.data.x_train)
+    s.examples = local * (s.distribution.data_shards if s.distribution else 1)  # all processes'
+    try:
+        s.compiled = compile_model(s.plan, s.model, weighted=s.data.w_train is not None, examples=local)
     except (ValueError, TypeError) as err:
-        raise SpecError(plan.diag(
+        raise SpecError(s.plan.diag(
             f"Keras cannot compile the model with these training settings: {str(err).splitlines()[0][:400]}",
-            train.span("loss"))) from None
-    from specc.train.checkpoint import EpochCheckpoint, FiniteLoss, write_history
+            s.train.span("loss"))) from None
 
+
+def _make_callbacks(s: _Run) -> None:
+    """fit: the callbacks, the user's first and the saver last (it records early stopping's verdict); a resumed
+    run's history.csv caught up with its checkpoint and the partial files of its killed writes removed."""
+    from specc.runtime.keras_env import startup_probe  # benchmarks/startup.py: when the first step runs
+    from specc.train.checkpoint import EpochCheckpoint, FiniteLoss, write_history
     from specc.train.diagnose import EpochStart
 
-    guard, start = FiniteLoss(), EpochStart()  # `start`: what replaying a failing epoch needs (specc/train/diagnose.py)
+    ckpt, train = s.ckpt, s.train
+    s.guard, s.start = FiniteLoss(), EpochStart()
     stopper = make_object(train.early_stopping) if train.early_stopping is not None else None
-    resumed_at = (ckpt.get("resumed_at", []) + [ckpt["epoch"]]) if ckpt else []
-    saver = EpochCheckpoint(out_dir / CHECKPOINT, out_dir / "history.csv",
-                            {"spec_sha256": info["spec_sha256"], "cross_validation": folds, "resumed_at": resumed_at},
-                            guard, state=(ckpt, arrays) if ckpt else None, early_stopping=stopper)
-    from specc.runtime.keras_env import startup_probe  # benchmarks/startup.py: when the first step runs; none otherwise
-
-    # the saver last: it records early stopping's verdict
-    callbacks = [*startup_probe(), *(callbacks or []), start, guard, *([stopper] if stopper else []), saver]
-    done = saver.done
+    s.resumed_at = (ckpt.get("resumed_at", []) + [ckpt["epoch"]]) if ckpt else []
+    s.saver = EpochCheckpoint(s.out_dir / CHECKPOINT, s.out_dir / "history.csv",
+                              {"spec_sha256": s.info["spec_sha256"], "cross_validation": s.folds,
+                               "resumed_at": s.resumed_at},
+                              s.guard, state=(ckpt, s.arrays) if ckpt else None, early_stopping=stopper)
+    s.callbacks = [*startup_probe(), *s.user_callbacks, s.start, s.guard, *([stopper] if stopper else []), s.saver]
     if ckpt is not None:
-        remove_partial_files(out_dir, RUN_FILES)  # a proven run's (`_open_resume` read its run.json)
-        write_history(out_dir / "history.csv", saver.history)  # history.csv may lag the checkpoint by one epoch
-    if verbose and taken:
-        print(printable(f"init: {len(taken)} layers from {plan.init.source}: {', '.join(taken)}"  # type: ignore[union-attr]
-                        + (f"; frozen: {', '.join(plan.init.freeze)}" if plan.init.freeze else ""), lines=False),  # type: ignore[union-attr]
-              flush=True)
-    if verbose:
-        test = "the training data" if data.test_is_train else f"{count_examples(data.x_test):,} test examples"
-        what = f"resuming `{plan.name}` after epoch {done} of {n_epochs}" if ckpt else f"training `{plan.name}`"
-        print(f"{what} ({model.count_params():,} params) on {examples:,} examples "
-              f"for {n_epochs} epoch{'s' if n_epochs != 1 else ''} of batch {train.batch_size} on {describe(platform)}; "
-              f"evaluating on {test}; writing {printable(str(out_dir), lines=False)}", flush=True)
-        if compiled["lowered"] or compiled["steps_per_execution"] > 1:
-            print(f"compiled for {platform}: {describe_compiled(compiled)}", flush=True)
+        remove_partial_files(s.out_dir, RUN_FILES)  # a proven run's (`_open_resume` read its run.json)
+        write_history(s.out_dir / "history.csv", s.saver.history)  # history.csv may lag the checkpoint by one epoch
+
+
+def _announce(s: _Run) -> None:
+    """The lines a run prints before its first epoch: the layers `init` took, what trains on what, how it compiled."""
+    from specc.train.distribute import describe
+
+    if not s.verbose:
+        return
+    plan, data, init = s.plan, s.data, s.plan.init
+    if s.taken and init is not None:
+        print(printable(f"init: {len(s.taken)} layers from {init.source}: {', '.join(s.taken)}"
+                        + (f"; frozen: {', '.join(init.freeze)}" if init.freeze else ""), lines=False), flush=True)
+    test = "the training data" if data.test_is_train else f"{count_examples(data.x_test):,} test examples"
+    what = (f"resuming `{plan.name}` after epoch {s.saver.done} of {s.n_epochs}" if s.ckpt
+            else f"training `{plan.name}`")
+    print(f"{what} ({s.model.count_params():,} params) on {s.examples:,} examples "
+          f"for {s.n_epochs} epoch{'s' if s.n_epochs != 1 else ''} of batch {s.train.batch_size} on "
+          f"{describe(s.platform)}; evaluating on {test}; writing {printable(str(s.out_dir), lines=False)}", flush=True)
+    if s.compiled["lowered"] or s.compiled["steps_per_execution"] > 1:
+        print(f"compiled for {s.platform}: {describe_compiled(s.compiled)}", flush=True)
+
+
+def _fit(s: _Run) -> None:
+    """fit: the epochs left (none past a resumed run's early stop), from the epoch the checkpoint reached."""
+    done = s.saver.done
+    s.model.fit(s.data.x_train, s.data.y_train, sample_weight=s.data.w_train, callbacks=s.callbacks,
+                verbose=s.verbose, epochs=done if s.ckpt and s.ckpt.get("stopped") else s.n_epochs,
+                initial_epoch=done, **fit_options(s.plan))
+    s.seconds = s.saver.seconds()  # training time: not evaluating or saving
+
+
+@contextmanager
+def _fit_failures(s: _Run):
+    """Training's failures in the user's terms: Keras refusing the targets in the first steps, XLA out of memory."""
     try:
-        model.fit(data.x_train, data.y_train, sample_weight=data.w_train, callbacks=callbacks, verbose=verbose,
-                  epochs=done if ckpt and ckpt.get("stopped") else n_epochs, initial_epoch=done, **fit_options(plan))
+        yield
     except (ValueError, TypeError) as err:
-        if saver.new_epochs:  # it ran whole epochs before failing: not a mismatch of shapes
+        if s.saver.new_epochs:  # it ran whole epochs before failing: not a mismatch of shapes
             raise
-        raise DataError(plan.diag(
+        raise DataError(s.plan.diag(
             f"training failed in its first steps: {str(err).splitlines()[0][:400]}",
-            train.span("loss"),
-            hint=f"check that the loss fits the model's outputs {[tuple(o.shape) for o in model.outputs]} and the "
-            f"targets {_shapes(data.y_train)}; {_kept(out_dir)}")) from None
+            s.train.span("loss"),
+            hint=f"check that the loss fits the model's outputs {[tuple(o.shape) for o in s.model.outputs]} and the "
+            f"targets {_shapes(s.data.y_train)}; {_kept(s.out_dir)}")) from None
     except Exception as err:  # noqa: BLE001 - XLA running out of memory is the user's to fix (specc/train/diagnose.py)
-        from specc.train.diagnose import describe_oom, is_out_of_memory
+        _raise_if_out_of_memory(s, err, fit_options(s.plan)["batch_size"], "training")
+        raise
 
-        if not is_out_of_memory(err):
-            raise
-        raise describe_oom(plan, model, err, fit_options(plan)["batch_size"], "training", _kept(out_dir)) from None
-    seconds = saver.seconds()
-    history = saver.history
-    if guard.bad is not None:
-        epoch, step, loss = guard.bad
-        steps = math.ceil(int(examples * (1 - train.validation_split)) / train.batch_size)
-        spe = compiled["steps_per_execution"]  # Keras reports the last step of each execution
-        where = f"epoch {epoch + 1}" + ("" if step is None else f", step {step + 1} of {steps}" if spe == 1 else
-                                        f", steps {max(step + 2 - spe, 1)}-{step + 1} of {steps}")
-        restart = (f"; `specc run SPEC --init {out_dir}` starts a new run from the weights after epoch {saver.saved}"
-                   if saver.saved else "")
-        # Resuming would diverge again (the same run): run.json says so, for `--resume` and `--out` to refuse it.
-        info = {**info, "diverged": {"epoch": epoch + 1, "step": None if step is None else step + 1, "loss": str(loss)}}
-        write_atomic(out_dir / "run.json", json.dumps(info, indent=2) + "\n")
-        from specc.train.diagnose import trace_failure
 
-        verdict, cause = trace_failure(plan, model, start, data, epoch, steps if step is None else step)
-        found = verdict is not None and verdict.located  # where the first non-finite value came from
-        raise DataError(plan.diag(
-            f"training stopped: the loss became {loss} in {where}{f': {cause}' if found else ''}; {_kept(out_dir)}",
-            verdict.span if found else train.span("optimizer"), notes=[*(verdict.notes if found else []), *(
-                [] if found else [cause])],
-            hint=f"{verdict.hint if verdict else 'lower the learning rate, or check the data for NaN or huge values'}{restart}"))
+def _raise_if_out_of_memory(s: _Run, err: Exception, batch_size: int, during: str) -> None:
+    from specc.train.diagnose import describe_oom, is_out_of_memory
+
+    if is_out_of_memory(err):
+        raise describe_oom(s.plan, s.model, err, batch_size, during, _kept(s.out_dir)) from None
+
+
+def _stop_if_diverged(s: _Run) -> None:
+    """fit: a loss that became NaN or infinite ends the run, located where the first non-finite value came from
+    (`specc.train.diagnose`); run.json records it, so that `--resume` refuses to diverge again."""
+    if s.guard.bad is None:
+        return
+    from specc.train.diagnose import trace_failure
+
+    plan, train, saver, out_dir = s.plan, s.train, s.saver, s.out_dir
+    epoch, step, loss = s.guard.bad
+    steps = math.ceil(int(s.examples * (1 - train.validation_split)) / train.batch_size)
+    spe = s.compiled["steps_per_execution"]  # Keras reports the last step of each execution
+    where = f"epoch {epoch + 1}" + ("" if step is None else f", step {step + 1} of {steps}" if spe == 1 else
+                                    f", steps {max(step + 2 - spe, 1)}-{step + 1} of {steps}")
+    restart = (f"; `specc run SPEC --init {out_dir}` starts a new run from the weights after epoch {saver.saved}"
+               if saver.saved else "")
+    s.info = {**s.info, "diverged": {"epoch": epoch + 1, "step": None if step is None else step + 1, "loss": str(loss)}}
+    write_atomic(out_dir / "run.json", json.dumps(s.info, indent=2) + "\n")
+    verdict, cause = trace_failure(plan, s.model, s.start, s.data, epoch, steps if step is None else step)
+    found = verdict is not None and verdict.located  # where the first non-finite value came from
+    raise DivergedError(plan.diag(
+        f"training stopped: the loss became {loss} in {where}{f': {cause}' if found else ''}; {_kept(out_dir)}",
+        verdict.span if found else train.span("optimizer"), notes=[*(verdict.notes if found else []), *(
+            [] if found else [cause])],
+        hint=f"{verdict.hint if verdict else 'lower the learning rate, or check the data for NaN or huge values'}{restart}"))
+
+
+def _evaluate(s: _Run) -> None:
+    """evaluate: the spec's loss and metrics on the test split (the training data when it has none)."""
+    from specc.train.distribute import eval_batch_size
+
+    s.test = s.model.evaluate(s.data.x_test, s.data.y_test, sample_weight=s.data.w_test,
+                              batch_size=eval_batch_size(s.train.batch_size), verbose=0, return_dict=True)
+
+
+@contextmanager
+def _evaluation_failures(s: _Run):
+    """Evaluation's failures in the user's terms: test targets that do not fit, XLA out of memory."""
+    from specc.train.distribute import eval_batch_size
+
     try:
-        test = model.evaluate(data.x_test, data.y_test, sample_weight=data.w_test, batch_size=eval_batch_size(train.batch_size),
-                              verbose=0, return_dict=True)
+        yield
     except (ValueError, TypeError) as err:
-        raise DataError(plan.diag(
-            f"evaluation on the test split failed: {str(err).splitlines()[0][:400]}; {_kept(out_dir)}", None,
-            hint=f"check that the test targets {_shapes(data.y_test)} fit the model's outputs")) from None
+        raise DataError(s.plan.diag(
+            f"evaluation on the test split failed: {str(err).splitlines()[0][:400]}; {_kept(s.out_dir)}", None,
+            hint=f"check that the test targets {_shapes(s.data.y_test)} fit the model's outputs")) from None
     except Exception as err:  # noqa: BLE001 - as in training
-        from specc.train.diagnose import describe_oom, is_out_of_memory
+        _raise_if_out_of_memory(s, err, eval_batch_size(s.train.batch_size), "evaluation")
+        raise
 
-        if not is_out_of_memory(err):
-            raise
-        raise describe_oom(plan, model, err, eval_batch_size(train.batch_size), "evaluation", _kept(out_dir)) from None
-    write_atomic_with(out_dir / "model.keras", model.save, suffix=".keras")
-    _plot_curves(out_dir / "curves.png", history, plan.name)
+
+def _write_results(s: _Run) -> RunResult:
+    """write: model.keras, curves.png, then metrics.json last (a directory with it is a finished run), and the
+    checkpoint removed."""
+    write_atomic_with(s.out_dir / "model.keras", s.model.save, suffix=".keras")
+    history = s.saver.history
+    _plot_curves(s.out_dir / "curves.png", history, s.plan.name)
+    metrics = _metrics(s, history)
+    write_atomic(s.out_dir / "metrics.json", json.dumps(metrics, indent=2) + "\n")
+    (s.out_dir / CHECKPOINT).unlink(missing_ok=True)  # a finished run needs no checkpoint
+    return RunResult(out=s.out_dir, metrics=metrics, history=history, model=s.model)
+
+
+def _metrics(s: _Run, history: dict[str, list[float]]) -> dict[str, Any]:
+    """metrics.json: the test, last training and validation metrics, and what the run ran with."""
+    plan, data, train = s.plan, s.data, s.train
     metrics = {
         "spec": plan.file,
-        "spec_sha256": info["spec_sha256"],
+        "spec_sha256": s.info["spec_sha256"],
         "model": plan.name,
-        "test": {k: float(v) for k, v in test.items()},
+        "test": {k: float(v) for k, v in s.test.items()},
         "test_on": "train" if data.test_is_train else "test",
         "train": {k: v[-1] for k, v in history.items() if not k.startswith("val_")},
         "validation": {k[4:]: v[-1] for k, v in history.items() if k.startswith("val_")},
-        "params": int(model.count_params()),
+        "params": int(s.model.count_params()),
         "epochs": len(history.get("loss", [])),
-        "seconds": round(seconds, 3),
-        "epoch_seconds": [round(t, 3) for t in saver.times],
-        "examples": examples,
+        "seconds": round(s.seconds, 3),
+        "epoch_seconds": [round(t, 3) for t in s.saver.times],
+        "examples": s.examples,
         "batch_size": train.batch_size,
         "seed": train.seed,
-        "device": platform,
-        "devices": info["devices"],
-        "compiled": compiled,
+        "device": s.platform,
+        "devices": s.info["devices"],
+        "compiled": s.compiled,
         "versions": _versions(),
     }
-    if resumed_at:
-        metrics["resumed_after_epochs"] = resumed_at
-    if folds is not None:
-        metrics["cross_validation"] = folds
-    if distribution is not None:
-        metrics["distribution"] = distribution.as_json()
-    if taken:
-        metrics["init"] = {"from": plan.init.source, "layers": taken, "frozen": plan.init.freeze}  # type: ignore[union-attr]
+    if s.resumed_at:
+        metrics["resumed_after_epochs"] = s.resumed_at
+    if s.folds is not None:
+        metrics["cross_validation"] = s.folds
+    if s.distribution is not None:
+        metrics["distribution"] = s.distribution.as_json()
+    if s.taken and plan.init is not None:
+        metrics["init"] = {"from": plan.init.source, "layers": s.taken, "frozen": plan.init.freeze}
     if data.vocab is not None:
         metrics["vocabulary"] = {"kind": data.vocab.kind, "size": data.vocab.size}
-    write_atomic(out_dir / "metrics.json", json.dumps(metrics, indent=2) + "\n")
-    (out_dir / CHECKPOINT).unlink(missing_ok=True)  # a finished run needs no checkpoint
-    return RunResult(out=out_dir, metrics=metrics, history=history, model=model)
+    return metrics
 
 
 def _write_run_info(plan: Plan, out_dir: Path, epochs: int, limit: int | None, platform: str,
