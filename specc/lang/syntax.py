@@ -282,7 +282,7 @@ def _syntax_error(src: Source, err: UnexpectedInput) -> SpecError:
         expected = expected - {"_NL"}  # inside brackets, lines do not end statements
     span = _token_span(tok)
     if tok.type == "_NL":  # point just after the last thing on the line, where the missing part goes
-        line, column = tok.line or 1, tok.column or 1  # the parser's tokens always carry their position
+        line, column = span.line, span.col  # the token's position (`_token_span`: lark types it Optional)
         lines = src.text.split("\n")
         before = lines[line - 1][: column - 1] if line <= len(lines) else ""
         col = len(before.rstrip()) + 1
