@@ -14,7 +14,7 @@ import pytest
 
 from specc.api import load, loads
 from specc.cli import main
-from specc.core.errors import DataError, UsageError
+from specc.core.errors import DataError
 from specc.compile.build import shapes_only as no_weights
 from specc.lang.fmt import format_text
 from specc.tools.importer import NotExpressible, import_file, import_model

@@ -23,7 +23,7 @@ import pytest
 
 import specc
 from specc.cli import main
-from specc.core.errors import DataError, SpecError, UserError
+from specc.core.errors import DataError
 from specc.runtime.keras_env import import_keras
 from specc.lang.syntax import parse_text
 

@@ -3,7 +3,6 @@ run's partial files in a folder that is no run, checkpoint files that decompress
 states and histories, run files that are folders or links, odd `--out` values, and names with escape sequences
 printed by run, check, test and export. Real files, real Keras, in-process (one small training run per test)."""
 
-import json
 import os
 import shutil
 import zipfile

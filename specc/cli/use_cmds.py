@@ -111,7 +111,7 @@ def _refuse_generators(run) -> None:
     d = run.plan.data
     if d is None or not d.is_text:
         return
-    task = d.task if isinstance(d.task, str) else d.task.get("kind")
+    task = d.task_kind
     if task != "classify":
         raise UsageError(Diagnostic(f"`predict` takes classifiers; this is a `{task}` model",
                                     file=str(run.path), hint="sample from a next-token model with `specc generate`"))

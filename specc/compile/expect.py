@@ -9,18 +9,16 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from pydantic import BaseModel
-
 from specc.compile.shared import Core
 from specc.core import nodes as n
 from specc.core.errors import did_you_mean, show_value as _show
-from specc.core.plan import Origin, Settings
+# The plan's types for the section live with the plan; imported from here too.
+from specc.core.plan import CHANCE_TOLERANCE, Bound, ExpectPlan, LossTarget, Origin
 from specc.lang.sections import EXPECT
 
 ALLOWED = EXPECT.names  # the contracts, declared in `specc.lang.sections`
 TRAINED = ("initial_loss", "overfit", "gradients")  # need the `train` section's loss (and, `overfit`, optimizer)
 BOUNDS = ("at_most", "at_least", "between")
-CHANCE_TOLERANCE = 0.10  # `initial_loss: chance`: within 10% of ln(classes)
 MAX_OVERFIT_STEPS = 10_000  # `specc test` is a quick check, never a training run
 
 _EXAMPLES = {
@@ -33,55 +31,6 @@ _EXAMPLES = {
     "overfit": "`overfit: 100`: the loss on one batch falls below 5% of its initial value within 100 steps",
     "gradients": "`gradients: healthy`: every trainable weight gets finite gradients, not all zero",
 }
-
-
-class Bound(BaseModel):
-    """A parameter budget: `low <= count <= high` (None: no bound on that side), and how it was written."""
-
-    low: int | None = None
-    high: int | None = None
-    written: str  # `at_most(40,000)`, for messages
-
-    def __str__(self) -> str:  # as written, for `specc diff`
-        return self.written
-
-    def holds(self, count: int) -> bool:
-        return (self.low is None or count >= self.low) and (self.high is None or count <= self.high)
-
-    def relation(self, count: int) -> str:
-        """The comparison that holds, for a PASS line: `34,826 <= 40,000`."""
-        if self.low == self.high:
-            return f"{count:,} == {self.low:,}"
-        if self.low is None:
-            return f"{count:,} <= {self.high:,}"
-        if self.high is None:
-            return f"{count:,} >= {self.low:,}"
-        return f"{self.low:,} <= {count:,} <= {self.high:,}"
-
-
-class LossTarget(BaseModel):
-    """`chance` (value None: ln(classes), within CHANCE_TOLERANCE of it) or `near(value, tolerance)`."""
-
-    value: float | None = None
-    tolerance: float = CHANCE_TOLERANCE
-
-    def __str__(self) -> str:  # as a spec writes it, for `specc diff`
-        return "chance" if self.value is None else f"near({self.value:g}, {self.tolerance:g})"
-
-
-class ExpectPlan(Settings):
-    """The `expect` section's contracts; `origins` says where each was written."""
-
-    params: Bound | None = None
-    output_shape: list[tuple[int | None, ...]] | None = None
-    initial_loss: LossTarget | None = None
-    overfit: int | None = None  # steps
-    gradients: bool = False
-
-    @property
-    def keys(self) -> list[str]:
-        """The contracts given, in the order they were written."""
-        return list(self.origins)
 
 
 # -- checking the section ----------------------------------------------------------------------------------

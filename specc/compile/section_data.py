@@ -14,7 +14,7 @@ from specc.compile.shared import Core, fraction, one_of, options, per_example, w
 from specc.core import nodes as n
 from specc.core.errors import did_you_mean, show_value
 from specc.core.limits import MAX_VOCABULARY
-from specc.core.plan import DataPlan, InputNode, Origin
+from specc.core.plan import DataPlan, InputNode, MaskedTokens, Origin, SavedTokenizer, TokenizerPlan
 from specc.data.sources import layout_of, reads_hint
 from specc.data.tokenizers import SPECIALS
 from specc.lang.sections import DATA, DATASETS, TASKS, TOKENIZERS
@@ -154,9 +154,9 @@ def _sequence_length(ck: Core, key: str, e: n.Expr, v: Any) -> int:
     return v
 
 
-def _tokenizer(ck: Core, key: str, e: n.Expr, v: Any) -> dict[str, Any]:
+def _tokenizer(ck: Core, key: str, e: n.Expr, v: Any) -> TokenizerPlan | SavedTokenizer:
     if isinstance(e, n.Str):
-        return {"path": v}
+        return SavedTokenizer(path=v)
     call = e if isinstance(e, n.Call) else n.Call(func=str(v), span=e.span, name_span=e.span) \
         if isinstance(e, n.Name) else None
     if call is None or call.func not in TOKENIZERS:
@@ -169,10 +169,10 @@ def _tokenizer(ck: Core, key: str, e: n.Expr, v: Any) -> dict[str, Any]:
         if size > MAX_VOCABULARY:
             raise ck.fail(f"`vocab_size` is {size:,}; specc trains vocabularies of at most {MAX_VOCABULARY:,} "
                           "tokens", e.span)
-    return {"kind": call.func, "vocab_size": size}
+    return TokenizerPlan(kind=call.func, vocab_size=size)
 
 
-def _task(ck: Core, key: str, e: n.Expr, v: Any) -> str | dict[str, Any]:
+def _task(ck: Core, key: str, e: n.Expr, v: Any) -> str | MaskedTokens:  # a name: classify or next_token
     call = e if isinstance(e, n.Call) else n.Call(func=str(v), span=e.span, name_span=e.span)
     one_of(ck, call.func, TASKS, "task", e.span, f"tasks: {', '.join(TASKS)}")
     if call.func != "masked_tokens":
@@ -181,7 +181,7 @@ def _task(ck: Core, key: str, e: n.Expr, v: Any) -> str | dict[str, Any]:
     rate = options(ck, call, {"rate": 0.15})["rate"]
     if not isinstance(rate, (int, float)) or isinstance(rate, bool) or not 0 < rate < 1:
         raise ck.fail(f"`rate` is a fraction in (0, 1), got {show_value(rate)}", call.span)
-    return {"kind": "masked_tokens", "rate": float(rate)}
+    return MaskedTokens(rate=float(rate))
 
 
 def _array(ck: Core, key: str, e: n.Expr, v: Any) -> list | str:

@@ -15,6 +15,7 @@ from specc.compile.shared import Core, fraction, whole
 from specc.core import nodes as n
 from specc.core.errors import show_value
 from specc.core.plan import Obj, Origin, TrainPlan
+from specc.lang.sections import TRAIN
 from specc.runtime.keras_env import import_keras
 
 # The settings the facts of training (`train.steps`) are computed from: checked first, wherever they are written.
@@ -34,6 +35,9 @@ def check_train(ck: Core, sec: n.Section | None) -> TrainPlan | None:
             ck.facts_ready("train")
         with ck.checking("train" if key in FACT_SETTINGS else None):
             v = ck.guarded(_HANDLERS[key], ck, key, s.value)
+        if v is not None and not TrainPlan.fits(key, v):  # `loss: 3`: found here, not by Keras at run time
+            ck.fail(TRAIN[key].mistake(v), s.value.span)
+            v = None
         if v is not None or key == "seed":
             plan[key] = v
         if key in FACT_SETTINGS and v is not None:

@@ -56,7 +56,9 @@ def enable_jax_cache() -> Path | None:
         return None
     import jax
 
-    if jax.config.jax_compilation_cache_dir or not jax.config.jax_enable_compilation_cache:
+    # JAX's flags are attributes made at run time, which its type information does not declare.
+    if (jax.config.jax_compilation_cache_dir  # type: ignore[attr-defined]
+            or not jax.config.jax_enable_compilation_cache):  # type: ignore[attr-defined]
         return None  # the user's own choice, made in Python
     path = writable_subdir("jax")
     if path is None:

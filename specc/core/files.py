@@ -101,7 +101,8 @@ def _npy_header(stream) -> tuple[tuple[int, ...], np.dtype]:
     elif version == (2, 0):
         shape, _, dtype = np.lib.format.read_array_header_2_0(stream)
     else:  # (3, 0): the header is utf-8; same layout as 2.0
-        shape, _, dtype = np.lib.format._read_array_header(stream, version)  # noqa: SLF001
+        # numpy reads 3.0 headers only through a private function (the public readers stop at 2.0).
+        shape, _, dtype = np.lib.format._read_array_header(stream, version)  # type: ignore[attr-defined]  # noqa: SLF001
     return tuple(int(s) for s in shape), dtype
 
 
@@ -223,10 +224,10 @@ def decode_image(raw: bytes, file: Path | str, member: str | None, mode: str, si
                               "decompression bomb")
                 if w == 0 or h == 0:
                     raise bad(file, f"{where} has no pixels ({w} x {h})")
-                im = im.convert(mode)
-                if size and im.size != (size[1], size[0]):
-                    im = im.resize((size[1], size[0]))
-                return np.asarray(im, dtype=np.uint8)
+                pixels = im.convert(mode)
+                if size and pixels.size != (size[1], size[0]):
+                    pixels = pixels.resize((size[1], size[0]))
+                return np.asarray(pixels, dtype=np.uint8)
         except DataError:
             raise
         except (Image.DecompressionBombError, Image.DecompressionBombWarning) as err:  # PIL's bound, before ours

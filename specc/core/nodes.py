@@ -106,9 +106,12 @@ class List(Node):
     items: list[Expr]
 
 
+Operator = Literal["+", "-", "*", "/", "//", "%"]
+
+
 class BinOp(Node):
     tag: Literal["binop"] = "binop"
-    op: Literal["+", "-", "*", "/", "//", "%"]
+    op: Operator
     left: Expr
     right: Expr
 

@@ -2,15 +2,21 @@
 
 `check_spec` produces it; `build_model` turns it into a `keras.Model`; the
 runner trains from it. It is the one description later stages read too. Values are plain Python (numbers,
-strings, tuples, lists) or `Obj` for a configured Keras object (`l2(1e-4)`).
+strings, tuples, lists) or `Obj` for a configured Keras object (`l2(1e-4)`); a setting with a shape of its own
+has a type here (`TokenizerPlan`, `MaskedTokens`, `ExpectPlan`), never a dict with a "kind" key. Every model here
+dumps (`model_dump`) to the plain data the facts cache hashes; `str()` of a setting's type is its spec text, which
+`specc diff` prints.
 """
 
 from __future__ import annotations
 
+import functools
+import json
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, InstanceOf, TypeAdapter, ValidationError
 
 from specc.core.errors import Diagnostic, Source
 from specc.core.nodes import Span
@@ -54,6 +60,46 @@ class LayerNode(BaseModel):
 
 TEXT_DATASETS = ("sst2", "tiny_shakespeare")
 
+# --- the data section's values with a shape of their own ---------------------------------------------------
+
+
+class TokenizerPlan(BaseModel):
+    """A vocabulary trained on the training text: `tokenizer: chars`, `words(vocab_size=8000)`, `wordpiece(...)`."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    kind: Literal["chars", "words", "wordpiece"]
+    vocab_size: int | None = None  # None: every token seen (chars, and words or wordpiece without a size)
+
+    def __str__(self) -> str:  # as a spec writes it, for `specc diff`
+        return self.kind if self.vocab_size is None else f"{self.kind}(vocab_size={self.vocab_size})"
+
+
+class SavedTokenizer(BaseModel):
+    """A saved vocabulary: `tokenizer: "runs/pretrain"` (a run directory or its tokenizer.json)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    path: str  # relative to the spec file (`Plan.path`)
+
+    def __str__(self) -> str:
+        return json.dumps(self.path)
+
+
+class MaskedTokens(BaseModel):
+    """`task: masked_tokens(rate=0.15)`: predict a fraction `rate` of the tokens, masked, from the others."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    kind: Literal["masked_tokens"] = "masked_tokens"
+    rate: float = 0.15
+
+    def __str__(self) -> str:
+        return f"masked_tokens(rate={self.rate:g})"
+
+
+Task = Literal["classify", "next_token"] | MaskedTokens  # the tasks without options are their names
+TaskKind = Literal["classify", "next_token", "masked_tokens"]
+ArrayName = str  # the name of an array in the data section's .npz file
+InlineArray = list[Any]  # nested lists of numbers written in the spec, rectangular (the checker sees to it)
+
 
 class Settings(BaseModel):
     """A settings section's values, with where each setting was written."""
@@ -65,11 +111,30 @@ class Settings(BaseModel):
         origin = self.origins.get(key)
         return origin.span if origin else None
 
+    @classmethod
+    def fits(cls, key: str, value: Any) -> bool:
+        """Whether setting `key` can hold `value` (its field's type; `specc.lang.sections` says it in words). The
+        checker asks before it builds the section's plan, so that a value of the wrong type is a located error, not
+        a crash there."""
+        try:
+            _field_type(cls, key).validate_python(value)
+        except ValidationError:
+            return False
+        return True
+
+
+@functools.cache
+def _field_type(cls: type[BaseModel], key: str) -> TypeAdapter:
+    return TypeAdapter(cls.model_fields[key].annotation)
+
+
+Configured = str | Obj  # a Keras object by name (`adam`) or configured (`adam(learning_rate=1e-3)`)
+
 
 class TrainPlan(Settings):
-    loss: Any = None  # str or Obj
-    optimizer: Any = "adam"  # str or Obj
-    metrics: list[Any] = []
+    loss: Configured | list[Any] | None = None  # a list: one per output, nested as they are (as Keras takes it)
+    optimizer: Configured = "adam"
+    metrics: list[Configured | list[Any]] = []  # a list in it: the metrics of one output
     epochs: int = 1
     batch_size: int = 32
     validation_split: float = 0.0
@@ -85,10 +150,10 @@ class DataPlan(Settings):
     test_file: str | None = None
     features: list[str] | None = None
     target: str | None = None
-    x: Any = None  # inline array or array name in an npz file
-    y: Any = None
-    x_test: Any = None
-    y_test: Any = None
+    x: InlineArray | ArrayName | None = None
+    y: InlineArray | ArrayName | None = None
+    x_test: InlineArray | ArrayName | None = None
+    y_test: InlineArray | ArrayName | None = None
     test_split: float = 0.0
     scale: float | None = None
     flatten: bool = False
@@ -97,9 +162,9 @@ class DataPlan(Settings):
     columns: list[str] | None = None  # column names of a delimited file without a header row
     delimiter: str | None = None  # default: tab for .tsv and .data, comma otherwise
     text: str | None = None  # the column holding text
-    tokenizer: Any = None  # {"kind": chars|words|wordpiece, "vocab_size": N} or a path to a saved one
+    tokenizer: TokenizerPlan | SavedTokenizer | None = None
     sequence_length: int | None = None
-    task: Any = "classify"  # classify, next_token, or {"kind": "masked_tokens", "rate": 0.15}
+    task: Task = "classify"
     images: str | None = None  # a folder (or tar) with one subfolder per class
     image_size: tuple[int, int] | None = None
 
@@ -108,6 +173,11 @@ class DataPlan(Settings):
         """Whether the examples are text for a tokenizer."""
         return (self.tokenizer is not None or self.text is not None or self.dataset in TEXT_DATASETS
                 or (self.file or "").endswith(".txt"))
+
+    @property
+    def task_kind(self) -> TaskKind:
+        """The task's name, options left out: `classify`, `next_token` or `masked_tokens`."""
+        return self.task if isinstance(self.task, str) else self.task.kind
 
 
 class InitPlan(Settings):
@@ -141,6 +211,95 @@ class DistributionPlan(Settings):
         return "batch" if "batch" in self.axes else self.axes[0]
 
 
+# --- the `expect` section (checked by specc.compile.expect, run by specc.tools.testing) -------------------
+
+CHANCE_TOLERANCE = 0.10  # `initial_loss: chance`: within 10% of ln(classes)
+
+
+class Bound(BaseModel):
+    """A parameter budget: `low <= count <= high` (None: no bound on that side), and how it was written."""
+
+    low: int | None = None
+    high: int | None = None
+    written: str  # `at_most(40,000)`, for messages
+
+    def __str__(self) -> str:  # as written, for `specc diff`
+        return self.written
+
+    def holds(self, count: int) -> bool:
+        return (self.low is None or count >= self.low) and (self.high is None or count <= self.high)
+
+    def relation(self, count: int) -> str:
+        """The comparison that holds, for a PASS line: `34,826 <= 40,000`."""
+        if self.low == self.high:
+            return f"{count:,} == {self.low:,}"
+        if self.low is None:
+            return f"{count:,} <= {self.high:,}"
+        if self.high is None:
+            return f"{count:,} >= {self.low:,}"
+        return f"{self.low:,} <= {count:,} <= {self.high:,}"
+
+
+class LossTarget(BaseModel):
+    """`chance` (value None: ln(classes), within CHANCE_TOLERANCE of it) or `near(value, tolerance)`."""
+
+    value: float | None = None
+    tolerance: float = CHANCE_TOLERANCE
+
+    def __str__(self) -> str:  # as a spec writes it, for `specc diff`
+        return "chance" if self.value is None else f"near({self.value:g}, {self.tolerance:g})"
+
+
+class ExpectPlan(Settings):
+    """The `expect` section's contracts; `origins` says where each was written."""
+
+    params: Bound | None = None
+    output_shape: list[tuple[int | None, ...]] | None = None
+    initial_loss: LossTarget | None = None
+    overfit: int | None = None  # steps
+    gradients: bool = False
+
+    @property
+    def keys(self) -> list[str]:
+        """The contracts given, in the order they were written."""
+        return list(self.origins)
+
+
+# --- the facts of the data (computed by specc.data.facts) ---------------------------------------------------
+
+FACT_NAMES = ("classes", "features", "vocab_size", "sequence_length", "examples")
+
+
+@dataclass(frozen=True)
+class Facts:
+    """What the data section's examples are like, as the model will receive them."""
+
+    source: str  # in words, for `specc summary`: "dataset mnist", "file data/diabetes.csv", "images cifar/"
+    examples: int  # training examples (after the spec's test_split; before --limit and validation_split)
+    test_examples: int | None  # held-out examples (None: metrics are on the training data)
+    example_shape: tuple[int, ...] | None  # one example after the data section's reshaping; None: several inputs
+    features: int | None  # values per example (a table: its feature columns)
+    classes: int | None  # classify: number of classes; next_token / masked_tokens: the vocabulary size
+    vocab_size: int | None  # text: the tokenizer's vocabulary size, special tokens included
+    sequence_length: int | None  # text: tokens per example
+    label_kind: str  # what y holds: "classes" | "real" | "tokens" | "none" (no targets, or not known yet)
+    why_unknown: tuple[tuple[str, str], ...] = ()  # (fact, why it is None), for `value`'s messages
+
+    def value(self, name: str):
+        """The fact `name`; KeyError for a name that is no fact, ValueError saying why it is unknown here."""
+        if name not in FACT_NAMES:
+            raise KeyError(f"`data.{name}` is not a fact of the data; the facts are: "
+                           + ", ".join(f"data.{n}" for n in FACT_NAMES))
+        found = getattr(self, name)
+        if found is None:
+            why = dict(self.why_unknown).get(name, "it is not known for this data")
+            raise ValueError(f"`data.{name}` is unknown: {why}")
+        return found
+
+
+# --- the plan -------------------------------------------------------------------------------------------------
+
+
 class Plan(BaseModel):
     name: str
     inputs: list[InputNode]
@@ -155,8 +314,8 @@ class Plan(BaseModel):
     # Named values the spec used: its `let` constants and the facts of its data and training it named
     # (`data.classes`, `train.steps`), resolved; `specc summary` shows them.
     constants: dict[str, Any] = {}
-    facts: Any = Field(default=None, exclude=True, repr=False)  # `specc.data.facts.Facts` of the data, when computed
-    expect: Any = None  # the `expect` section's contracts (`specc.compile.expect.ExpectPlan`), checked by `specc test`
+    facts: InstanceOf[Facts] | None = Field(default=None, exclude=True, repr=False)  # of the data, when computed
+    expect: ExpectPlan | None = None  # the `expect` section's contracts, checked by `specc test`
     language: int = 1  # the language version the file declares (`language: 2`), else 1
     file: str = Field(default="<string>", exclude=True)
     source: str = Field(default="", exclude=True, repr=False)

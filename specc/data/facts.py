@@ -18,47 +18,20 @@ import hashlib
 import json
 import math
 import os
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
 
 from specc.core.cache import writable_subdir
 from specc.core.errors import DataError
-from specc.core.plan import DataPlan, InitPlan, InputNode, Plan
+from specc.core.plan import DataPlan, Facts, InitPlan, InputNode, Plan, SavedTokenizer
+from specc.core.plan import FACT_NAMES as FACT_NAMES  # the facts' names, kept importable from here
 from specc.core.version import __version__
 from specc.data import prepare as loading
 from specc.data.sources import layout_of, source_for
 
-FACT_NAMES = ("classes", "features", "vocab_size", "sequence_length", "examples")
 LABEL_KINDS = ("classes", "real", "tokens", "none")
-
-
-@dataclass(frozen=True)
-class Facts:
-    """What the data section's examples are like, as the model will receive them."""
-
-    source: str  # in words, for `specc summary`: "dataset mnist", "file data/diabetes.csv", "images cifar/"
-    examples: int  # training examples (after the spec's test_split; before --limit and validation_split)
-    test_examples: int | None  # held-out examples (None: metrics are on the training data)
-    example_shape: tuple[int, ...] | None  # one example after the data section's reshaping; None: several inputs
-    features: int | None  # values per example (a table: its feature columns)
-    classes: int | None  # classify: number of classes; next_token / masked_tokens: the vocabulary size
-    vocab_size: int | None  # text: the tokenizer's vocabulary size, special tokens included
-    sequence_length: int | None  # text: tokens per example
-    label_kind: str  # what y holds: "classes" | "real" | "tokens" | "none" (no targets, or not known yet)
-    why_unknown: tuple[tuple[str, str], ...] = ()  # (fact, why it is None), for `value`'s messages
-
-    def value(self, name: str):
-        """The fact `name`; KeyError for a name that is no fact, ValueError saying why it is unknown here."""
-        if name not in FACT_NAMES:
-            raise KeyError(f"`data.{name}` is not a fact of the data; the facts are: "
-                           + ", ".join(f"data.{n}" for n in FACT_NAMES))
-        found = getattr(self, name)
-        if found is None:
-            why = dict(self.why_unknown).get(name, "it is not known for this data")
-            raise ValueError(f"`data.{name}` is unknown: {why}")
-        return found
 
 
 # --- the cache ------------------------------------------------------------------
@@ -143,8 +116,8 @@ def _files_read(plan: Plan) -> list[Path]:
         named += [root / folder for root in loading.data_dirs()]
         keras_home = Path(os.environ.get("KERAS_HOME", os.path.expanduser("~/.keras"))) / "datasets"
         named += sorted(keras_home.glob(f"{d.dataset.split('_')[0][:5]}*")) if keras_home.is_dir() else []
-    if d.is_text and (d.tokenizer is None or "path" in d.tokenizer):
-        name = d.tokenizer["path"] if d.tokenizer else plan.init.source if plan.init else None
+    if d.is_text and (d.tokenizer is None or isinstance(d.tokenizer, SavedTokenizer)):
+        name = d.tokenizer.path if d.tokenizer else plan.init.source if plan.init else None
         if name:
             vocab = plan.path(name)
             named.append(vocab / "tokenizer.json" if vocab.is_dir() else vocab)
@@ -208,7 +181,7 @@ def _compute_facts(plan: Plan) -> Facts:
         for fact in ("vocab_size", "sequence_length"):
             unknown[fact] = f"it is for text data (a `tokenizer` and `sequence_length`); this is {source}"
     vocab_size = None
-    task = d.task if isinstance(d.task, str) else d.task["kind"]
+    task = d.task_kind
     if d.is_text:
         vocab = loading.text_vocabulary(plan, ds, where, loading.data_setting(d))
         vocab_size = vocab.size

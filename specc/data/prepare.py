@@ -29,7 +29,7 @@ from specc.core.errors import (
     printable,
 )
 from specc.core.files import MAX_DATA_BYTES, NUMBER_KINDS, bad, size_text
-from specc.core.plan import DataPlan, Plan
+from specc.core.plan import DataPlan, MaskedTokens, Plan, TokenizerPlan
 from specc.data.sources import (
     SOURCES,
     Columns,
@@ -555,7 +555,7 @@ def prepare_text(plan: Plan, ds: Dataset, where: Located, culprit: str, vocab=No
     d = plan.data
     assert d is not None and d.sequence_length is not None
     vocab = vocab if vocab is not None else text_vocabulary(plan, ds, where, culprit)
-    task = d.task if isinstance(d.task, str) else d.task["kind"]
+    task = d.task_kind
     length = d.sequence_length
     rng = np.random.default_rng(plan.train.seed if plan.train and plan.train.seed is not None else 0)
     corpus = len(ds.x_train) == 1 and ds.y_train is None  # one stream of text, not examples
@@ -573,8 +573,8 @@ def prepare_text(plan: Plan, ds: Dataset, where: Located, culprit: str, vocab=No
         if task == "next_token":  # y is x shifted by one token
             return (*next_token_windows(vocab.ids(("" if corpus else "\n").join(texts)), length), None)
         x = sequences(texts)
-        if task == "masked_tokens":
-            return mask_tokens(x, d.task["rate"], vocab.size, rng)
+        if isinstance(d.task, MaskedTokens):
+            return mask_tokens(x, d.task.rate, vocab.size, rng)
         if labels is None:
             raise where.error("task" if where.origins.get("task") else culprit,
                               "this text has no labels to classify",
@@ -612,9 +612,9 @@ def _vocabulary(plan: Plan, ds: Dataset, where: Located):
     d = plan.data
     assert d is not None
     tok = d.tokenizer
-    if tok is not None and "path" not in tok:
-        return train_vocabulary(tok["kind"], [str(t) for t in ds.x_train], tok["vocab_size"])
-    name, span = (tok["path"], d.span("tokenizer")) if tok else (plan.init.source, plan.init.span("from"))  # type: ignore[union-attr]
+    if isinstance(tok, TokenizerPlan):
+        return train_vocabulary(tok.kind, [str(t) for t in ds.x_train], tok.vocab_size)
+    name, span = (tok.path, d.span("tokenizer")) if tok else (plan.init.source, plan.init.span("from"))  # type: ignore[union-attr]
     path = plan.path(name)
     if path.is_dir():
         path = path / "tokenizer.json"

@@ -255,12 +255,13 @@ def _char_hint(ch: str, text: str) -> str | None:
 
 def _syntax_error(src: Source, err: UnexpectedInput) -> SpecError:
     if isinstance(err, UnexpectedCharacters):
-        ch = src.text[err.pos_in_stream] if err.pos_in_stream < len(src.text) else "?"
+        pos = err.pos_in_stream
+        ch = src.text[pos] if pos is not None and pos < len(src.text) else "?"
         span = _point(err.line, err.column)
         return src.error(f"unexpected character {describe_char(ch)}", span, _char_hint(ch, src.text))
     if isinstance(err, UnexpectedEOF):
         tok = Token("$END", "", 0, 1, 1)
-        expected = set(err.expected)
+        expected: set[str] = set(err.expected)  # terminal names (lark types them as Tokens, a str subclass)
     else:
         assert isinstance(err, UnexpectedToken)
         tok, expected = err.token, set(err.expected)
@@ -281,10 +282,11 @@ def _syntax_error(src: Source, err: UnexpectedInput) -> SpecError:
         expected = expected - {"_NL"}  # inside brackets, lines do not end statements
     span = _token_span(tok)
     if tok.type == "_NL":  # point just after the last thing on the line, where the missing part goes
+        line, column = span.line, span.col  # the token's position (`_token_span`: lark types it Optional)
         lines = src.text.split("\n")
-        before = lines[tok.line - 1][: tok.column - 1] if tok.line <= len(lines) else ""
+        before = lines[line - 1][: column - 1] if line <= len(lines) else ""
         col = len(before.rstrip()) + 1
-        span = _point(tok.line, col)
+        span = _point(line, col)
     message = f"unexpected {_describe_token(tok)}; expected {_expected_list(expected)}"
     hint = None
     if tok.type == "EQUAL" and "COLON" in expected:
@@ -322,13 +324,15 @@ def _span(meta) -> n.Span | None:
 
 
 def _tspan(tok: Token) -> n.Span:
-    return n.Span.model_construct(line=tok.line, col=tok.column, end_line=tok.end_line, end_col=tok.end_column)
+    # The parser's tokens always carry their position; lark types it Optional for tokens made by hand.
+    return n.Span.model_construct(line=tok.line, col=tok.column, end_line=tok.end_line, end_col=tok.end_column)  # type: ignore[arg-type]
 
 
 def _bounded_number(src: Source, tok: Token) -> int | float:
     """A number literal, or a located error if it is too large to mean anything (`1e999`, 10,000 digits)."""
     digits = str(tok).replace("_", "")
     is_float = any(c in digits for c in ".eE")
+    value: int | float | None
     if is_float:
         value = float(digits)
     else:  # counted before int(), which refuses more than 4,300 digits (leading zeros included)
@@ -405,7 +409,8 @@ class _Lower(Transformer):
     def list(self, meta, items):
         return n.List.model_construct(items=[i for i in items if i is not None], span=_span(meta))
 
-    def _binop(op):  # noqa: N805 - a factory used in the class body
+    @staticmethod  # a factory used in the class body
+    def _binop(op: n.Operator):
         @v_args(meta=True)
         def method(self, meta, items):
             return n.BinOp.model_construct(op=op, left=items[0], right=items[1], span=_span(meta))
@@ -520,11 +525,11 @@ class _Lower(Transformer):
 
     @v_args(meta=True)
     def start(self, meta, items):
-        spec = {"models": [], "blocks": [], "sections": [], "settings": [], "lets": []}
+        spec: dict[str, list] = {"models": [], "blocks": [], "sections": [], "settings": [], "lets": []}
         for item in items:
             spec[{"model": "models", "block": "blocks", "section": "sections", "setting": "settings",
                   "let": "lets"}[item.tag]].append(item)
-        return n.Spec.model_construct(**spec, span=_span(meta))
+        return n.Spec.model_construct(None, **spec, span=_span(meta))  # None: the fields given are the ones set
 
 
 def _position(text: str, offset: int) -> tuple[int, int]:

@@ -73,12 +73,12 @@ def _declare(text: str, spec: n.Spec, starts: list[int], version: int) -> list[E
         if s.key == "language" and s.value.span:
             v = s.value.span
             return [(_at(starts, v.line, v.col), _at(starts, v.end_line, v.end_col), str(version))]
-    items = [i for i in (*spec.models, *spec.blocks, *spec.sections, *spec.settings, *spec.lets) if i.span]
+    items = [(i.span, i) for i in (*spec.models, *spec.blocks, *spec.sections, *spec.settings, *spec.lets) if i.span]
     if not items:
         return [(len(text), len(text), f"{'' if not text or text.endswith(chr(10)) else chr(10)}language: {version}\n")]
-    first = min(items, key=lambda i: (i.span.line, i.span.col))
+    span, first = min(items, key=lambda item: (item[0].line, item[0].col))
     lines = text.split("\n")
-    line = first.span.line
+    line = span.line
     # Own-line comments right above the first item belong to it (fmt keeps them together): go above them,
     # but stay below the file's header, the comments that a blank line separates from the first item.
     while line > 1 and lines[line - 2].lstrip().startswith("#"):

@@ -11,9 +11,12 @@ this module is imported (`specc.runtime.model_files.load_model`).
 
 from __future__ import annotations
 
+from typing import Any
+
 from specc.runtime.keras_env import import_keras
 
-keras = import_keras()
+# Typed Any: mypy accepts `keras.layers.Layer` as a base class only from a value it knows nothing about.
+keras: Any = import_keras()
 ops = keras.ops
 
 

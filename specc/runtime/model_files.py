@@ -98,9 +98,9 @@ def _check_keras(path) -> dict:
             raise _bad(path, "not a Keras model archive: it has no config.json")
         limits = {"config.json": MAX_CONFIG_BYTES, "metadata.json": MAX_METADATA_BYTES}
         for info in infos:
-            _, err = _member(path, archive, info.filename, limits.get(info.filename, MAX_WEIGHTS_BYTES))
-            if err is not None:
-                raise err
+            _, problem = _member(path, archive, info.filename, limits.get(info.filename, MAX_WEIGHTS_BYTES))
+            if problem is not None:
+                raise problem
         try:
             raw = archive.read("config.json")
         except (zipfile.BadZipFile, OSError, EOFError, ValueError, RuntimeError, NotImplementedError) as err:

@@ -23,7 +23,7 @@ from typing import Any
 
 from specc.core.version import __version__
 from specc.core.errors import InternalError, printable
-from specc.core.plan import LayerNode, Obj, Plan
+from specc.core.plan import LayerNode, MaskedTokens, Obj, Plan
 
 WIDTH = 100
 
@@ -293,7 +293,7 @@ def _emit_compile(plan: Plan) -> list[str]:
     execution as `specc run` chooses (specc.train.lowering: from the step's FLOPs and the steps per epoch)."""
     train = plan.train
     assert train is not None
-    weighted = isinstance(plan.data.task, dict) if plan.data else False
+    weighted = isinstance(plan.data.task, MaskedTokens) if plan.data else False
     per_epoch = f"math.ceil(examples * (1 - {train.validation_split}) / {train.batch_size})"
     lines = ["", "", "def compile_model(model: keras.Model, examples=None) -> None:",
              '    """Compile as `specc run` does; with `examples` (the training set\'s size), as many steps per execution',

@@ -32,7 +32,7 @@ from specc.compile.losses import BINARY, loss_class, loss_kind
 from specc.core.artifacts import write_atomic
 from specc.core.files import read_classes
 from specc.core.errors import DataError, Diagnostic, UsageError, printable
-from specc.core.plan import Plan
+from specc.core.plan import Plan, SavedTokenizer
 from specc.data.sources import SOURCES, ReadOptions, Source, image_files, source_for
 
 
@@ -137,7 +137,7 @@ def _resolve_data_paths(plan: Plan, run: Path, original: Any) -> tuple[Plan, Pat
     if d is None:
         return plan, None
     keys = [k for k in ("file", "test_file", "images") if getattr(d, k)]
-    tok = d.tokenizer.get("path") if isinstance(d.tokenizer, dict) else None
+    tok = d.tokenizer.path if isinstance(d.tokenizer, SavedTokenizer) else None
     names = [getattr(d, k) for k in keys] + ([tok] if tok else [])
     if not any(not Path(n).is_absolute() for n in names):
         return plan, None
@@ -145,7 +145,7 @@ def _resolve_data_paths(plan: Plan, run: Path, original: Any) -> tuple[Plan, Pat
     base = next((f for f in folders if all((f / n).exists() for n in names)), folders[0])
     update: dict[str, Any] = {k: str(base / getattr(d, k)) for k in keys}
     if tok:
-        update["tokenizer"] = {**d.tokenizer, "path": str(base / tok)}
+        update["tokenizer"] = SavedTokenizer(path=str(base / tok))
     return plan.model_copy(update={"data": d.model_copy(update=update)}), base
 
 
@@ -157,7 +157,7 @@ def _data_plan(run: Run, **update) -> Plan:
     d = run.plan.data
     assert d is not None
     if d.is_text and run.tokenizer_file is not None:
-        update.setdefault("tokenizer", {"path": str(run.tokenizer_file.resolve())})
+        update.setdefault("tokenizer", SavedTokenizer(path=str(run.tokenizer_file.resolve())))
     return run.plan.model_copy(update={"data": d.model_copy(update=update)})
 
 
