@@ -263,13 +263,15 @@ def _pair_inputs(a: Plan | None, b: Plan | None) -> list[tuple[int | None, int |
     return sorted(pairs) + [(i, None) for i in rest_a[n:]] + [(None, j) for j in rest_b[n:]]
 
 
-def _diff_inputs(a: Plan | None, b: Plan | None, pairs) -> list[ItemChange]:
+def _diff_inputs(a: Plan | None, b: Plan | None, pairs: list[tuple[int | None, int | None]]) -> list[ItemChange]:
+    ia, ib = (a.inputs if a else []), (b.inputs if b else [])
     out = []
     for i, j in pairs:
-        x = a.inputs[i] if i is not None else None
-        y = b.inputs[j] if j is not None else None
+        x = ia[i] if i is not None else None
+        y = ib[j] if j is not None else None
         if x is None or y is None:
-            node = x or y
+            node = y if x is None else x
+            assert node is not None  # `_pair_inputs` never pairs nothing with nothing
             out.append(ItemChange("added" if x is None else "removed", node.name, "Input",
                                   args={"shape": node.shape, "dtype": node.dtype}))
             continue
@@ -351,11 +353,12 @@ def diff_plans(a: Plan | None, b: Plan | None, old_label: str = "A", new_label: 
     inputs = _diff_inputs(a, b, input_pairs)
     pairs = match_layers(a, b)
     la, lb = (a.layers if a else []), (b.layers if b else [])
+    ia, ib = (a.inputs if a else []), (b.inputs if b else [])
     # The name each node of A has in B (inputs and matched layers), to compare wiring across renames.
-    to_b = {a.inputs[i].name: b.inputs[j].name for i, j in input_pairs if i is not None and j is not None}
+    to_b = {ia[i].name: ib[j].name for i, j in input_pairs if i is not None and j is not None}
     to_b |= {la[i].name: lb[j].name for i, j in pairs if i is not None and j is not None}
-    removed = {la[i].name: la[i] for i, j in pairs if j is None}
-    added = {lb[j].name: lb[j] for i, j in pairs if i is None}
+    removed = {la[i].name: la[i] for i, j in pairs if i is not None and j is None}
+    added = {lb[j].name: lb[j] for i, j in pairs if i is None and j is not None}
 
     def through(name: str, skipped: dict[str, LayerNode]) -> str:
         """Follow a single-input layer that was added (or removed) back to what it reads."""
@@ -368,8 +371,10 @@ def diff_plans(a: Plan | None, b: Plan | None, old_label: str = "A", new_label: 
         x = la[i] if i is not None else None
         y = lb[j] if j is not None else None
         if x is None or y is None:
-            node = x or y
-            params = (None, params_b.get(y.name)) if x is None else (params_a.get(x.name), None)
+            node = y if x is None else x
+            assert node is not None  # `match_layers` never pairs nothing with nothing
+            params: tuple[int | None, int | None] = (
+                (None, params_b.get(node.name)) if x is None else (params_a.get(node.name), None))
             layers.append(ItemChange("added" if x is None else "removed", node.name, _layer_class(node).__name__,
                                      args={**node.kwargs, **node.call_kwargs}, inputs=list(node.inputs), params=params))
             continue
