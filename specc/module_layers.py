@@ -3,7 +3,8 @@
 A layer is a subpackage (every module of `specc/compile/` is in layer compile) or a top-level module. A module
 imports only modules of its own layer or of a lower one, and the modules of one layer never import one
 another in a cycle. Every import counts, those inside functions too (a lazy import is still a dependency; only
-`if TYPE_CHECKING:` blocks are left out). No module imports another's private (`_name`) names, nor the package
+`if TYPE_CHECKING:` blocks are left out), and a function-level import of a specc module is allowed only where it
+defers a heavy package (Keras, JAX, NumPy, Pydantic, ...) that the imported module loads. No module imports another's private (`_name`) names, nor the package
 `specc` itself (`__version__` is in `specc.core.version`). `api` and `cli` are imported by the entry points only:
 the tools reach a checked plan through `check.load_plan` / `check.compile_text`. A new module in a subpackage is placed by
 its folder; a new top-level module must be placed here before the tests pass.

@@ -245,3 +245,97 @@ def test_an_entry_package_is_one_entry_point(tmp_path):
     layers = (("tools", ("tool",)), ("api", ("api",)), ("entry", ("cli", "__init__")))
     got = violations(pkg, layers, entry_only=("api", "cli"), entry_points=("cli", "__init__"))
     assert got["entry"] == ["tool.py:1 -> cli.cmds: only cli, __init__ import api, cli"]
+
+
+# --- rule 6: a function-level import only defers something heavy -------------------------------------------------
+
+#: Third-party packages whose import costs start-up time (Keras and JAX above all; `--help`, `fmt`, `parse`,
+#: `schema` and `check --syntax-only` load none of them). Deferring one of these is what a function-level import is for.
+HEAVY = frozenset({"keras", "jax", "jaxlib", "numpy", "matplotlib", "tokenizers", "PIL", "h5py", "pydantic", "lark",
+                   "optax", "torch", "pygments", "scipy"})
+
+
+def _module_level(tree: ast.Module):
+    """The statements that run when the module is imported (not inside functions or `if TYPE_CHECKING:`)."""
+    stack = list(tree.body)
+    while stack:
+        node = stack.pop()
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef, ast.Lambda)):
+            if isinstance(node, ast.ClassDef):
+                stack.extend(node.body)
+            continue
+        if isinstance(node, ast.If) and _is_type_checking(node.test):
+            stack.extend(node.orelse)
+            continue
+        yield node
+        stack.extend(n for n in ast.iter_child_nodes(node) if isinstance(n, ast.stmt))
+
+
+def lazy_violations(package: Path, heavy=HEAVY) -> list[str]:
+    """Function-level imports of a module of the package that loads nothing heavy when imported (itself or through
+    what it imports at module level): those belong at the top of the module. An import guarded by `try` is left
+    alone (it handles its own absence)."""
+    pkg = package.name
+    paths = module_names(package)
+    top: dict[str, tuple[set[str], bool]] = {}  # module -> (package modules it imports at module level, loads heavy)
+    lazy: list[tuple[str, int, str]] = []
+    for source, path in paths.items():
+        tree = ast.parse(path.read_text(encoding="utf-8"), str(path))
+        deps, loads = set(), False
+        for node in _module_level(tree):
+            if isinstance(node, ast.Import):
+                loads |= any(a.name.split(".")[0] in heavy for a in node.names)
+                deps |= {_resolve(a.name[len(pkg) + 1:], paths) for a in node.names if a.name.startswith(pkg + ".")}
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                if node.module.split(".")[0] in heavy:
+                    loads = True
+                elif node.module == pkg or node.module.startswith(pkg + "."):
+                    base = node.module[len(pkg) + 1:]
+                    deps |= {_resolve(f"{base}.{a.name}".strip("."), paths) for a in node.names}
+            elif "import_keras(" in ast.unparse(node) and not isinstance(node, (ast.If, ast.Try, ast.With)):
+                loads = True  # `keras = import_keras()` at module level loads Keras as an import would
+        top[source] = (deps, loads)
+        guarded: set[int] = set()
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Try):
+                guarded |= {id(n) for s in node.body for n in ast.walk(s)}
+        for fn in ast.walk(tree):
+            if not isinstance(fn, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                continue
+            for node in _nodes(fn):
+                if (isinstance(node, ast.ImportFrom) and node.level == 0 and node.module
+                        and node.module.startswith(pkg + ".") and id(node) not in guarded):
+                    base = node.module[len(pkg) + 1:]
+                    for a in node.names:
+                        lazy.append((source, node.lineno, _resolve(f"{base}.{a.name}", paths)))
+
+    def heavy_at_import(m: str, seen: frozenset = frozenset()) -> bool:
+        deps, loads = top.get(m, (set(), False))
+        return loads or any(heavy_at_import(d, seen | {m}) for d in deps if d not in seen and d != m)
+
+    return sorted({f"{_path(s)}:{line} imports {t} inside a function, but {t} loads nothing heavy: import it at the top"
+                   for s, line, t in lazy if t in top and not heavy_at_import(t)})
+
+
+def test_function_level_imports_only_defer_heavy_packages():
+    found = lazy_violations(PACKAGE)
+    assert found == [], "\n".join(found)
+
+
+def test_a_needless_function_level_import_is_reported(tmp_path):
+    pkg = tmp_path / "fake"
+    (pkg / "sub").mkdir(parents=True)
+    files = {
+        "__init__.py": "",
+        "light.py": "import json\nVALUE = 1\n",
+        "heavy.py": "import numpy\n",
+        "through.py": "from fake.heavy import numpy\n",
+        "sub/__init__.py": "",
+        "sub/user.py": ("def a():\n    from fake.light import VALUE\n    return VALUE\n\n"
+                        "def b():\n    from fake.heavy import numpy\n    from fake.through import numpy as n\n    return n\n\n"
+                        "def c():\n    try:\n        from fake.light import VALUE\n    except ImportError:\n        return 0\n"),
+    }
+    for name, text in files.items():
+        (pkg / name).write_text(text)
+    assert lazy_violations(pkg) == ["sub/user.py:2 imports light inside a function, but light loads nothing heavy: "
+                                    "import it at the top"]

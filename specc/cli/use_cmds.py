@@ -130,7 +130,10 @@ def cmd_export(args) -> int:
     run = open_run(args.run)
     out = out_path(run, args.out, args.format)
     if args.format == "keras":
-        write_atomic_with(out, lambda tmp: shutil.copyfile(run.model_file, tmp), suffix=".keras")
+        def copy(tmp: str) -> None:
+            shutil.copyfile(run.model_file, tmp)
+
+        write_atomic_with(out, copy, suffix=".keras")
         print(printable(f"wrote {out} ({format_size(out.stat().st_size)}): a copy of {run.model_file}", lines=False))
     elif args.format == "weights":
         size = export_weights(run, out)

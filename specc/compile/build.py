@@ -206,9 +206,10 @@ def _build_graph(plan: Plan, initializers: bool) -> Built:
     tried: dict[Any, BaseException | None] = {}
     for node, args, start, made_at, end in made:
         for k in range(start, end):
-            err = _initializer_error(pending[k], tried)
-            if err is not None:
-                raise (_arguments_error(plan, node, err) if k < made_at else _call_error(plan, node, args, err)) from None
+            failure = _initializer_error(pending[k], tried)
+            if failure is not None:
+                raise (_arguments_error(plan, node, failure) if k < made_at
+                       else _call_error(plan, node, args, failure)) from None
     return Built(model=model, layers=layers, tensors=tensors)
 
 
@@ -292,7 +293,7 @@ def _initializer_error(variable, tried: dict) -> BaseException | None:
         config = init.get_config()
         if isinstance(config, dict) and isinstance(config.get("seed"), int) and not isinstance(config["seed"], bool):
             config = {**config, "seed": "int"}
-        key = (type(init), repr(config), shape, dtype)
+        key: tuple[Any, ...] = (type(init), repr(config), shape, dtype)
     except Exception:  # noqa: BLE001 - a configuration that cannot be shown: ask for this one alone
         key = (id(init), shape, dtype)
     if key not in tried:

@@ -418,11 +418,12 @@ class Checker:
                     made, size = make_object(obj), 0
         except Exception as err:  # noqa: BLE001 - the constructor's own validation, as `specc run` would meet it
             message = keras_message(err)
-            key = argument_named(message, spans)
-            value = obj.kwargs.get(key) if key else None
+            named = argument_named(message, spans)
+            value = obj.kwargs.get(named) if named else None
             hint = (f"write it as a float: `{value}.0`" if isinstance(value, int) and not isinstance(value, bool)
                     and "float" in message else None)
-            raise self.fail(f"invalid arguments for {what}: {message}", spans[key] if key else call.span, hint) from None
+            raise self.fail(f"invalid arguments for {what}: {message}", spans[named] if named else call.span,
+                            hint) from None
         if size > MAX_EXAMPLE_VALUES:
             raise self.fail(f"{what} would keep {size:,} values of state; specc takes at most {MAX_EXAMPLE_VALUES:,}",
                             call.span)

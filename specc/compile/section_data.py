@@ -253,9 +253,10 @@ def _shape_of(v: Any) -> tuple[int, ...] | None:
     if not isinstance(v, list):
         return ()
     shapes = {_shape_of(i) for i in v}
-    if None in shapes or len(shapes) > 1:
+    if len(shapes) > 1:
         return None
-    return (len(v),) + (shapes.pop() if shapes else ())
+    inner = shapes.pop() if shapes else ()
+    return None if inner is None else (len(v),) + inner
 
 
 # -- the data against the model ------------------------------------------------------------------------------------
@@ -276,10 +277,11 @@ def check_data_fits(ck: Core, data: DataPlan, inputs: list[InputNode]) -> None:
                 f"make them agree: `image_size: ({inp.shape[0]}, {inp.shape[1]})`, or "
                 f"`input {inp.name}: ({h}, {w}, {inp.shape[2]})`")
     length = data.sequence_length
-    if length is not None and data.is_text and None not in want and want != [d for d in (length,) if d != 1]:
+    sizes = [d for d in want if d is not None]  # all of `want` when the input's shape is fully known
+    if length is not None and data.is_text and sizes == want and sizes != [d for d in (length,) if d != 1]:
         ck.fail(f"`sequence_length: {length}` makes examples of {length} tokens, but input `{inp.name}` takes "
                 f"{_shape_text(inp.shape)}", data.span("sequence_length"),
-                f"make them agree: `sequence_length: {math.prod(want)}`, or `input {inp.name}: ({length},) int32`"
+                f"make them agree: `sequence_length: {math.prod(sizes)}`, or `input {inp.name}: ({length},) int32`"
                 if len(want) == 1 else f"declare the input as `input {inp.name}: ({length},) int32`")
 
 

@@ -121,7 +121,8 @@ class _Model:
         if in_block:
             raise ck.fail("inputs are declared in the model, not inside a block or branch", s.span)
         self.declare(s.name, s.span)
-        shape = [self.dimension(d, span, s.name) for d, span in zip(s.shape, s.dim_spans or [None] * len(s.shape))]
+        dim_spans: list[n.Span | None] = list(s.dim_spans) or [None] * len(s.shape)  # none in a tree built in code
+        shape = [self.dimension(d, span, s.name) for d, span in zip(s.shape, dim_spans)]
         dtype = s.dtype or "float32"
         if dtype not in DTYPES:
             raise ck.fail(f"unknown dtype `{dtype}`", s.span, did_you_mean(dtype, DTYPES) or f"dtypes: {', '.join(DTYPES)}")
@@ -281,7 +282,8 @@ class _Model:
         at_call = [k for k in call.kwargs if k.name in call_options_of(cls) and k.name not in signature_of(cls).names]
         for k in at_call:
             call_kwargs[k.name] = self.ck.value(k.value, env)
-            spans[k.name] = k.span
+            if k.span is not None:  # as `Checker.arguments` does: a tree built in code has no spans
+                spans[k.name] = k.span
         own = call.model_copy(update={"kwargs": [k for k in call.kwargs if k not in at_call]})
         return cls_name, self.ck.arguments(own, cls, env, f"layer `{call.func}`", spans), call_kwargs
 

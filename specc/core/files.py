@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 from pydantic import RootModel, ValidationError
 
+from specc.core.units import size_text
 from specc.core.errors import DataError, Diagnostic, printable
 
 # --- bounds (named once; each error that enforces one names it and its value in the hint) ---------------------
@@ -40,20 +41,6 @@ MAX_CLASS_NAMES = 2**20  # names in classes.json
 NUMBER_KINDS = "biuf"  # NumPy dtype kinds of data arrays: booleans, integers, floats
 _KIND_NAMES = {"c": "complex numbers", "m": "time spans", "M": "dates", "O": "Python objects", "S": "byte strings",
                "U": "strings", "V": "records (a structured array)"}
-
-
-def size_text(n: float, measured: bool = False, decimal: bool = False) -> str:
-    """Bytes as text, the one renderer of sizes. A bound (the default): exact bytes below 1 MiB, whole MiB, GiB
-    to one decimal (`64 MiB`). `measured` (a size found, not one set): the largest unit that keeps a number of at
-    least 1, two decimals in the largest unit and one below it (`4.00 GiB`, `32.5 KiB`, `512 B`); with `decimal`,
-    in MB and kB (a file's size, as `ls --si` shows it: `0.42 MB`, `121.3 kB`)."""
-    if not measured:
-        return f"{n:,} bytes" if n < 2**20 else f"{n / 2**20:,.0f} MiB" if n < 2**30 else f"{n / 2**30:,.1f} GiB"
-    units = (("MB", 10**6), ("kB", 10**3)) if decimal else (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10))
-    for i, (unit, size) in enumerate(units):
-        if n >= size:
-            return f"{n / size:.{1 if i else 2}f} {unit}"
-    return f"{int(n)} B"
 
 
 def is_bomb(declared: int, stored: int, floor: int = BOMB_FLOOR_BYTES, ratio: int = MAX_EXPANSION) -> bool:

@@ -212,7 +212,9 @@ def _named_arrays(plan: Plan) -> list[str]:
     of named arrays that declares its columns (an .npz's directory and headers) is asked, no array is read."""
     d = plan.data
     assert d is not None
-    found = source_for(d.file) if d.file else None
+    if not d.file:
+        return []
+    found = source_for(d.file)
     if found is None or found.layout != "arrays" or found.schema is None:
         return []
     path = plan.path(d.file)

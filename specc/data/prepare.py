@@ -116,7 +116,7 @@ def _load_text_dataset(name: str, folder: Path) -> Dataset | None:
     train, dev = folder / "train.tsv", folder / "dev.tsv"
     if not (train.is_file() and dev.is_file()):
         return None
-    splits = []
+    splits: list[tuple[np.ndarray, np.ndarray]] = []  # (sentences, labels) of train, then dev
     for path in (train, dev):
         header, rows = read_table(path, "\t")
         if "sentence" not in header or "label" not in header:
@@ -130,8 +130,9 @@ def _load_text_dataset(name: str, folder: Path) -> Dataset | None:
             except (ValueError, OverflowError):
                 raise bad(path, f"row {k + 1}: the label {printable(repr(r[label])[:80], lines=False)} is not a class "
                                 "number") from None
-        splits += [text_column([r[sentence].strip() for r in rows]), labels]
-    return Dataset(*splits, origin=str(folder))
+        splits.append((text_column([r[sentence].strip() for r in rows]), labels))
+    (x_train, y_train), (x_dev, y_dev) = splits
+    return Dataset(x_train, y_train, x_dev, y_dev, origin=str(folder))
 
 
 def _keras_cache() -> Path:

@@ -230,11 +230,11 @@ def read_table(path: Path, delimiter: str, columns: list[str] | None = None) -> 
     Tab-separated files are read without quoting (as GLUE and MovieLens write them). Every row has as many
     fields as there are columns: a row with more or fewer is a DataError naming the file and its line (a
     `specc.core.files` error: `prepare.file_message` leads with the file). Blank lines are left out."""
-    quoting = csv.QUOTE_NONE if delimiter == "\t" else csv.QUOTE_MINIMAL
+    quoted = delimiter != "\t"
     rows, lines = [], []
     try:
         with open(path, newline="", encoding="utf-8-sig") as f:
-            reader = csv.reader(f, delimiter=delimiter, quoting=quoting)
+            reader = csv.reader(f, delimiter=delimiter, quoting=csv.QUOTE_MINIMAL if quoted else csv.QUOTE_NONE)
             for r in reader:
                 if r:
                     rows.append(r)
@@ -253,7 +253,7 @@ def read_table(path: Path, delimiter: str, columns: list[str] | None = None) -> 
             raise bad(path, f"line {line}: {len(r)} fields, expected {len(header)} ({shown})",
                       f"is the delimiter {delimiter!r} right? set `delimiter:` in `data`" if len(r) == 1 or len(header) == 1
                       else "every row needs one value per column; quote values that hold the delimiter"
-                      if quoting != csv.QUOTE_NONE else "every row needs one value per column")
+                      if quoted else "every row needs one value per column")
     return header, rows
 
 

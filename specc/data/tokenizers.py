@@ -63,6 +63,7 @@ class HFVocabulary:
     def train(cls, texts: Iterable[str], kind: str, vocab_size: int) -> HFVocabulary:
         from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
+        trainer: trainers.Trainer
         if kind == "words":
             tok = Tokenizer(models.WordLevel(unk_token="[UNK]"))
             trainer = trainers.WordLevelTrainer(vocab_size=vocab_size, special_tokens=list(SPECIALS), show_progress=False)

@@ -54,9 +54,9 @@ class _Comments:
         for m in _LEXEMES.finditer(text):
             if m.lastgroup != "comment":
                 continue
-            line = _line_of(starts, m.start())
-            before = text[starts[line - 1]:m.start()]
-            (found.trailing if before.strip() else found.own)[line] = m.group().rstrip()
+            row = _line_of(starts, m.start())
+            before = text[starts[row - 1]:m.start()]
+            (found.trailing if before.strip() else found.own)[row] = m.group().rstrip()
         return found
 
 
@@ -166,11 +166,11 @@ def _simple(stmt: n.Node, depth: int) -> list[str]:
     if isinstance(stmt, n.Chain):
         target = f"{stmt.target} = " if stmt.target else ""
         steps = [_format_step(s) for s in stmt.steps]
-        calls = [i for i, s in enumerate(stmt.steps) if isinstance(s, n.Call) and (s.args or s.kwargs)]
+        calls = {i: s for i, s in enumerate(stmt.steps) if isinstance(s, n.Call) and (s.args or s.kwargs)}
         if calls:
             widest = max(calls, key=lambda i: len(steps[i]))
             prefix = target + "".join(s + " -> " for s in steps[:widest])
-            return _wrap(prefix, stmt.steps[widest], "".join(" -> " + s for s in steps[widest + 1:]), depth)
+            return _wrap(prefix, calls[widest], "".join(" -> " + s for s in steps[widest + 1:]), depth)
     return [flat]
 
 

@@ -21,13 +21,14 @@ import functools
 import inspect
 import json
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from pydantic import BaseModel
 
 from specc.core.errors import printable
-from specc.core.plan import LayerNode, Obj, Plan
+from specc.core.plan import InputNode, LayerNode, Obj, Plan
 from specc.lang.sections import DISTRIBUTION_SETTINGS, SECTIONS
 
 NULL = "/dev/null"
@@ -263,13 +264,15 @@ def _pair_inputs(a: Plan | None, b: Plan | None) -> list[tuple[int | None, int |
     return sorted(pairs) + [(i, None) for i in rest_a[n:]] + [(None, j) for j in rest_b[n:]]
 
 
-def _diff_inputs(a: Plan | None, b: Plan | None, pairs) -> list[ItemChange]:
+def _diff_inputs(a: Plan | None, b: Plan | None, pairs: list[tuple[int | None, int | None]]) -> list[ItemChange]:
+    ia, ib = (a.inputs if a else []), (b.inputs if b else [])
     out = []
     for i, j in pairs:
-        x = a.inputs[i] if i is not None else None
-        y = b.inputs[j] if j is not None else None
+        x = ia[i] if i is not None else None
+        y = ib[j] if j is not None else None
         if x is None or y is None:
-            node = x or y
+            node = y if x is None else x
+            assert node is not None  # `_pair_inputs` never pairs nothing with nothing
             out.append(ItemChange("added" if x is None else "removed", node.name, "Input",
                                   args={"shape": node.shape, "dtype": node.dtype}))
             continue
@@ -342,6 +345,22 @@ def diff_settings(a: Plan | None, b: Plan | None) -> list[SettingChange]:
 # ---------------------------------------------------------------------------------------------- the diff
 
 
+def _paired_names(xs: Sequence[InputNode | LayerNode], ys: Sequence[InputNode | LayerNode],
+                  pairs: list[tuple[int | None, int | None]]) -> dict[str, str]:
+    """The name in B of each node of A that is paired with one."""
+    return {xs[i].name: ys[j].name for i, j in pairs if i is not None and j is not None}
+
+
+def _added_or_removed(x: LayerNode | None, y: LayerNode | None, params_a: dict[str, int],
+                      params_b: dict[str, int]) -> ItemChange:
+    """A layer that only B has (x is None: added) or only A has (removed)."""
+    node = y if x is None else x
+    assert node is not None  # `match_layers` never pairs nothing with nothing
+    params = (None, params_b.get(node.name)) if x is None else (params_a.get(node.name), None)
+    return ItemChange("added" if x is None else "removed", node.name, _layer_class(node).__name__,
+                      args={**node.kwargs, **node.call_kwargs}, inputs=list(node.inputs), params=params)
+
+
 def diff_plans(a: Plan | None, b: Plan | None, old_label: str = "A", new_label: str = "B") -> SpecDiff:
     """The semantic difference between plan A (old) and plan B (new); None stands for no file (`/dev/null`).
     Builds both models (Keras) for their parameter counts; raises `SpecError` if one does not build."""
@@ -352,10 +371,10 @@ def diff_plans(a: Plan | None, b: Plan | None, old_label: str = "A", new_label: 
     pairs = match_layers(a, b)
     la, lb = (a.layers if a else []), (b.layers if b else [])
     # The name each node of A has in B (inputs and matched layers), to compare wiring across renames.
-    to_b = {a.inputs[i].name: b.inputs[j].name for i, j in input_pairs if i is not None and j is not None}
-    to_b |= {la[i].name: lb[j].name for i, j in pairs if i is not None and j is not None}
-    removed = {la[i].name: la[i] for i, j in pairs if j is None}
-    added = {lb[j].name: lb[j] for i, j in pairs if i is None}
+    to_b = _paired_names(a.inputs if a else [], b.inputs if b else [], input_pairs)
+    to_b |= _paired_names(la, lb, pairs)
+    removed = {la[i].name: la[i] for i, j in pairs if i is not None and j is None}
+    added = {lb[j].name: lb[j] for i, j in pairs if i is None and j is not None}
 
     def through(name: str, skipped: dict[str, LayerNode]) -> str:
         """Follow a single-input layer that was added (or removed) back to what it reads."""
@@ -368,10 +387,7 @@ def diff_plans(a: Plan | None, b: Plan | None, old_label: str = "A", new_label: 
         x = la[i] if i is not None else None
         y = lb[j] if j is not None else None
         if x is None or y is None:
-            node = x or y
-            params = (None, params_b.get(y.name)) if x is None else (params_a.get(x.name), None)
-            layers.append(ItemChange("added" if x is None else "removed", node.name, _layer_class(node).__name__,
-                                     args={**node.kwargs, **node.call_kwargs}, inputs=list(node.inputs), params=params))
+            layers.append(_added_or_removed(x, y, params_a, params_b))
             continue
         old_args, new_args = layer_args(x), layer_args(y)
         defaults = _defaults(x)

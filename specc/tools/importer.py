@@ -64,9 +64,9 @@ def _names(kind: str) -> tuple[dict, dict]:
             names.setdefault(cls, name)
     for own in (True, False):
         for name in cat.canonical:
-            attr = cat.classes.get(name)
-            if attr and (not own or attr == cat.get_class(attr).__name__):
-                names.setdefault(cat.get_class(attr), name)
+            canonical = cat.classes.get(name)
+            if canonical and (not own or canonical == cat.get_class(canonical).__name__):
+                names.setdefault(cat.get_class(canonical), name)
     spellings: dict[type, set] = {}
     for name, attr in cat.classes.items():
         spellings.setdefault(cat.get_class(attr), set()).add(name)
@@ -86,7 +86,7 @@ class _Namer:
     """Tensor names: a layer's own name where the language allows it, else a variant that no layer has."""
 
     def __init__(self, layer_names: set[str]):
-        self.layers, self.given = set(layer_names), set()
+        self.layers, self.given = set(layer_names), set[str]()
 
     def __call__(self, own: str) -> str:
         base = re.sub(r"\W", "_", own, flags=re.ASCII) or "t"
@@ -187,7 +187,7 @@ def _norm(v: Any) -> Any:
 
 def _call(obj: Any, kind: str) -> str:
     """`name(arg, key=value)` for a Keras object: the arguments that differ from the class's defaults."""
-    cls = type(obj)
+    cls: type = type(obj)  # not `type[Any]`, which mypy does not take for Hashable (the cached `signature_of`)
     spec = _names(kind)[0].get(cls)
     if spec is None:
         what = f"{cls.__module__}.{cls.__name__}"
@@ -323,7 +323,7 @@ def _functional(model, where: str):
 class _Graph:
     def __init__(self, model, where: str):
         keras = import_keras()
-        self.keras, self.where, self.notes = keras, where, []
+        self.keras, self.where, self.notes = keras, where, list[str]()
         from specc.compile.check import DTYPES
 
         fn = _functional(model, where)
@@ -338,9 +338,9 @@ class _Graph:
                 raise _fail(where, f"{what} is sparse or ragged; a spec's inputs are dense tensors")
             if t.dtype not in DTYPES:
                 raise _fail(where, f"{what} has dtype `{t.dtype}`; a spec's inputs take {', '.join(DTYPES)}")
-            node = _Input(layer.name, tuple(t.shape[1:]), t.dtype)
-            self.inputs.append(node)
-            env[id(t)] = node
+            entry = _Input(layer.name, tuple(t.shape[1:]), t.dtype)
+            self.inputs.append(entry)
+            env[id(t)] = entry
         self.nodes: list[_Node] = []
         self.walk(fn, env)
         self.outputs = [env[id(t)] for t in fn.outputs]
