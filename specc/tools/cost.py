@@ -270,8 +270,9 @@ def format_cost(report: CostReport) -> str:
     if report.flops_per_step is not None:
         lines.append(f"  training FLOPs per step:   {format_flops(report.flops_per_step)} (batch {report.batch_size})")
     if report.peak_bytes_per_device is not None:
-        split = f", batch {math.ceil(report.batch_size / report.devices)} on each of {report.devices}" \
-            if report.devices > 1 else ""
+        batch = report.batch_size  # the spec's, whenever a step was measured
+        split = f", batch {math.ceil(batch / report.devices)} on each of {report.devices}" \
+            if report.devices > 1 and batch is not None else ""
         lines.append(f"  peak memory per device:    {format_bytes(report.peak_bytes_per_device)} of "
                      f"{format_bytes(report.device_memory_bytes)} ({report.memory_source}{split})")
         if report.fits:

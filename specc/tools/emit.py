@@ -23,7 +23,7 @@ from typing import Any
 
 from specc.core.version import __version__
 from specc.core.errors import InternalError, printable
-from specc.core.plan import LayerNode, MaskedTokens, Obj, Plan
+from specc.core.plan import InputNode, LayerNode, MaskedTokens, Obj, Plan
 
 WIDTH = 100
 
@@ -112,8 +112,8 @@ def _call(func: str, args: list[str], indent: str, head: str = "") -> list[str]:
 def _variables(plan: Plan) -> dict[str, str]:
     """The Python variable holding each tensor: `x` while a chain runs straight on, else the node's name."""
     uses: dict[str, int] = {}
-    for node in plan.layers:
-        for name in node.inputs:
+    for layer in plan.layers:
+        for name in layer.inputs:
             uses[name] = uses.get(name, 0) + 1
     from specc.compile.catalog import catalog
 
@@ -121,7 +121,8 @@ def _variables(plan: Plan) -> dict[str, str]:
     taken = {"keras", "os", "ops", "build_model", "train", "load_data", "model", "inputs", "outputs", "x",
              *catalog("layer").extras, *catalog("metric").extras, "exact_match"}
     names = {}
-    for node in [*plan.inputs, *plan.layers]:
+    nodes: list[InputNode | LayerNode] = [*plan.inputs, *plan.layers]
+    for node in nodes:
         # A layer's `name=` may be any string: an ASCII identifier made of it, never one a node has already
         # (`a-b` and `a_b` would otherwise share a variable, and the model its wiring).
         name = re.sub(r"[^A-Za-z0-9_]", "_", node.name)
@@ -328,7 +329,7 @@ def _emit_init(plan: Plan, spec_path: str) -> list[str]:
 
     init = plan.init
     assert init is not None
-    names = [node.name for node in [*plan.inputs, *plan.layers]]  # the model's layers, by name
+    names = [node.name for node in plan.inputs] + [node.name for node in plan.layers]  # the model's layers, by name
     lines = ["", "", "def init_weights(model: keras.Model) -> None:",
              f'    """{_docstring_text(f"`init`: weights from {init.source}, then frozen layers, as `specc run` takes them.")}"""',
              "    from specc.api import load",

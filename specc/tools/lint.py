@@ -133,7 +133,7 @@ def _unsilenced(found: list[Diagnostic], source: str) -> list[Diagnostic]:
 
     def ignored(d: Diagnostic) -> bool:
         lines = range(d.span.line, d.span.end_line + 1) if d.span else ()
-        return any(line in silenced and (silenced[line] is None or d.code in silenced[line]) for line in lines)
+        return any(line in silenced and ((codes := silenced[line]) is None or d.code in codes) for line in lines)
 
     kept = [d for d in found if not ignored(d)]
     kept.sort(key=lambda d: (d.span.line, d.span.col) if d.span else (0, 0))
@@ -341,8 +341,8 @@ def dropout_rate(lint: _Lint) -> None:
 def _dropout_rates(lint: _Lint, node: LayerNode, cls: str, kwargs: dict, wrapped: str | None) -> None:
     names = (["rate"] if cls in _DROPOUT_LAYERS else []) + ["dropout", "recurrent_dropout"]
     for arg in names:
-        rate = kwargs.get(arg)
-        if _number(rate) is None or 0 <= rate < 1:
+        rate = _number(kwargs.get(arg))
+        if rate is None or 0 <= rate < 1:
             continue
         if rate == 1:
             effect = "it drops every value while training"
@@ -421,7 +421,7 @@ def _shape_keeping(lint: _Lint, node: LayerNode, training: tuple, inference: tup
     pad = lint.nodes.get(node.inputs[0])
     layer = lint.built.layers.get(pad.name) if pad is not None and pad.cls == "ZeroPadding2D" else None
     padding = getattr(layer, "padding", None)
-    if padding and inference == tuple(tensors[node.inputs[0]].shape[1:]) and \
+    if pad is not None and padding and inference == tuple(tensors[node.inputs[0]].shape[1:]) and \
             tuple(tensors[pad.inputs[0]].shape[1:]) == training and \
             padding[0][0] == padding[0][1] and padding[1][0] == padding[1][1]:
         # A crop of the padded image is a whole-pixel shift of the image, zero-filled: a uniform shift in
@@ -452,7 +452,7 @@ def batch_norm_of_one(lint: _Lint) -> None:
             continue
         if batch == 1:
             why, fix = "batches of 1 example", "`batch_size: 2` or more"
-        elif last == 1:
+        elif examples and last == 1:
             why = f"the last batch of every epoch, which holds 1 example ({examples:,} training examples, batch {batch})"
             better = next(b for d in range(1, batch + 2) for b in (batch + d, batch - d) if b > 1 and examples % b != 1)
             fix = f"a batch size that leaves more than one example over (`batch_size: {better}`)"
@@ -519,16 +519,16 @@ def schedule_horizon(lint: _Lint) -> None:
     steps = per_epoch * lint.epochs
     counted = (f"{steps:,} steps ({per_epoch:,} per epoch: {examples:,} examples at batch "
                f"{train.batch_size}, {lint.epochs} epoch{'s' if lint.epochs != 1 else ''})")
+    setting = train.span("optimizer")
     if schedule.cls == "PiecewiseConstantDecay":
-        _late_boundaries(lint, schedule, steps, counted)
+        _late_boundaries(lint, setting, schedule, steps, counted)
     else:
-        _decay_horizon(lint, schedule, steps, counted)
+        _decay_horizon(lint, setting, schedule, steps, counted)
 
 
-def _late_boundaries(lint: _Lint, schedule: Obj, steps: int, counted: str) -> None:
-    """W106 for a piecewise schedule: step s (counted from 0) takes the value after boundary b when s > b, and the
-    last step is steps - 1."""
-    setting = lint.plan.train.span("optimizer")
+def _late_boundaries(lint: _Lint, setting: Span | None, schedule: Obj, steps: int, counted: str) -> None:
+    """W106 for a piecewise schedule written at `setting`: step s (counted from 0) takes the value after boundary b
+    when s > b, and the last step is steps - 1."""
     bounds = schedule.kwargs.get("boundaries")
     late = [b for b in bounds if _number(b) is not None and b >= steps - 1] if isinstance(bounds, list) else []
     if late:
@@ -553,8 +553,8 @@ def _horizon(schedule: Obj) -> tuple[int | float, int | float] | None:
     return None
 
 
-def _decay_horizon(lint: _Lint, schedule: Obj, steps: int, counted: str) -> None:
-    """W106 for a decaying schedule whose horizon is off the training steps by more than `HORIZON_TOLERANCE`."""
+def _decay_horizon(lint: _Lint, setting: Span | None, schedule: Obj, steps: int, counted: str) -> None:
+    """W106 for a decaying schedule (written at `setting`) whose horizon is off the training steps by more than `HORIZON_TOLERANCE`."""
     found = _horizon(schedule)
     if found is None:
         return
@@ -572,7 +572,6 @@ def _decay_horizon(lint: _Lint, schedule: Obj, steps: int, counted: str) -> None
         # The spec already follows its training: only `--epochs`/`--limit` of this run shorten or lengthen it.
         hint = ("the schedule follows `train.steps` of the spec as written; `--epochs` and `--limit` change the "
                 "training of this run only: expect the rate not to end where the spec's schedule ends")
-    setting = lint.plan.train.span("optimizer")
     lint.warn("W106", f"`{_snake(schedule.cls)}` decays over {horizon:,} steps, but training runs {counted}: "
               f"{effect}", _find(lint.plan, setting, "decay_steps") or setting, hint=hint)
 
@@ -586,7 +585,7 @@ def input_shape(lint: _Lint) -> None:
     from specc.data.prepare import Located, fit_shape
 
     shape = lint.facts.example_shape
-    if shape is None or lint.plan.data.is_text:
+    if shape is None or lint.plan.data is None or lint.plan.data.is_text:
         return
     shapes = shape if isinstance(shape, dict) else {lint.plan.inputs[0].name: shape}
     where = Located(lint.plan)
@@ -609,8 +608,8 @@ def input_shape(lint: _Lint) -> None:
       "largest batch that fits and the gradient-accumulation alternative.", needs=COST)
 def batch_does_not_fit(lint: _Lint) -> None:
     """From the cost's figures: the largest batch that fits, and gradient accumulation to keep the batch."""
-    cost = lint.cost
-    if cost is None or cost.fits is not False:
+    cost, train = lint.cost, lint.plan.train
+    if cost is None or cost.fits is not False or train is None:
         return
     need, have = format_bytes(cost.peak_bytes_per_device), format_bytes(cost.device_memory_bytes)
     where = f"per device ({cost.devices} devices)" if cost.devices > 1 else "on the device"
@@ -629,7 +628,7 @@ def batch_does_not_fit(lint: _Lint) -> None:
                 f"the effective batch with gradient accumulation: `batch_size: {cost.batch_size // k}` and "
                 f"`gradient_accumulation_steps={k}` in the optimizer, e.g. `optimizer: adam(..., "
                 f"gradient_accumulation_steps={k})`")
-    lint.warn("W201", message, lint.plan.train.span("batch_size"), hint, notes)
+    lint.warn("W201", message, train.span("batch_size"), hint, notes)
 
 
 #: The codes `lint_plan` reports (every rule but the cost's): code -> (summary, why it matters).

@@ -165,7 +165,8 @@ def load_test_split(run: Run):
     """The run's test split, prepared as the run prepared it (a `specc.data.prepare.Dataset`)."""
     from specc.data.prepare import load_dataset, prepare
 
-    if run.plan.data is None:
+    d = run.plan.data
+    if d is None:
         raise DataError(Diagnostic("the spec has no `data` section: there is no test split to use",
                                    file=str(run.path / "spec.model"), hint="give data with --data FILE"))
     plan = _data_plan(run)
@@ -175,7 +176,7 @@ def load_test_split(run: Run):
     if run.classes is not None and ds.classes is not None and list(ds.classes) != run.classes:
         raise DataError(Diagnostic(
             f"the image folder now has classes {ds.classes}, but the run trained on {run.classes} (classes.json)",
-            file=str(plan.data.images), hint="evaluate on a folder with the run's classes: --data FOLDER"))  # type: ignore[union-attr]
+            file=str(d.images), hint="evaluate on a folder with the run's classes: --data FOLDER"))
     return ds
 
 
@@ -244,11 +245,13 @@ def image_format(run: Run) -> tuple[str, tuple[int, int]]:
     if d is not None and d.dataset == "cifar10":
         return "RGB", (32, 32)
     if d is not None and d.images and d.image_size:
-        return "RGB", tuple(d.image_size)  # type: ignore[return-value]
-    if len(model_in) == 3 and model_in[-1] in (1, 3) and None not in model_in:
-        return ("L" if model_in[-1] == 1 and not (d and d.images) else "RGB"), (int(model_in[0]), int(model_in[1]))
-    if len(model_in) == 2 and None not in model_in:
-        return "L", (int(model_in[0]), int(model_in[1]))
+        height, width = d.image_size
+        return "RGB", (height, width)
+    known = [size for size in model_in if size is not None]  # all of them: an input with no free dimension
+    if len(model_in) == 3 and len(known) == 3 and known[-1] in (1, 3):
+        return ("L" if known[-1] == 1 and not (d and d.images) else "RGB"), (int(known[0]), int(known[1]))
+    if len(model_in) == 2 and len(known) == 2:
+        return "L", (int(known[0]), int(known[1]))
     raise UsageError(Diagnostic(
         f"cannot tell which images this model takes: its input is {tuple(model_in)} and the spec names no image "
         "size", file=str(run.path / "spec.model"),
@@ -477,6 +480,7 @@ def _preprocess(run: Run, x, name: str, images: bool = False):
         return _check_shapes(run, x, name)
 
     def prepared(a):
+        # Inputs with no labels, which Dataset's type does not allow for: only x_train is read back.
         return prepare(plan, Dataset(a, None, None, None)).x_train  # type: ignore[arg-type]
 
     d = plan.data
@@ -577,11 +581,11 @@ def prediction_rows(run: Run, output: str, y: np.ndarray, labels: list[str]) -> 
     if y.ndim > 2:  # a class per position (sequence outputs)
         steps = best.reshape(len(best), -1)
         return ["input", *(f"class_{t}" for t in range(steps.shape[1]))], [[lab, *map(int, row)] for lab, row in zip(labels, steps)]
-    named = names is not None and len(names) == p.shape[-1]
-    header = ["input", "class"] + (["name"] if named else []) + ["probability"] \
-        + [f"p_{names[c] if named else c}" for c in range(p.shape[-1])]  # type: ignore[index]
-    rows = [[lab, int(b)] + ([names[int(b)]] if named else []) + [float(pr[b])] + [float(v) for v in pr]  # type: ignore[index]
-            for lab, b, pr in zip(labels, best, p)]
+    named = names if names is not None and len(names) == p.shape[-1] else None  # a name per class, or None
+    header = ["input", "class"] + (["name"] if named is not None else []) + ["probability"] \
+        + [f"p_{named[c] if named is not None else c}" for c in range(p.shape[-1])]
+    rows = [[lab, int(b)] + ([named[int(b)]] if named is not None else []) + [float(pr[b])]
+            + [float(v) for v in pr] for lab, b, pr in zip(labels, best, p)]
     return header, rows
 
 
@@ -620,7 +624,8 @@ def write_predictions(run: Run, out: Path, outputs: dict[str, np.ndarray], label
                                             file=str(out)))
             write_atomic(out, lambda f: np.save(f, next(iter(outputs.values())), allow_pickle=False))
         elif suffix == ".npz":
-            write_atomic(out, lambda f: np.savez(f, **outputs))
+            # The stubs check `**outputs` against savez's `allow_pickle: bool` too; the arrays are the outputs by name.
+            write_atomic(out, lambda f: np.savez(f, **outputs))  # type: ignore[arg-type]
         else:
             buf = io.StringIO()
             w = csv.writer(buf, lineterminator="\n")

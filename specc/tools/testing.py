@@ -86,7 +86,7 @@ def _on_cpu():
 
     from specc.train.runner import select_device
 
-    before = jax.config.jax_default_device
+    before = jax.config.jax_default_device  # type: ignore[attr-defined]  # JAX adds its options at run time
     select_device("cpu")
     try:
         yield
@@ -191,7 +191,7 @@ def _set_up(plan: Plan) -> _Setup:
     if any(d is None for shape in shapes for d in shape):  # sizes that follow a free input dimension
         outputs = model.predict_on_batch(x)
         shapes = [tuple(o.shape) for o in (outputs if isinstance(outputs, (list, tuple)) else [outputs])]
-    losses, kinds = _losses(plan, len(shapes))
+    losses, kinds = _losses(train.loss, len(shapes))
     y = [make_labels(kind, shape, rng) for kind, shape in zip(kinds, shapes)]
     return _Setup(model, x, y, losses, kinds, batch)
 
@@ -227,23 +227,23 @@ def make_labels(kind: str, shape: tuple, rng) -> Any:
     return rng.standard_normal(shape).astype("float32")
 
 
-def _losses(plan: Plan, count: int) -> tuple[list, list[str]]:
-    """The spec's loss for each output, as Keras loss objects (mean over the batch), and what labels it takes."""
+def _losses(loss: Any, count: int) -> tuple[list, list[str]]:
+    """The spec's loss (`train.loss`) for each output, as Keras loss objects (mean over the batch), and what labels it takes."""
     from specc.compile.build import make_object
     from specc.compile.catalog import catalog
     from specc.runtime.keras_env import import_keras
     from specc.core.plan import Obj
 
     losses, kinds = [], []
-    for loss in output_losses(plan.train.loss, count):  # type: ignore[union-attr]
-        cls = loss_class(loss)
-        if isinstance(loss, Obj):
-            obj = make_object(loss)
+    for one in output_losses(loss, count):
+        cls = loss_class(one)
+        if isinstance(one, Obj):
+            obj = make_object(one)
         elif cls:
             obj = catalog("loss").get_class(cls)()
         else:  # a loss known only as a function: per example, averaged here
             keras = import_keras()
-            fn = keras.losses.get(loss)
+            fn = keras.losses.get(one)
             obj = lambda y, p, fn=fn: keras.ops.mean(fn(y, p))  # noqa: E731
         losses.append(obj)
         kinds.append(loss_kind(cls).labels)
@@ -305,7 +305,8 @@ def _loss(value: float) -> str:
 
 
 def _loss_name(plan: Plan) -> str:
-    loss = plan.train.loss  # type: ignore[union-attr]
+    assert plan.train is not None  # check_expect refuses loss contracts without `train`
+    loss = plan.train.loss
     return getattr(loss, "cls", None) or str(loss)
 
 

@@ -38,7 +38,8 @@ from specc.core.artifacts import CHECKPOINT, write_atomic
 from specc.core.errors import DataError, Diagnostic, describe_schema_error, printable
 from specc.runtime.keras_env import import_keras
 
-keras = import_keras()
+# Typed Any: mypy accepts `keras.callbacks.Callback` as a base class only from a value it knows nothing about.
+keras: Any = import_keras()
 
 
 def _global_seed_generator(create: bool = False):
@@ -309,7 +310,8 @@ def _names(keys) -> str:
 
 
 class FiniteLoss(keras.callbacks.Callback):
-    """Stops training at the first step whose loss is NaN or infinite; `bad` is (epoch, step, loss).
+    """Stops training at the first step whose loss is NaN or infinite; `bad` is (epoch, step, loss), the step None
+    when only the epoch's loss was seen (`EpochCheckpoint`).
 
     Keras dispatches it off the training loop, on a thread pool (`async_safe`), so the check never makes JAX
     wait on a step: the stop lands a step or two later (that epoch is never checkpointed), and calls may run
@@ -319,7 +321,7 @@ class FiniteLoss(keras.callbacks.Callback):
 
     def __init__(self):
         super().__init__()
-        self.bad: tuple[int, int, float] | None = None
+        self.bad: tuple[int, int | None, float] | None = None
         self.epoch = 0
         self.lock = threading.Lock()
 

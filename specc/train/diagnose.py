@@ -30,9 +30,10 @@ from specc.core.errors import Diagnostic, OutOfMemoryError
 from specc.core.files import size_text
 from specc.runtime.keras_env import import_keras
 from specc.core.nodes import Span
-from specc.core.plan import Plan
+from specc.core.plan import InputNode, LayerNode, Obj, Plan
 
-keras = import_keras()
+# Typed Any: mypy accepts `keras.callbacks.Callback` as a base class only from a value it knows nothing about.
+keras: Any = import_keras()
 
 #: The largest training state (weights, optimizer and metric variables) copied at each epoch's start.
 MAX_SNAPSHOT_BYTES = 512 * 2**20
@@ -118,11 +119,13 @@ def replay_epoch(model, start: EpochStart, batches: list, upto: int):
     import jax
 
     step = jax.jit(model.train_step)
-    state = start.state
+    kept = start.state
+    assert kept is not None  # trace_nonfinite replays only an epoch whose start state was kept
+    state = kept
     before, losses = None, []
     for k, batch in enumerate(batches[:upto + 1]):
         # The metrics as reset at the epoch's start: the logged loss is this step's alone, not the running mean.
-        logs, after = step([*state[:3], start.state[3]], batch)
+        logs, after = step([*state[:3], kept[3]], batch)
         losses.append(float(logs["loss"]))
         if not math.isfinite(losses[-1]):
             return k, state, before, losses
@@ -207,7 +210,7 @@ def _bad_loss(plan: Plan, model, start: EpochStart, state, values: dict[str, Any
         return Verdict(f"no layer produced it: the predictions grew to {max(-lo, hi):.3g}, too large for the loss to "
                        "square: training diverged", train.span("optimizer"), [], "lower the learning rate", k,
                        located=False)
-    loss_name = train.loss.cls if hasattr(train.loss, "cls") else train.loss
+    loss_name = train.loss.cls if isinstance(train.loss, Obj) else train.loss
     return Verdict(f"{kind} first produced by the loss `{loss_name}`, from finite predictions (from {lo:.3g} to {hi:.3g})",
                    train.span("loss"), [],
                    "check that the last layer's activation suits the loss (probabilities that reach 0 or 1, negative "
@@ -317,7 +320,8 @@ def _proc_kib(path: str, key: str) -> int:
 def activation_sizes(plan: Plan, model, batch_size: int) -> list[tuple[Any, tuple, int]]:
     """Each layer's (plan node, output shape, bytes of its output for a batch), largest first."""
     rows = []
-    for node in [*plan.inputs, *plan.layers]:
+    nodes: list[InputNode | LayerNode] = [*plan.inputs, *plan.layers]
+    for node in nodes:
         out = model.get_layer(node.name).output
         shape = (batch_size, *out.shape[1:])
         rows.append((node, shape, math.prod(d or 1 for d in shape) * np.dtype(out.dtype).itemsize))
@@ -340,15 +344,14 @@ def describe_oom(plan: Plan, model, err: BaseException, batch_size: int, during:
         smaller = max(1, batch_size // 2)
         why = f"XLA tried to allocate {size_text(wanted, measured=True)}" if wanted else "XLA's message does not say how much it wanted"
     first = (message.strip().splitlines() or [type(err).__name__])[0][:300]
-    train = plan.train
+    at = plan.train.span("batch_size") if plan.train else None
     node = top[0][0] if top else None
     return OutOfMemoryError(Diagnostic(
         f"out of memory during {during} with batch {batch_size} ({why}); the largest activations per batch: {listing}"
         + (f"; {kept}" if kept else ""),
         file=plan.file, span=node.origin.span if node else None, source=plan.source,
         notes=[*(node.origin.notes if node else []), f"XLA: {first}"],
-        hint=f"try `batch_size: {smaller}` in `train`" + (f" (line {train.span('batch_size').line})"
-                                                          if train and train.span("batch_size") else "")
+        hint=f"try `batch_size: {smaller}` in `train`" + (f" (line {at.line})" if at else "")
         + ", or make the largest layers smaller"))
 
 

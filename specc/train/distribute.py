@@ -361,7 +361,7 @@ def shard_data(plan, data, verbose: bool = True):
         raise DataError(plan.diag(
             f"{n} training examples are too few to give each of {a.shards} devices a share", plan.device_origin.span))
     rows = _rows(keep_local, local, q, a.shard) if q > 1 else np.arange(keep_local)
-    changes = {}
+    changes: dict[str, Any] = {}
     if keep_local * q < n or q > 1:
         changes.update(x_train=take(data.x_train, rows), y_train=take(data.y_train, rows), w_train=take(data.w_train, rows))
     notes = []

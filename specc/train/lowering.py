@@ -131,7 +131,7 @@ def default_platform() -> str:
     """The platform JAX computes on by default (`jax_default_device` when set, as `specc run` does)."""
     import jax
 
-    device = jax.config.jax_default_device
+    device = jax.config.jax_default_device  # type: ignore[attr-defined]  # JAX adds its options at run time
     return getattr(device, "platform", None) or jax.devices()[0].platform
 
 

@@ -290,8 +290,10 @@ def frozen_layers(plan: Plan, names: list[str]) -> list[str]:
     from fnmatch import fnmatchcase
 
     init = plan.init
+    if init is None:
+        return []
     frozen: list[str] = []
-    for pattern in init.freeze if init is not None else []:
+    for pattern in init.freeze:
         found = [name for name in names if fnmatchcase(name, pattern)]
         if not found:
             raise SpecError(plan.diag(f"`freeze` names layer `{pattern}`, but the model has no such layer",
@@ -405,11 +407,11 @@ def _failed_write(err: OSError, out_dir: Path, plan: Plan, run: RunDir | None) -
     fix = ("once there is space" if err.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG) else
            "once the folder is writable again" if err.errno in (errno.EROFS, errno.EACCES, errno.EPERM) else
            "once that is fixed")
-    try:
-        inside = name is not None and Path(name).resolve().parent == out_dir.resolve()
+    try:  # the file, when it is one of the run's own
+        own = Path(name) if name is not None and Path(name).resolve().parent == out_dir.resolve() else None
     except OSError:
-        inside = False
-    message = f"could not write {Path(name).name}: {why}" if inside else f"{why}" + (f" ({name})" if name else "")
+        own = None
+    message = f"could not write {own.name}: {why}" if own is not None else f"{why}" + (f" ({name})" if name else "")
     kept, action = _how_to_go_on(out_dir, plan, run)
     return DataError(Diagnostic(f"{message}; {kept}", file=name or str(out_dir),
                                 hint=f"{fix}, {action}" if action else None))
@@ -436,7 +438,8 @@ class _Run:
     info: dict[str, Any] = field(default_factory=dict)  # run.json
     platform: str = ""  # device: JAX's platform
     distribution: Any = None  # device: the `parallel` layout (`specc.train.distribute.Active`), or None
-    data: Dataset = field(default=None, repr=False)  # type: ignore[assignment] # data: the prepared splits
+    # data: the prepared splits; typed as set, since only the phases before `data` see the None.
+    data: Dataset = field(default=None, repr=False)  # type: ignore[assignment]
     model: Any = field(default=None, repr=False)  # build
     taken: list[str] = field(default_factory=list)  # init: the layers whose weights were copied
     folds: dict[str, Any] | None = None  # k-fold cross-validation's scores
@@ -653,10 +656,10 @@ def _stop_if_diverged(s: _Run) -> None:
     s.info = {**s.info, "diverged": {"epoch": epoch + 1, "step": None if step is None else step + 1, "loss": str(loss)}}
     write_atomic(out_dir / "run.json", json.dumps(s.info, indent=2) + "\n")
     verdict, cause = trace_failure(plan, s.model, s.start, s.data, epoch, steps if step is None else step)
-    found = verdict is not None and verdict.located  # where the first non-finite value came from
+    found = verdict if verdict is not None and verdict.located else None  # where the first non-finite value came from
     raise DivergedError(plan.diag(
         f"training stopped: the loss became {loss} in {where}{f': {cause}' if found else ''}; {_kept(out_dir)}",
-        verdict.span if found else train.span("optimizer"), notes=[*(verdict.notes if found else []), *(
+        found.span if found else train.span("optimizer"), notes=[*(found.notes if found else []), *(
             [] if found else [cause])],
         hint=f"{verdict.hint if verdict else 'lower the learning rate, or check the data for NaN or huge values'}{restart}"))
 
