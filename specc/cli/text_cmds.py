@@ -16,7 +16,7 @@ from pathlib import Path
 
 from specc.cli.registry import FILE, FILES, arg, command, text_or_json
 from specc.core.artifacts import write_atomic
-from specc.core.errors import EXIT_OK, EXIT_SPEC, Diagnostic, UsageError, UserError, printable
+from specc.core.errors import Diagnostic, EXIT_OK, EXIT_SPEC, printable, SpecError, UsageError, UserError
 
 
 @command("emit", "write standalone Keras 3 Python code for the model",
@@ -27,7 +27,6 @@ from specc.core.errors import EXIT_OK, EXIT_SPEC, Diagnostic, UsageError, UserEr
          arg("--train", action="store_true", help="also emit data loading, compile, fit and evaluate"))
 def cmd_emit(args) -> int:
     from specc.compile.check import load_plan
-    from specc.core.errors import SpecError
     from specc.tools.emit import emit_python
 
     plan = load_plan(args.file)

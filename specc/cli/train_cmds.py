@@ -7,6 +7,7 @@ from pathlib import Path
 
 from specc.cli.registry import arg, command, group, positive
 from specc.core.errors import EXIT_OK, Diagnostic, UsageError, UserError, printable
+from specc.train.distribute import initialize_processes, is_primary
 
 
 @command("run", "train, evaluate on the test split, save the run",
@@ -27,7 +28,6 @@ from specc.core.errors import EXIT_OK, Diagnostic, UsageError, UserError, printa
                arg("--num-processes", type=positive, metavar="N", help="how many processes train together"),
                arg("--process-id", type=int, metavar="I", help="this process's index, 0..N-1")))
 def cmd_run(args) -> int:
-    from specc.train.distribute import initialize_processes
     from specc.train.runner import claim_run_dir, run_plan
 
     # Several processes: from the options, else from JAX's own environment variables; nothing otherwise.
@@ -80,7 +80,6 @@ def _plan(args):
 def _print_lint(plan, epochs: int | None, limit: int | None) -> None:
     """The lint warnings first: they are not fatal, and training may take hours."""
     from specc.tools.lint import lint_report
-    from specc.train.distribute import is_primary
 
     try:
         found = lint_report(plan, epochs=epochs, limit=limit).diagnostics if is_primary() else []

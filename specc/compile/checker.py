@@ -18,7 +18,7 @@ from typing import Any, Callable, Iterator, TypeVar
 from specc.compile.catalog import DENIED_LAYERS, METRIC_STRINGS, catalog, kind_of_argument, signature_of
 from specc.compile.shared import Abort, CallArg
 from specc.core import nodes as n
-from specc.core.errors import Diagnostic, InternalError, Source, did_you_mean, printable, show_value
+from specc.core.errors import Diagnostic, did_you_mean, InternalError, printable, show_value, Source, UserError
 from specc.core.limits import MAX_ERRORS, MAX_EXAMPLE_VALUES, MAX_NUMBER, MAX_VALUE_DEPTH, MAX_VALUE_ELEMENTS
 from specc.core.plan import Obj, Origin, TrainPlan
 from specc.lang import fmt
@@ -320,7 +320,6 @@ class Checker:
 
     def data_facts(self, name: str, span: n.Span | None) -> Any:
         if self.facts is None:
-            from specc.core.errors import UserError
             from specc.data.facts import infer_facts
 
             if "data" in self.failed or self.facts_error:  # reported once, where the data or the first fact is

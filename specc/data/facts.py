@@ -30,6 +30,7 @@ from specc.core.plan import FACT_NAMES as FACT_NAMES  # the facts' names, kept i
 from specc.core.version import __version__
 from specc.data import prepare as loading
 from specc.data.sources import layout_of, source_for
+from specc.core.artifacts import write_atomic
 
 LABEL_KINDS = ("classes", "real", "tokens", "none")
 
@@ -153,7 +154,6 @@ def _read_cached(path: Path) -> Facts | None:
 
 
 def _write_cached(path: Path, facts: Facts) -> None:
-    from specc.core.artifacts import write_atomic
 
     try:
         write_atomic(path, json.dumps(asdict(facts)))

@@ -41,6 +41,8 @@ from specc.data.sources import (
     source_for,
     text_column,
 )
+from specc.core.limits import MAX_EXAMPLE_VALUES
+from specc.runtime.keras_env import import_keras
 
 CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 _IDX = {
@@ -181,7 +183,6 @@ def load_builtin(name: str) -> Dataset:
                                    f"{TEXT_DATASETS[name][1]}"))
     keras_home = str(_keras_cache())
     looked.append(f"{keras_home} (Keras's cache, then a download)")
-    from specc.runtime.keras_env import import_keras
 
     keras = import_keras()
     try:
@@ -630,10 +631,6 @@ def _vocabulary(plan: Plan, ds: Dataset, where: Located):
 
 def _class_labels(y: np.ndarray, where: Located) -> np.ndarray:
     """Labels as class numbers (int64, flat): whole numbers >= 0, else a DataError at `one_hot`."""
-    from specc.core.limits import (
-        MAX_EXAMPLE_VALUES,  # the bound on values per example, as for inputs
-    )
-
     y = np.asarray(y).reshape(-1)
     if y.dtype.kind not in "biuf":
         raise where.error("one_hot", f"the labels are {y.dtype} values, not class numbers")

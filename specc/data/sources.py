@@ -44,6 +44,7 @@ from specc.core.files import (
     read_npz,
     tar_image_members,
 )
+from specc.core.artifacts import write_atomic
 
 LAYOUTS = ("arrays", "table", "text", "images", "array", "image")
 SETTINGS = ("file", "images")  # the `data` settings that name a source (`file` stands for `test_file` too)
@@ -355,7 +356,6 @@ def file_key(path: Path) -> str:
 
 
 def _save_npz_atomic(path: Path, arrays: dict) -> None:
-    from specc.core.artifacts import write_atomic
 
     try:
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -9,6 +9,7 @@ import re
 import sys
 import warnings
 from typing import Any
+from specc.core.cache import enable_jax_cache
 
 
 #: Threads per virtual CPU device for XLA's CPU client (PJRT_NPROC), when several share one process.
@@ -80,7 +81,6 @@ def import_keras():
 def _jax_cache_once():
     """JAX's persistent compilation cache, switched on once per process (see `specc.core.cache`)."""
     if os.environ["KERAS_BACKEND"] == "jax":
-        from specc.core.cache import enable_jax_cache
 
         return enable_jax_cache()
     return None

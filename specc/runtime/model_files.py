@@ -11,6 +11,7 @@ from __future__ import annotations
 from specc.core.files import is_bomb, json_depth, size_text
 from specc.runtime import custom_objects  # noqa: F401 - registers PositionEmbedding and ExactMatch with Keras
 from specc.runtime.keras_env import import_keras
+from specc.core.errors import DataError, Diagnostic, printable
 
 keras = import_keras()
 
@@ -39,7 +40,6 @@ _GET_ONE = "save the model again (`model.save(\"model.keras\")`), or copy the wh
 
 
 def _bad(path, message: str, hint: str = _GET_ONE):
-    from specc.core.errors import DataError, Diagnostic
 
     return DataError(Diagnostic(message, file=str(path), hint=hint))
 
@@ -49,7 +49,6 @@ def _member(path, archive, name: str, limit: int):
     encrypted or compressed in a way Python cannot read."""
     import zipfile
 
-    from specc.core.errors import printable
 
     info = archive.getinfo(name)
     shown = printable(name, lines=False)
@@ -78,7 +77,6 @@ def _check_keras(path) -> dict:
     import json
     import zipfile
 
-    from specc.core.errors import printable
 
     try:
         archive = zipfile.ZipFile(path)
@@ -152,7 +150,6 @@ def _check_h5(path) -> None:
     """An HDF5 model file: its datasets' declared sizes, summed, within bounds; none stored outside it."""
     import h5py
 
-    from specc.core.errors import printable
 
     try:
         f = h5py.File(path, "r")
@@ -219,8 +216,6 @@ def open_model(path, compile: bool = True):
     """`load_model` for the commands that use a trained model (`eval`, `predict`, `export`, `generate`): a file
     that passes the checks but that Keras cannot read (corrupt, foreign, code in safe mode) is a `DataError`
     naming it, never a traceback. (`init` and `import` say it in their own words: they call `load_model`.)"""
-    from specc.core.errors import DataError, Diagnostic
-
     check_model_file(path)  # truncated, not a zip, a bomb: a DataError naming the file and the member
     try:
         return load_model(path, compile=compile, checked=True)

@@ -24,6 +24,8 @@ from specc.core.units import format_bytes, parse_bytes  # noqa: F401 (parse_byte
 from specc.tools.lint import lint_cost
 from specc.train.lowering import (EXECUTION_FLOPS, MAX_STEPS_PER_EXECUTION, MIN_EXECUTIONS_PER_EPOCH,  # noqa: F401
                     choose_steps_per_execution, flops_of, step_flops)  # (re-exported)
+from specc.core.errors import Diagnostic, UsageError
+from specc.train.lowering import enable_jit, lowering_choice
 
 # ------------------------------------------------------------------------------------------ pre-flight cost
 
@@ -71,8 +73,6 @@ def device_memory(device) -> tuple[int, str]:
     """The memory one device can give a step, and where that figure comes from: `$SPECC_DEVICE_MEMORY`;
     a GPU's or TPU's allocator limit (`memory_stats()["bytes_limit"]`); else (a CPU) the machine's
     physical memory, which every process on it shares."""
-    from specc.core.errors import Diagnostic, UsageError
-
     text = os.environ.get(MEMORY_ENV, "").strip()
     if text:
         try:
@@ -151,7 +151,6 @@ def prepare_step(plan) -> tuple[_Step, list[str]]:
 
     with shapes_only():
         model = build(plan).model
-    from specc.train.lowering import enable_jit, lowering_choice
 
     notes = []
     enable_jit(model, lowering_choice(None))  # as `compile_model` will: those layers compile as they are

@@ -30,6 +30,7 @@ from pydantic import BaseModel
 from specc.core.errors import printable
 from specc.core.plan import InputNode, LayerNode, Obj, Plan
 from specc.lang.sections import DISTRIBUTION_SETTINGS, SECTIONS
+from specc.compile.catalog import catalog
 
 NULL = "/dev/null"
 _UNSET = object()  # an argument neither given nor with a Keras default
@@ -172,7 +173,6 @@ def _same(a: Any, b: Any) -> bool:
 
 
 def _layer_class(node: LayerNode):
-    from specc.compile.catalog import catalog
 
     return catalog("layer").get_class(node.cls)
 
@@ -234,8 +234,6 @@ def match_layers(a: Plan | None, b: Plan | None) -> list[tuple[int | None, int |
 
 def _is_automatic(name: str) -> bool:
     """Whether a layer name is one specc generated (`dense_2`, `batchnorm`), not one the spec chose."""
-    from specc.compile.catalog import catalog
-
     layers = catalog("layer")
     base = re.sub(r"_\d+$", "", name)
     return base == "activation" or layers.class_name(base) is not None or layers.class_name(name) is not None

@@ -22,8 +22,10 @@ from pathlib import Path
 from typing import Any
 
 from specc.core.version import __version__
-from specc.core.errors import InternalError, printable
+from specc.core.errors import InternalError, printable, SpecError
 from specc.core.plan import InputNode, LayerNode, MaskedTokens, Obj, Plan
+from specc.compile.catalog import catalog
+from specc.train.distribute import eval_batch_size
 
 WIDTH = 100
 
@@ -31,8 +33,6 @@ WIDTH = 100
 def emit_python(plan: Plan, train: bool = False, spec_path: str | None = None) -> str:
     """The Python source of `build_model()` (and `train()`) for this plan. `spec_path`: where the
     training script finds the spec, relative to the emitted file (default: the spec's own path)."""
-    from specc.compile.catalog import catalog
-
     extras = {cls for cls in _classes(plan) if cls in catalog("layer").extras or cls in catalog("metric").extras}
     spec = plan.file
     digest = hashlib.sha256(plan.source.encode()).hexdigest()[:12] if plan.source else "none"
@@ -115,7 +115,6 @@ def _variables(plan: Plan) -> dict[str, str]:
     for layer in plan.layers:
         for name in layer.inputs:
             uses[name] = uses.get(name, 0) + 1
-    from specc.compile.catalog import catalog
 
     # What build_model's code refers to: a variable of that name would shadow it (specc's own classes too).
     taken = {"keras", "os", "ops", "build_model", "train", "load_data", "model", "inputs", "outputs", "x",
@@ -179,7 +178,6 @@ def _with_origin(code: list[str], origin: str) -> list[str]:
 
 def _emit_layer(node: LayerNode, var: dict[str, str]) -> list[str]:
     from specc.compile.build import SEPARATE_INPUTS
-    from specc.compile.catalog import catalog
 
     module = "" if node.cls in catalog("layer").extras else "keras.layers."
     args = [f"{k}={emit_value(v)}" for k, v in node.kwargs.items()] + [f"name={emit_value(node.name)}"]
@@ -280,7 +278,6 @@ def _emit_train(plan: Plan, spec_path: str) -> list[str]:
     fit = ["epochs=epochs", f"batch_size={train.batch_size}", f"validation_split={train.validation_split}",
            f"shuffle={train.shuffle}", "callbacks=callbacks", "sample_weight=data.w_train", "verbose=2"]
     lines += _call("model.fit", ["data.x_train", "data.y_train", *fit], "    ")
-    from specc.train.distribute import eval_batch_size
 
     lines += _call("model.evaluate", ["data.x_test", "data.y_test", "sample_weight=data.w_test",
                                       f"batch_size={eval_batch_size(train.batch_size)}", "verbose=0", "return_dict=True"],
@@ -349,8 +346,6 @@ def _line_of(span, what: str) -> str:
 def _refuse(plan: Plan) -> None:
     """What the training script cannot reproduce, refused at its line rather than dropped: k-fold
     cross-validation (`validation: kfold(K)`) and training spread over devices (`parallel` in `device`)."""
-    from specc.core.errors import SpecError
-
     train = plan.train
     assert train is not None
     hint = "run it with `specc run SPEC`, or emit the model alone (without `--train`)"
@@ -365,7 +360,6 @@ def _refuse(plan: Plan) -> None:
 
 
 def _weighted_loss(loss: Any) -> str:
-    from specc.compile.catalog import catalog
 
     if isinstance(loss, str) and catalog("loss").class_name(loss):
         return f"keras.losses.{catalog('loss').class_name(loss)}()"

@@ -34,6 +34,7 @@ from specc.core.nodes import Span
 from specc.core.plan import LayerNode, Obj, Plan
 from specc.core.units import format_bytes
 from specc.runtime.keras_env import import_keras
+from specc.compile.catalog import catalog
 
 # What a rule reads, besides the plan and its built shapes.
 PLAN = "plan"  # nothing more
@@ -393,8 +394,6 @@ def unused_output(lint: _Lint) -> None:
       "a layer that pools it away still runs, on images the model never trained on.")
 def training_shape(lint: _Lint) -> None:
     """What each preprocessing layer outputs while training and at inference, as Keras computes it."""
-    from specc.compile.catalog import catalog
-
     for node in lint.plan.layers:
         module = getattr(catalog("layer").get_class(node.cls), "__module__", "")
         if not module.startswith(_PREPROCESSING) or len(node.inputs) != 1:

@@ -34,6 +34,7 @@ from specc.core.files import read_classes
 from specc.core.errors import DataError, Diagnostic, UsageError, printable
 from specc.core.plan import Plan, SavedTokenizer
 from specc.data.sources import SOURCES, ReadOptions, Source, image_files, source_for
+from specc.train.distribute import eval_batch_size
 
 
 # --- the run directory --------------------------------------------------------------------
@@ -64,8 +65,6 @@ class Run:
     @property
     def batch_size(self) -> int:
         """The batch of `eval` and `predict`: the one `specc run` evaluated its test split with."""
-        from specc.train.distribute import eval_batch_size
-
         return eval_batch_size(self.plan.train.batch_size if self.plan.train else 32)
 
     def model(self):

@@ -40,6 +40,8 @@ from specc.compile.expect import (ALLOWED, BOUNDS, CHANCE_TOLERANCE, MAX_OVERFIT
 from specc.compile.losses import BINARY, CATEGORICAL, REGRESSION, SPARSE, loss_class, loss_kind, output_losses
 from specc.core.plan import Plan
 from specc.lang.render import render_shape
+from specc.compile.catalog import catalog
+from specc.runtime.keras_env import import_keras
 
 OVERFIT_FRACTION = 0.05  # `overfit`: the loss must fall below 5% of its initial value
 MAX_BATCH = 32  # one batch: the spec's batch size, at most this many examples
@@ -172,7 +174,6 @@ def _set_up(plan: Plan) -> _Setup:
     import numpy as np
 
     from specc.compile.build import build
-    from specc.runtime.keras_env import import_keras
     from specc.train.runner import adapt_layers, compile_model
 
     keras = import_keras()
@@ -230,8 +231,6 @@ def make_labels(kind: str, shape: tuple, rng) -> Any:
 def _losses(loss: Any, count: int) -> tuple[list, list[str]]:
     """The spec's loss (`train.loss`) for each output, as Keras loss objects (mean over the batch), and what labels it takes."""
     from specc.compile.build import make_object
-    from specc.compile.catalog import catalog
-    from specc.runtime.keras_env import import_keras
     from specc.core.plan import Obj
 
     losses, kinds = [], []

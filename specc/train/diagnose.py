@@ -31,6 +31,7 @@ from specc.core.files import size_text
 from specc.runtime.keras_env import import_keras
 from specc.core.nodes import Span
 from specc.core.plan import InputNode, LayerNode, Obj, Plan
+from specc.train.distribute import local_batch_size
 
 # Typed Any: mypy accepts `keras.callbacks.Callback` as a base class only from a value it knows nothing about.
 keras: Any = import_keras()
@@ -96,7 +97,6 @@ def epoch_batches(plan: Plan, x, y, w, rng) -> list[tuple[Any, Any, Any]]:
     examples, permuted by `np.random.permutation` from the epoch's random state when shuffling."""
     train = plan.train
     assert train is not None
-    from specc.train.distribute import local_batch_size
 
     n = count_examples(x)
     if train.validation_split:

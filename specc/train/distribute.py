@@ -37,8 +37,9 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from specc.core.errors import DataError, DeviceError, Diagnostic, SpecError, UsageError, did_you_mean
+from specc.core.errors import DataError, DeviceError, Diagnostic, did_you_mean, InternalError, SpecError, UsageError
 from specc.runtime.keras_env import THREADS_PER_DEVICE, backends_started, prepare_environment, requested_cpu_devices  # noqa: F401
+from specc.runtime.keras_env import import_keras
 
 
 def _env_int(name: str) -> int | None:
@@ -86,11 +87,9 @@ def initialize_processes(coordinator: str | None = None, num_processes: int | No
     if jax.distributed.is_initialized():
         return jax.process_count() > 1
     if backends_started():
-        from specc.core.errors import InternalError
 
         raise InternalError("initialize_processes() called after JAX started its backends")
     jax.config.update("jax_cpu_collectives_implementation", "gloo")
-    from specc.runtime.keras_env import import_keras
 
     try:
         import_keras().distribution.initialize(coordinator, num_processes, process_id)
@@ -178,7 +177,6 @@ def configure_distribution(plan) -> Active | None:
     is built), checked against the devices JAX has. A distribution set by an earlier run is removed first, so
     that a run never inherits another's. Raises `SpecError`/`DeviceError` blamed on the spec's lines."""
     global _ACTIVE
-    from specc.runtime.keras_env import import_keras
 
     keras = import_keras()
     import jax

@@ -30,9 +30,13 @@ from specc.compile.build import build_model, make_object
 from specc.data.prepare import Dataset, count_examples, load_dataset, prepare, take
 from specc.core.errors import (DataError, DeviceError, Diagnostic, DivergedError, SpecError, UsageError, UserError,
                                did_you_mean, printable)
-from specc.runtime.keras_env import import_keras
+from specc.runtime.keras_env import import_keras, startup_probe
 from specc.compile.catalog import catalog
 from specc.core.plan import Plan
+from specc.train.distribute import (configure_distribution, describe, eval_batch_size, is_primary, local_batch_size,
+    process_out_dir, shard_data)
+from specc.train.lowering import (choose_steps_per_execution, describe_lowering, enable_jit, lower_model,
+    lowering_choice, step_flops)
 
 def select_device(device: str) -> str:
     """Make the requested platform JAX's default device; returns the platform it runs on."""
@@ -74,8 +78,6 @@ def claim_run_dir(out: str | Path | None, spec_file: str, force: bool = False,
                   resume: str | Path | None = None) -> RunDir | None:
     """Claim (lock) the directory a run writes, before anything is loaded or trained: `resume`'s, `out`, or a
     new `runs/NAME-TIME`. Process 0 alone writes a run (`specc.train.distribute`); the others claim nothing (None)."""
-    from specc.train.distribute import is_primary
-
     if not is_primary():
         return None
     if resume is not None:
@@ -179,9 +181,6 @@ def compile_model(plan: Plan, model, weighted: bool = False, examples: int | Non
             loss = catalog("loss").get_class(cls)()
         if isinstance(loss, import_keras().losses.Loss):
             loss.reduction = "mean_with_sample_weight"
-    from specc.train.distribute import local_batch_size
-    from specc.train.lowering import choose_steps_per_execution, enable_jit, lower_model, lowering_choice, step_flops
-
     batch = local_batch_size(train.batch_size)
     lowered = lower_model(model, choice=lowering_choice(None), batch_size=batch)  # the step is traced after this
     jitted = enable_jit(model, lowering_choice(None))
@@ -197,8 +196,6 @@ def compile_model(plan: Plan, model, weighted: bool = False, examples: int | Non
 
 def describe_compiled(compiled: dict[str, Any]) -> str:
     """`compile_model`'s choices in words, for the line a run prints before training."""
-    from specc.train.lowering import describe_lowering
-
     parts = [describe_lowering(compiled["lowered"])] if compiled["lowered"] else []
     if compiled.get("jit_allowed"):
         parts.append(f"compiled by XLA although Keras would run {', '.join(compiled['jit_allowed'])} op by op")
@@ -338,7 +335,6 @@ def fit_options(plan: Plan) -> dict[str, Any]:
     """The `model.fit` arguments the spec's `train` section sets (besides data, epochs and callbacks)."""
     train = plan.train
     assert train is not None
-    from specc.train.distribute import local_batch_size
 
     return {"batch_size": local_batch_size(train.batch_size),  # each process feeds its share of every batch
             "validation_split": train.validation_split, "shuffle": train.shuffle}
@@ -359,7 +355,6 @@ def run_plan(plan: Plan, out: str | Path | None = None, epochs: int | None = Non
         raise SpecError(plan.diag(
             "the spec has no `train` section; `specc run` needs one", None,
             hint="add `train { loss: sparse_categorical_crossentropy; optimizer: adam; epochs: 5 }`"))
-    from specc.train.distribute import process_out_dir
 
     run = claimed if claimed is not None else claim_run_dir(out, plan.file, force, resume)
     try:
@@ -498,8 +493,6 @@ def _reopen_checkpoint(s: _Run, run_dir: Path) -> None:
 def _select_devices(s: _Run) -> None:
     """device: the platform the spec's `device` asks for (a failure blamed on the `device:` line), and the
     `device` section's `parallel`, before the model is built."""
-    from specc.train.distribute import configure_distribution
-
     try:
         s.platform = select_device(s.plan.device)
     except DeviceError as err:  # blame the `device:` line
@@ -550,8 +543,6 @@ def _start_run_files(s: _Run) -> None:
 def _shard_and_compile(s: _Run) -> None:
     """compile: this process's share of the data (with `parallel`), then the model compiled for it; settings
     Keras refuses are blamed on the `loss:` line."""
-    from specc.train.distribute import shard_data
-
     s.data = shard_data(s.plan, s.data, bool(s.verbose))  # with `parallel`: batches split evenly
     local = count_examples(s.data.x_train)
     s.examples = local * (s.distribution.data_shards if s.distribution else 1)  # all processes'
@@ -566,7 +557,6 @@ def _shard_and_compile(s: _Run) -> None:
 def _make_callbacks(s: _Run) -> None:
     """fit: the callbacks, the user's first and the saver last (it records early stopping's verdict); a resumed
     run's history.csv caught up with its checkpoint and the partial files of its killed writes removed."""
-    from specc.runtime.keras_env import startup_probe  # benchmarks/startup.py: when the first step runs
     from specc.train.checkpoint import EpochCheckpoint, FiniteLoss, write_history
     from specc.train.diagnose import EpochStart
 
@@ -586,8 +576,6 @@ def _make_callbacks(s: _Run) -> None:
 
 def _announce(s: _Run) -> None:
     """The lines a run prints before its first epoch: the layers `init` took, what trains on what, how it compiled."""
-    from specc.train.distribute import describe
-
     if not s.verbose:
         return
     plan, data, init = s.plan, s.data, s.plan.init
@@ -666,8 +654,6 @@ def _stop_if_diverged(s: _Run) -> None:
 
 def _evaluate(s: _Run) -> None:
     """evaluate: the spec's loss and metrics on the test split (the training data when it has none)."""
-    from specc.train.distribute import eval_batch_size
-
     s.test = s.model.evaluate(s.data.x_test, s.data.y_test, sample_weight=s.data.w_test,
                               batch_size=eval_batch_size(s.train.batch_size), verbose=0, return_dict=True)
 
@@ -675,8 +661,6 @@ def _evaluate(s: _Run) -> None:
 @contextmanager
 def _evaluation_failures(s: _Run):
     """Evaluation's failures in the user's terms: test targets that do not fit, XLA out of memory."""
-    from specc.train.distribute import eval_batch_size
-
     try:
         yield
     except (ValueError, TypeError) as err:
