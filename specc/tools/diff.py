@@ -359,6 +359,32 @@ def _added_or_removed(x: LayerNode | None, y: LayerNode | None, params_a: dict[s
                       args={**node.kwargs, **node.call_kwargs}, inputs=list(node.inputs), params=params)
 
 
+def _through(name: str, skipped: dict[str, LayerNode]) -> str:
+    """Follow a single-input layer that was added (or removed) back to what it reads."""
+    while name in skipped and len(skipped[name].inputs) == 1:
+        name = skipped[name].inputs[0]
+    return name
+
+
+def _changed_layer(x: LayerNode, y: LayerNode, rewired: bool, params: tuple[int | None, int | None]) -> ItemChange | None:
+    """Layer x of A matched with layer y of B: what changed (name, arguments against Keras's defaults, wiring,
+    parameters), or None if nothing did."""
+    old_args, new_args = layer_args(x), layer_args(y)
+    defaults = _defaults(x)
+    changes = []
+    if x.name != y.name and not (_is_automatic(x.name) and _is_automatic(y.name)):
+        changes.append(("name", x.name, y.name))
+    for k in list(old_args) + [k for k in new_args if k not in old_args]:
+        old, new = old_args.get(k, defaults.get(k, _UNSET)), new_args.get(k, defaults.get(k, _UNSET))
+        if not _same(old, new):
+            changes.append((k, old, new))
+    wiring = (list(x.inputs), list(y.inputs)) if rewired else None
+    if not (changes or wiring or params[0] != params[1]):
+        return None
+    return ItemChange("changed", y.name, _layer_class(y).__name__, old_name=x.name, changes=changes, wiring=wiring,
+                      params=params)
+
+
 def diff_plans(a: Plan | None, b: Plan | None, old_label: str = "A", new_label: str = "B") -> SpecDiff:
     """The semantic difference between plan A (old) and plan B (new); None stands for no file (`/dev/null`).
     Builds both models (Keras) for their parameter counts; raises `SpecError` if one does not build."""
@@ -374,12 +400,6 @@ def diff_plans(a: Plan | None, b: Plan | None, old_label: str = "A", new_label: 
     removed = {la[i].name: la[i] for i, j in pairs if i is not None and j is None}
     added = {lb[j].name: lb[j] for i, j in pairs if i is None and j is not None}
 
-    def through(name: str, skipped: dict[str, LayerNode]) -> str:
-        """Follow a single-input layer that was added (or removed) back to what it reads."""
-        while name in skipped and len(skipped[name].inputs) == 1:
-            name = skipped[name].inputs[0]
-        return name
-
     layers: list[ItemChange] = []
     for i, j in pairs:
         x = la[i] if i is not None else None
@@ -387,22 +407,11 @@ def diff_plans(a: Plan | None, b: Plan | None, old_label: str = "A", new_label: 
         if x is None or y is None:
             layers.append(_added_or_removed(x, y, params_a, params_b))
             continue
-        old_args, new_args = layer_args(x), layer_args(y)
-        defaults = _defaults(x)
-        changes = []
-        if x.name != y.name and not (_is_automatic(x.name) and _is_automatic(y.name)):
-            changes.append(("name", x.name, y.name))
-        for k in list(old_args) + [k for k in new_args if k not in old_args]:
-            old, new = old_args.get(k, defaults.get(k, _UNSET)), new_args.get(k, defaults.get(k, _UNSET))
-            if not _same(old, new):
-                changes.append((k, old, new))
-        old_wiring = [to_b.get(through(s, removed), "?" + s) for s in x.inputs]
-        new_wiring = [through(s, added) for s in y.inputs]
-        wiring = (list(x.inputs), list(y.inputs)) if old_wiring != new_wiring else None
-        params = (params_a.get(x.name), params_b.get(y.name))
-        if changes or wiring or params[0] != params[1]:
-            layers.append(ItemChange("changed", y.name, _layer_class(y).__name__, old_name=x.name,
-                                     changes=changes, wiring=wiring, params=params))
+        old_wiring = [to_b.get(_through(s, removed), "?" + s) for s in x.inputs]
+        change = _changed_layer(x, y, old_wiring != [_through(s, added) for s in y.inputs],
+                                (params_a.get(x.name), params_b.get(y.name)))
+        if change is not None:
+            layers.append(change)
     outputs = None
     if a is not None and b is not None and [to_b.get(o, "?" + o) for o in a.outputs] != list(b.outputs):
         outputs = (list(a.outputs), list(b.outputs))
