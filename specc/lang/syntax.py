@@ -10,8 +10,10 @@ import functools
 import hashlib
 import sys
 import unicodedata
+from collections.abc import Callable
 from importlib import resources
 from pathlib import Path
+from typing import NamedTuple
 
 from lark import Lark, Token, Transformer, Tree, v_args
 from lark import __version__ as lark_version
@@ -253,12 +255,44 @@ def _char_hint(ch: str, text: str) -> str | None:
     return None
 
 
+class _Mistake(NamedTuple):
+    """A common mistake recognised from the unexpected token and what the parser expected instead."""
+
+    applies: Callable[[Token, set[str]], bool]
+    message: Callable[[Token], str] | None  # None: the plain "unexpected X; expected Y"
+    hint: str
+
+
+_LITERALS = ("NAME", "INT", "FLOAT", "STRING")
+
+#: The mistakes `_token_error` names, checked in order; the first that applies gives the message and hint.
+_MISTAKES = (
+    _Mistake(lambda tok, expected: tok.type == "EQUAL" and "COLON" in expected,
+             lambda tok: "settings are written `key: value`, not `key = value`", "replace `=` with `:`"),
+    _Mistake(lambda tok, expected: tok.type == "COLON" and "EQUAL" in expected,
+             lambda tok: "arguments are written `name=value`, not `name: value`", "replace `:` with `=`"),
+    _Mistake(lambda tok, expected: tok.type == "_NL" and ("RPAR" in expected or "RSQB" in expected),
+             lambda tok: "unexpected end of line: a bracket is never closed", "add the missing `)` or `]`"),
+    _Mistake(lambda tok, expected: tok.type == "_NL" and expected <= {"COLON", "LBRACE"},
+             None, "a setting needs a value (`key: value`); a section needs braces (`name { ... }`)"),
+    _Mistake(lambda tok, expected: tok.type == "RBRACE" and "_NL" in expected,
+             lambda tok: "`}` must start its own line", "put a line break before `}`"),
+    _Mistake(lambda tok, expected: tok.type == "LBRACE" and "LPAR" in expected,
+             None, "a block's parameters go in parentheses: `block NAME(param, ...) { ... }`"),
+    _Mistake(lambda tok, expected: tok.type in _LITERALS and "COMMA" in expected and "_NL" not in expected,
+             lambda tok: f"unexpected {_describe_token(tok)}: is a `,` missing before it?",
+             "separate arguments and items with `,`; a keyword argument is written `name=value`"),
+    _Mistake(lambda tok, expected: tok.type == "NAME" and "_NL" in expected,
+             lambda tok: f"unexpected {_describe_token(tok)}: one statement per line",
+             "start a new line, or separate statements with `;`"),
+)
+
+
 def _syntax_error(src: Source, err: UnexpectedInput) -> SpecError:
+    """Lark's error as a located, plain-language `SpecError`: a stray character, a bracket never closed, an
+    early end of file, or an unexpected token (with a hint where the mistake is a common one)."""
     if isinstance(err, UnexpectedCharacters):
-        pos = err.pos_in_stream
-        ch = src.text[pos] if pos is not None and pos < len(src.text) else "?"
-        span = _point(err.line, err.column)
-        return src.error(f"unexpected character {describe_char(ch)}", span, _char_hint(ch, src.text))
+        return _character_error(src, err)
     if isinstance(err, UnexpectedEOF):
         tok = Token("$END", "", 0, 1, 1)
         expected: set[str] = set(err.expected)  # terminal names (lark types them as Tokens, a str subclass)
@@ -267,17 +301,36 @@ def _syntax_error(src: Source, err: UnexpectedInput) -> SpecError:
         tok, expected = err.token, set(err.expected)
     opened = _unclosed(src.text)
     if opened and (tok.type == "$END" or (tok.line or 0, tok.column or 0) > opened[1:]):
-        char, line, col = opened
-        span = _point(line, col)
-        if char == "{":
-            return src.error("unexpected end of file: a `{` is never closed", span, hint="add the missing `}`")
-        closer = ")" if char == "(" else "]"
-        return src.error(f"`{char}` is never closed", span, hint=f"add `{closer}` where the {'call' if char == '(' else 'list'} ends")
+        return _never_closed_error(src, *opened)
     if tok.type == "$END":
-        lines = src.text.rstrip("\n").split("\n") or [""]
-        last = len(lines)
-        span = _point(last, len(lines[-1]) + 1)
-        return src.error(f"unexpected end of file; expected {_expected_list(expected)}", span)
+        return _end_of_file_error(src, expected)
+    return _token_error(src, tok, expected)
+
+
+def _character_error(src: Source, err: UnexpectedCharacters) -> SpecError:
+    """A character that starts no token, shown by name if it is invisible."""
+    pos = err.pos_in_stream
+    ch = src.text[pos] if pos is not None and pos < len(src.text) else "?"
+    return src.error(f"unexpected character {describe_char(ch)}", _point(err.line, err.column), _char_hint(ch, src.text))
+
+
+def _never_closed_error(src: Source, char: str, line: int, col: int) -> SpecError:
+    """A `(`, `[` or `{` that is never closed, located at the opener."""
+    span = _point(line, col)
+    if char == "{":
+        return src.error("unexpected end of file: a `{` is never closed", span, hint="add the missing `}`")
+    closer = ")" if char == "(" else "]"
+    return src.error(f"`{char}` is never closed", span, hint=f"add `{closer}` where the {'call' if char == '(' else 'list'} ends")
+
+
+def _end_of_file_error(src: Source, expected: set[str]) -> SpecError:
+    """The file ends where more was expected: located just past its last character."""
+    lines = src.text.rstrip("\n").split("\n") or [""]
+    return src.error(f"unexpected end of file; expected {_expected_list(expected)}", _point(len(lines), len(lines[-1]) + 1))
+
+
+def _token_error(src: Source, tok: Token, expected: set[str]) -> SpecError:
+    """An unexpected token: "unexpected X; expected Y", or the first of `_MISTAKES` that applies."""
     if tok.line and any(c in "([" for c, _, _ in _brackets(src.text, (tok.line, tok.column or 1))[0]):
         expected = expected - {"_NL"}  # inside brackets, lines do not end statements
     span = _token_span(tok)
@@ -285,33 +338,12 @@ def _syntax_error(src: Source, err: UnexpectedInput) -> SpecError:
         line, column = span.line, span.col  # the token's position (`_token_span`: lark types it Optional)
         lines = src.text.split("\n")
         before = lines[line - 1][: column - 1] if line <= len(lines) else ""
-        col = len(before.rstrip()) + 1
-        span = _point(line, col)
+        span = _point(line, len(before.rstrip()) + 1)
+    mistake = next((m for m in _MISTAKES if m.applies(tok, expected)), None)
     message = f"unexpected {_describe_token(tok)}; expected {_expected_list(expected)}"
-    hint = None
-    if tok.type == "EQUAL" and "COLON" in expected:
-        message = "settings are written `key: value`, not `key = value`"
-        hint = "replace `=` with `:`"
-    elif tok.type == "COLON" and "EQUAL" in expected:
-        message = "arguments are written `name=value`, not `name: value`"
-        hint = "replace `:` with `=`"
-    elif tok.type == "_NL" and ("RPAR" in expected or "RSQB" in expected):
-        message = "unexpected end of line: a bracket is never closed"
-        hint = "add the missing `)` or `]`"
-    elif tok.type == "_NL" and expected <= {"COLON", "LBRACE"}:
-        hint = "a setting needs a value (`key: value`); a section needs braces (`name { ... }`)"
-    elif tok.type == "RBRACE" and "_NL" in expected:
-        message = "`}` must start its own line"
-        hint = "put a line break before `}`"
-    elif tok.type == "LBRACE" and "LPAR" in expected:
-        hint = "a block's parameters go in parentheses: `block NAME(param, ...) { ... }`"
-    elif tok.type in ("NAME", "INT", "FLOAT", "STRING") and "COMMA" in expected and "_NL" not in expected:
-        message = f"unexpected {_describe_token(tok)}: is a `,` missing before it?"
-        hint = "separate arguments and items with `,`; a keyword argument is written `name=value`"
-    elif tok.type == "NAME" and "_NL" in expected:
-        message = f"unexpected {_describe_token(tok)}: one statement per line"
-        hint = "start a new line, or separate statements with `;`"
-    return src.error(message, span, hint)
+    if mistake is None:
+        return src.error(message, span, None)
+    return src.error(mistake.message(tok) if mistake.message else message, span, mistake.hint)
 
 
 # --- lowering: parse tree -> AST -------------------------------------------

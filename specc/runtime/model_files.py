@@ -74,7 +74,15 @@ def _member(path, archive, name: str, limit: int):
 
 def _check_keras(path) -> dict:
     """A `.keras` archive's config, after its directory was checked against the bounds above."""
-    import json
+    raw = _read_config(path)
+    _check_config_values(path, raw)
+    config = _parse_config(path, raw)
+    _check_config_layers(path, config)
+    return config
+
+
+def _read_config(path) -> bytes:
+    """The bytes of the archive's config.json, read only after every member's declared size was checked."""
     import zipfile
 
 
@@ -83,33 +91,49 @@ def _check_keras(path) -> dict:
     except (zipfile.BadZipFile, zipfile.LargeZipFile, ValueError, EOFError) as err:
         raise _bad(path, f"not a valid .keras file: it is truncated or not a zip archive ({printable(str(err), lines=False)[:200]})") from None
     with archive:
-        infos = archive.infolist()
-        if len(infos) > MAX_MEMBERS:
-            raise _bad(path, f"the archive holds {len(infos):,} members; a .keras file holds a few (at most "
-                             f"{MAX_MEMBERS:,} are read)")
-        total = sum(i.file_size for i in infos)
-        if total > MAX_ARCHIVE_BYTES:
-            raise _bad(path, f"the archive's members declare {size_text(total)} in all, more than the "
-                             f"{size_text(MAX_ARCHIVE_BYTES)} specc reads from a model file")
-        names = {i.filename for i in infos}
-        if "config.json" not in names:
-            raise _bad(path, "not a Keras model archive: it has no config.json")
-        limits = {"config.json": MAX_CONFIG_BYTES, "metadata.json": MAX_METADATA_BYTES}
-        for info in infos:
-            _, problem = _member(path, archive, info.filename, limits.get(info.filename, MAX_WEIGHTS_BYTES))
-            if problem is not None:
-                raise problem
+        _check_directory(path, archive)
         try:
-            raw = archive.read("config.json")
+            return archive.read("config.json")
         except (zipfile.BadZipFile, OSError, EOFError, ValueError, RuntimeError, NotImplementedError) as err:
             raise _bad(path, f"member `config.json` cannot be read: the archive is damaged ({printable(str(err), lines=False)[:200]})") from None
-    # An upper bound on the JSON values, from the bytes that start one (`[`, `{`, `,`), before anything is
-    # parsed: 16 MiB of `{},` would make 5.6 million dicts (gigabytes) for Keras to walk.
+
+
+def _check_directory(path, archive) -> None:
+    """The zip's directory: how many members, their declared sizes in all and one by one, a config.json."""
+    infos = archive.infolist()
+    if len(infos) > MAX_MEMBERS:
+        raise _bad(path, f"the archive holds {len(infos):,} members; a .keras file holds a few (at most "
+                         f"{MAX_MEMBERS:,} are read)")
+    total = sum(i.file_size for i in infos)
+    if total > MAX_ARCHIVE_BYTES:
+        raise _bad(path, f"the archive's members declare {size_text(total)} in all, more than the "
+                         f"{size_text(MAX_ARCHIVE_BYTES)} specc reads from a model file")
+    names = {i.filename for i in infos}
+    if "config.json" not in names:
+        raise _bad(path, "not a Keras model archive: it has no config.json")
+    limits = {"config.json": MAX_CONFIG_BYTES, "metadata.json": MAX_METADATA_BYTES}
+    for info in infos:
+        _, problem = _member(path, archive, info.filename, limits.get(info.filename, MAX_WEIGHTS_BYTES))
+        if problem is not None:
+            raise problem
+
+
+def _check_config_values(path, raw: bytes) -> None:
+    """An upper bound on the JSON values, from the bytes that start one (`[`, `{`, `,`), before anything is
+    parsed: 16 MiB of `{},` would make 5.6 million dicts (gigabytes) for Keras to walk."""
     values = 1 + raw.count(b",") + raw.count(b"[") + raw.count(b"{")
     if values > MAX_CONFIG_VALUES:
         raise _bad(path, f"member `config.json` holds up to {values:,} JSON values; a Keras model's config holds "
                          f"about 60 per layer (at most {MAX_CONFIG_VALUES:,} are read)",
                    "this is not a model specc or Keras wrote")
+
+
+def _parse_config(path, raw: bytes) -> dict:
+    """config.json parsed: JSON, nested at most `MAX_CONFIG_DEPTH` deep, an object."""
+    import json
+
+    from specc.core.errors import printable
+
     try:
         config = json.loads(raw)  # the C scanner stops at the interpreter's recursion limit: RecursionError
     except RecursionError:
@@ -124,26 +148,36 @@ def _check_keras(path) -> dict:
                    "this is not a model specc or Keras wrote")
     if not isinstance(config, dict):
         raise _bad(path, f"member `config.json` holds a JSON {type(config).__name__}, not a model's config (an object)")
-    layers, todo = 0, [config]  # Keras builds every layer it lists (2,000 Dense layers load in ~10 s)
+    return config
+
+
+def _check_config_layers(path, config: dict) -> None:
+    """The layers Keras would build: at most `MAX_CONFIG_LAYERS` in all (2,000 Dense layers load in ~10 s),
+    and no Sequential model of more than `MAX_SEQUENTIAL_LAYERS`."""
+    layers, todo = 0, [config]
     while todo:
         item = todo.pop()
         if isinstance(item, dict):
             found = item.get("layers")
             layers += len(found) if isinstance(found, list) else 0
-            inner = item.get("config")
-            found = inner.get("layers") if item.get("class_name") == "Sequential" and isinstance(inner, dict) else None
-            if isinstance(found, list) and len(found) > MAX_SEQUENTIAL_LAYERS:
-                raise _bad(path, f"member `config.json` holds a Sequential model of {len(found):,} layers; Keras "
-                                 f"rebuilds it at every layer it loads (minutes past {MAX_SEQUENTIAL_LAYERS:,} layers, "
-                                 "which is the most specc reads)", "save it as a functional model "
-                                 "(`keras.Model(inputs, outputs)`), which loads in one pass")
+            _check_sequential(path, item)
             todo += item.values()
         elif isinstance(item, list):
             todo += item
     if layers > MAX_CONFIG_LAYERS:
         raise _bad(path, f"member `config.json` lists {layers:,} layers; specc reads models of at most "
                          f"{MAX_CONFIG_LAYERS:,} (a spec holds at most 2,000)", "this is not a model specc wrote")
-    return config
+
+
+def _check_sequential(path, item: dict) -> None:
+    """One entry of the config: if it is a Sequential model, at most `MAX_SEQUENTIAL_LAYERS` layers."""
+    inner = item.get("config")
+    found = inner.get("layers") if item.get("class_name") == "Sequential" and isinstance(inner, dict) else None
+    if isinstance(found, list) and len(found) > MAX_SEQUENTIAL_LAYERS:
+        raise _bad(path, f"member `config.json` holds a Sequential model of {len(found):,} layers; Keras "
+                         f"rebuilds it at every layer it loads (minutes past {MAX_SEQUENTIAL_LAYERS:,} layers, "
+                         "which is the most specc reads)", "save it as a functional model "
+                         "(`keras.Model(inputs, outputs)`), which loads in one pass")
 
 
 def _check_h5(path) -> None:
