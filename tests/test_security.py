@@ -40,8 +40,6 @@ ALLOWED = {
     ("syntax.py", "importlib"): "`importlib.resources` reads the grammar file shipped with specc",
     ("syntax.py", "literal_eval"): "decodes the escapes of a STRING token; the grammar lets only a quoted string "
                                    "through, and literal_eval evaluates literals, never code",
-    ("cli.py", "importlib"): "imports specc's own command modules from a fixed table",
-    ("cli.py", "import_module"): "imports specc's own command modules from a fixed table",
     ("emit.py", "compile"): "compiles the generated Python to check its syntax; never executes it",
     ("graph.py", "subprocess"): "runs Graphviz `dot` with a fixed argument list (no shell); the graph goes to its stdin",
 }

@@ -35,7 +35,6 @@ def cmd_emit(args) -> int:
                                   hint="add `train { loss: ...; optimizer: adam; epochs: 5 }`, or emit the model only"))
     spec_path = os.path.relpath(os.path.abspath(args.file), os.path.dirname(os.path.abspath(args.out or "x")))
     text = emit_python(plan, train=args.train, spec_path=Path(spec_path).as_posix())
-    compile(text, args.out or "<emitted>", "exec")  # a broken file is our bug, never written
     if args.out:
         write_atomic(args.out, text)
         print(f"wrote {args.out}", file=sys.stderr)

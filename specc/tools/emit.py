@@ -55,7 +55,9 @@ def emit_python(plan: Plan, train: bool = False, spec_path: str | None = None) -
         lines += _emit_train(plan, spec_path or Path(plan.file).as_posix())
     lines += ["", "", 'if __name__ == "__main__":']
     lines += ["    train()"] if train else ["    build_model().summary()"]
-    return "\n".join(lines) + "\n"
+    text = "\n".join(lines) + "\n"
+    compile(text, "<emitted>", "exec")  # parsed, never run: a file that is not Python is our bug, never written
+    return text
 
 
 # --- values ------------------------------------------------------------------
