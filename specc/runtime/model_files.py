@@ -132,8 +132,6 @@ def _parse_config(path, raw: bytes) -> dict:
     """config.json parsed: JSON, nested at most `MAX_CONFIG_DEPTH` deep, an object."""
     import json
 
-    from specc.core.errors import printable
-
     try:
         config = json.loads(raw)  # the C scanner stops at the interpreter's recursion limit: RecursionError
     except RecursionError:
