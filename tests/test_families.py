@@ -50,6 +50,7 @@ def bigram_loss(train: str, valid: str) -> float:
     return float(-np.mean(np.log(p[b[:-1], b[1:]])))
 
 
+@pytest.mark.slow  # slow: 100-170 s on 2 cores
 def test_gpt_beats_a_bigram_model_and_generates_text(tmp_path, data_dir):
     out = tmp_path / "gpt"
     result = specc.load(SPECS / "shakespeare_gpt.model").run(out=out, epochs=3, limit=6000)
@@ -218,6 +219,7 @@ def test_init_of_a_layer_with_other_shapes_is_refused(small_run):
                                   f"{small_run / 'pre' / 'model.keras'} but [(4, 16), (16,)] here")
 
 
+@pytest.mark.slow  # slow: 60-80 s on 2 cores
 def test_bert_pretrain_then_finetune_through_the_cli(tmp_path, data_dir):
     """Both BERT specs train (briefly); the fine-tuning run takes the encoder and the vocabulary
     of the pre-training run given with --init."""

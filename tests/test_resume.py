@@ -172,6 +172,7 @@ sys.exit(cli.main(["run", *sys.argv[3:]]))
 """
 
 
+@pytest.mark.slow  # 45-60 s; test_resume's other kill-and-resume tests stay in the default set
 def test_killed_four_times_then_resumed_ends_bit_for_bit_as_the_uninterrupted_run(tmp_path, mlp):
     spec, reference = mlp
     run = tmp_path / "run"
