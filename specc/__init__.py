@@ -6,7 +6,7 @@
     model = spec.build_model()               # a fresh keras.Model
     result = spec.run(out="runs/mnist", epochs=1, limit=1000)
     text = specc.import_model(model)         # a keras.Model -> spec text
-    code = specc.tools.emit(spec)                  # spec -> standalone Keras code
+    code = specc.emit(spec)                  # spec -> standalone Keras code
 """
 
 from specc.core.errors import (DataError, DeviceError, DivergedError, InternalError, OutOfMemoryError, SpecError,
