@@ -33,3 +33,16 @@ def test_readme_exit_codes_match_the_code():
 def test_readme_counts_the_broken_specs():
     stated = int(re.search(r"`tests/errors/` holds (\d+) broken specs", README).group(1))
     assert stated == len(list((ROOT / "tests" / "errors").glob("*.model")))
+
+
+def test_python_examples_call_the_documented_api():
+    """Every `specc.NAME(...)` a Python example of the README calls is a function of the package facade (a module of
+    the same name, such as `specc.tools.emit`, is not what a user calls)."""
+    import specc
+
+    called = set()
+    for block in re.findall(r"```python\n(.*?)\n```", README, re.S):
+        called |= set(re.findall(r"\bspecc\.([A-Za-z_][\w.]*)\(", block))
+    assert called, "the README shows the Python API"
+    for name in sorted(called):
+        assert "." not in name and callable(getattr(specc, name, None)), f"specc.{name} is not the facade's"
