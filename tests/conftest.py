@@ -1,7 +1,9 @@
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from pgserver import postgres_server
 
 ROOT = Path(__file__).resolve().parent.parent
 os.environ.setdefault("KERAS_BACKEND", "jax")
@@ -27,3 +29,11 @@ def data_dir() -> Path:
     if not (path / "mnist").is_dir():
         pytest.skip(f"datasets not found in SPECC_DATA_DIR={path}")
     return path
+
+
+@pytest.fixture(scope="session")
+def postgres_url(tmp_path_factory) -> Iterator[str]:
+    """The SQLAlchemy URL of one real PostgreSQL server for the whole session (tests/pgserver.py; skipped without
+    PostgreSQL or psycopg2). Tests share its database `specc`: each uses names of its own (tables, studies)."""
+    with postgres_server(tmp_path_factory.mktemp("postgres")) as url:
+        yield url
