@@ -20,6 +20,7 @@ from specc.compile.section_init import check_init
 from specc.compile.section_model import DTYPES, check_model  # noqa: F401 - DTYPES for `specc import`
 from specc.compile.section_train import check_train
 from specc.compile.shared import Core
+from specc.compile.space import check_spaces, find_spaces, has_spaces
 from specc.core import nodes as n
 from specc.core.errors import Source, SpecError, brief  # noqa: F401 - brief re-exported
 from specc.core.limits import (MAX_EXAMPLE_VALUES, MAX_LAYERS, MAX_NESTING, MAX_REPEAT,  # noqa: F401 - re-exported
@@ -62,8 +63,50 @@ def check_spec(spec: n.Spec, source: Source | None = None) -> Plan:
     from specc.compile.build import gc_paused
 
     prepare_environment()  # before anything starts JAX: its CPU client sizes its thread pools once
+    src = source or Source("", "<string>")
     with gc_paused():
-        return _check_spec(spec, source or Source("", "<string>"))
+        if not has_spaces(spec):
+            return _check_spec(spec, src)
+        dims = find_spaces(spec, src, _param_namer(spec))
+        return check_spaces(spec, src, dims, lambda resolved: _checked_and_built(resolved, src))
+
+
+def plan_at(plan: Plan, point: dict[str, Any]) -> Plan:
+    """The plan of `plan`'s spec at one point of its search space: its text with each space replaced by its value
+    (`specc.compile.space.substitute`), checked as a spec of its own at the same path (data paths stay relative
+    to the spec's folder)."""
+    from specc.compile.space import substitute
+
+    return compile_text(substitute(plan.source, plan.space, point), plan.file)
+
+
+def _checked_and_built(spec: n.Spec, src: Source) -> Plan:
+    """The plan of a spec at one point of its space, its shapes inferred too: a value may break a later layer."""
+    from specc.compile.build import build_shapes
+
+    plan = _check_spec(spec, src)
+    build_shapes(plan)
+    return plan
+
+
+def _param_namer(spec: n.Spec) -> Callable[[str, int], str | None]:
+    """The name of a block's, layer's or Keras object's i-th positional parameter, for naming a space given there."""
+    from specc.compile.catalog import catalog, signature_of
+
+    blocks = {b.name: [p.name for p in b.params] for b in spec.blocks}
+
+    def name(func: str, i: int) -> str | None:
+        if func in blocks:
+            return blocks[func][i] if i < len(blocks[func]) else None
+        for kind in ("layer", "optimizer", "schedule", "loss", "metric", "initializer", "regularizer", "constraint"):
+            cat = catalog(kind)
+            cls = cat.class_name(func)
+            if cls:
+                positional = signature_of(cat.get_class(cls)).positional
+                return positional[i] if i < len(positional) else None
+        return None
+
+    return name
 
 
 def _check_spec(spec: n.Spec, src: Source) -> Plan:

@@ -300,6 +300,44 @@ class Facts:
 # --- the plan -------------------------------------------------------------------------------------------------
 
 
+class Dimension(BaseModel):
+    """One value a spec leaves to `specc tune`: a search space (`choice(64, 128)`, `uniform(0.0, 0.5)`,
+    `loguniform(1e-4, 1e-2)`, `intrange(32, 256, step=32)`), found and checked by `specc.compile.space`."""
+
+    name: str  # the `let` it is written in, else from where it stands: `dense.units`, `batch_size`
+    kind: Literal["choice", "uniform", "loguniform", "intrange"]
+    choices: list[Any] = []  # choice: the values picked among (numbers, or each option as written)
+    texts: list[str] = []  # choice: each option as written in the spec
+    low: float | int | None = None  # the ranges' ends, both included
+    high: float | int | None = None
+    step: int | None = None  # intrange: the grid's step
+    default: Any = None  # the value `specc run` and `specc check` use (`default=`, else documented per kind)
+    written: str = ""  # the whole space as written: `choice(64, 128)`
+    span: Span | None = Field(default=None, exclude=True, repr=False)  # the whole space as written
+    value_spans: list[Span] = Field(default=[], exclude=True, repr=False)  # each option, or the two ends
+
+    def text_of(self, value: Any) -> str:
+        """`value` as spec text: a choice's option as written, a number of a range."""
+        if self.kind == "choice":
+            return self.texts[self.choices.index(value)]
+        if self.kind == "intrange":
+            return str(int(value))
+        return format(float(value), ".4g") if value not in (self.low, self.high) else _number_text(value)
+
+    def span_of(self, value: Any) -> Span | None:
+        """Where `value` is written: its option, or the end of the range it is; else the whole space."""
+        if self.kind == "choice" and value in self.choices:
+            return self.value_spans[self.choices.index(value)] if self.value_spans else self.span
+        for end, span in zip((self.low, self.high), self.value_spans):
+            if value == end:
+                return span
+        return self.span
+
+
+def _number_text(v: float | int) -> str:
+    return str(v) if isinstance(v, int) else format(v, ".6g")
+
+
 class Plan(BaseModel):
     name: str
     inputs: list[InputNode]
@@ -316,6 +354,9 @@ class Plan(BaseModel):
     constants: dict[str, Any] = {}
     facts: InstanceOf[Facts] | None = Field(default=None, exclude=True, repr=False)  # of the data, when computed
     expect: ExpectPlan | None = None  # the `expect` section's contracts, checked by `specc test`
+    # The search spaces the spec holds (`specc tune`), in the order they are written; the plan is the spec at
+    # their default point (`Dimension.default`).
+    space: list[Dimension] = []
     language: int = 1  # the language version the file declares (`language: 2`), else 1
     file: str = Field(default="<string>", exclude=True)
     source: str = Field(default="", exclude=True, repr=False)

@@ -81,6 +81,18 @@ class SettingChange:
 
 
 @dataclass
+class SpaceChange:
+    """A search space on one side and a value (or another space) on the other: `width: choice(64, 128) -> 128`."""
+
+    name: str
+    old: str  # as written: a space, or the value chosen
+    new: str
+
+    def to_dict(self) -> dict:
+        return {"space": self.name, "old": self.old, "new": self.new}
+
+
+@dataclass
 class SpecDiff:
     """What differs between spec A (old) and spec B (new); a side is None for a file that does not exist."""
 
@@ -92,6 +104,7 @@ class SpecDiff:
     outputs: tuple[list[str], list[str]] | None  # (old, new) when the model's outputs changed
     params: tuple[int | None, int | None]  # total (old, new)
     settings: list[SettingChange]
+    space: list[SpaceChange] = field(default_factory=list)
 
     @property
     def same_architecture(self) -> bool:
@@ -109,6 +122,7 @@ class SpecDiff:
             "outputs": {"old": self.outputs[0], "new": self.outputs[1]} if self.outputs else None,
             "params": {"old": old, "new": new, "delta": (new or 0) - (old or 0)},
             "settings": [s.to_dict() for s in self.settings],
+            "space": [s.to_dict() for s in self.space],
         }
 
 
@@ -416,7 +430,23 @@ def diff_plans(a: Plan | None, b: Plan | None, old_label: str = "A", new_label: 
     if a is not None and b is not None and [to_b.get(o, "?" + o) for o in a.outputs] != list(b.outputs):
         outputs = (list(a.outputs), list(b.outputs))
     return SpecDiff(old_label, new_label, (a.name if a else None, b.name if b else None), inputs, layers,
-                    outputs, (total_a, total_b), diff_settings(a, b))
+                    outputs, (total_a, total_b), diff_settings(a, b), diff_space(a, b))
+
+
+def diff_space(a: Plan | None, b: Plan | None) -> list[SpaceChange]:
+    """The values chosen for A's search spaces in B (`best.model` against its spec), or the spaces B opens where A
+    has values; spaces on both sides compared as written. B edited besides its values: each space as gone."""
+    from specc.compile.space import values_in
+
+    if a is None or b is None or not (a.space or b.space):
+        return []
+    if a.space and b.space:
+        old, new = {d.name: d.written for d in a.space}, {d.name: d.written for d in b.space}
+        return [SpaceChange(k, old.get(k, "-"), new.get(k, "-")) for k in {**old, **new} if old.get(k) != new.get(k)]
+    spaced, other = (a, b) if a.space else (b, a)
+    values = values_in(spaced.source, spaced.space, other.source) or {}
+    pairs = [(d.written, values.get(d.name, "-")) for d in spaced.space]
+    return [SpaceChange(d.name, *(pair if spaced is a else pair[::-1])) for d, pair in zip(spaced.space, pairs)]
 
 
 # ---------------------------------------------------------------------------------------------- text
@@ -476,7 +506,8 @@ def render_diff(d: SpecDiff) -> str:
             lines.append(f"+ {s.key}: {show(s.new)}")
         else:
             lines.append(f"- {s.key}: {show(s.old)}")
-    if not d.settings and d.same_architecture:
+    lines += [f"search space {c.name}: {c.old} -> {c.new}" for c in d.space]
+    if not d.settings and not d.space and d.same_architecture:
         lines.append("no setting changes")
     # File names and layer names are the files' own: one line each, nothing a terminal obeys.
     return "\n".join(printable(line, lines=False) for line in lines)

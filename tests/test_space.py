@@ -1,0 +1,188 @@
+"""Search spaces in the language (`specc.compile.space`): found, named, checked at every value, substituted."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+import specc
+from specc.compile.space import corner, default_point, substitute, values_in
+from specc.core.errors import SpecError
+
+MLP = """\
+# a tuned MLP
+let width = choice(64, 128, 256)  # the width
+
+model mlp {
+  input x: (28, 28)
+  flatten -> dense(width, activation=choice(relu, gelu)) -> dropout(uniform(0.0, 0.5))
+  dense(intrange(16, 64, step=16)) -> reshape((4, 4, -1))
+  flatten -> dense(10, activation=softmax)
+}
+
+train {
+  loss: sparse_categorical_crossentropy
+  optimizer: adam(loguniform(1e-4, 1e-2))
+  batch_size: choice(32, 64)
+}
+"""
+
+
+def spaces_of(text):
+    return {d.name: d for d in specc.loads(text, "t.model").plan.space}
+
+
+def test_spaces_are_named_by_their_let_or_where_they_stand():
+    dims = spaces_of(MLP)
+    assert list(dims) == ["width", "dense.activation", "dropout.rate", "dense.units", "adam.learning_rate",
+                          "batch_size"]
+    assert dims["width"].kind == "choice" and dims["width"].choices == [64, 128, 256]
+    assert dims["dense.activation"].choices == ["relu", "gelu"]  # names: as written
+    assert dims["dense.units"].step == 16 and (dims["dense.units"].low, dims["dense.units"].high) == (16, 64)
+    assert dims["adam.learning_rate"].written == "loguniform(1e-4, 1e-2)"
+
+
+def test_names_used_twice_are_numbered_and_block_parameters_name_their_spaces():
+    text = """
+block res(filters) {
+  conv2d(filters, 3, padding=same)
+}
+model m {
+  input x: (8, 8, 3)
+  res(choice(4, 8)) -> dense(choice(2, 3)) -> dense(choice(5, 6))
+  repeat intrange(1, 3) { dense(4) }
+}
+"""
+    assert list(spaces_of(text)) == ["res.filters", "dense.units", "dense.units_2", "repeat"]
+
+
+def test_the_default_point_is_documented_per_kind_and_default_wins():
+    dims = spaces_of(MLP)
+    assert default_point(list(dims.values())) == {
+        "width": 64, "batch_size": 32, "dense.activation": "relu", "dropout.rate": 0.25, "dense.units": 32,
+        "adam.learning_rate": 0.001}
+    text = MLP.replace("uniform(0.0, 0.5)", "uniform(0.0, 0.5, default=0.1)").replace(
+        "choice(64, 128, 256)", "choice(64, 128, 256, default=256)")
+    dims = spaces_of(text)
+    assert dims["dropout.rate"].default == 0.1 and dims["width"].default == 256
+    plan = specc.loads(text, "t.model").plan
+    assert plan.layers[1].kwargs["units"] == 256 and plan.constants["width"] == 256  # the plan is the default point
+
+
+@pytest.mark.parametrize("space, where, message", [
+    ("choice(3)", "choice", "at least two values"),
+    ("choice(1, 2, 1)", "1)", "lists 1 twice"),
+    ("uniform(1.0, 0.5)", "1.0", "not below the high end"),
+    ("loguniform(0, 1)", "0,", "log scale needs ends above 0"),
+    ("intrange(1, 10, step=4)", "10", "not a whole number of steps of 4"),
+    ("intrange(1.5, 4)", "1.5", "whole numbers"),
+    ("uniform(0, 1, stepp=2)", "stepp", "no option `stepp`"),
+    ("uniform(0, 1, default=2)", "2)", "default 2 is not in the range"),
+    ("choice(4, 8, default=5)", "5)", "not one of the choices"),
+    ("uniform(x, 1)", "x", "ends of `uniform` are numbers"),
+    ("choice(4, uniform(1, 2))", "uniform", "a space inside a space"),
+])
+def test_a_malformed_space_is_a_located_error(space, where, message):
+    line = f"  input x: (4,)\n  dense({space})"
+    text = "model m {\n" + line + "\n}\n"
+    with pytest.raises(SpecError) as err:
+        specc.loads(text, "t.model")
+    assert message in err.value.message
+    assert (err.value.line, err.value.col) == (3, text.splitlines()[2].index(where, 8) + 1)
+
+
+def test_a_space_as_a_layer_and_a_space_in_tune_are_refused_where_written():
+    text = "model m {\n  input x: (4,)\n  choice(dense(3), dense(4))\n}\n"
+    with pytest.raises(SpecError) as err:
+        specc.loads(text)
+    assert "stands for a value, not a layer" in err.value.message and (err.value.line, err.value.col) == (3, 3)
+
+
+def test_a_value_that_breaks_the_model_is_located_on_that_value_and_named():
+    text = MLP.replace("step=16", "step=8, default=32")
+    with pytest.raises(SpecError) as err:
+        specc.loads(text, "t.model")
+    found = {d.message.split(":")[0]: d for d in err.value.diagnostics}
+    assert set(found) == {"with `dense.units` = 24", "with `dense.units` = 40", "with `dense.units` = 56"}
+    d = found["with `dense.units` = 24"]
+    assert "cannot take input of shape (None, 24)" in d.message and d.span.line == 7
+    assert d.notes[0].startswith("it fails at line 7:") and "reshape" in d.notes[0]
+
+
+def test_an_option_that_is_not_a_keras_name_is_located_on_the_option():
+    with pytest.raises(SpecError) as err:
+        specc.loads(MLP.replace("choice(relu, gelu)", "choice(relu, gelux)"), "t.model")
+    e = err.value
+    assert e.message == "with `dense.activation` = gelux: unknown activation `gelux`" and e.hint == "did you mean `gelu`?"
+    assert (e.line, e.col) == (6, MLP.splitlines()[5].index("gelu") + 1)
+
+
+def test_a_combination_that_breaks_only_at_a_corner_is_found():
+    text = """
+model m {
+  input x: (4,)
+  dense(choice(2, 8)) -> dense(intrange(2, 8, step=6)) -> reshape((4, -1))
+}
+"""
+    # 2 and 8 each work with the other at its default (2 -> 2, 8 ok); the smallest corner gives (2,) -> reshape
+    # (4, -1) fails; so does the default point itself.
+    with pytest.raises(SpecError) as err:
+        specc.loads(text)
+    assert any("reshape" in d.message or "Reshape" in d.message for d in err.value.diagnostics)
+
+
+def test_substitute_replaces_only_the_spaces_and_keeps_comments_and_the_result_checks():
+    plan = specc.loads(MLP, "t.model").plan
+    point = corner(plan.space, largest=True)
+    text = substitute(MLP, plan.space, point)
+    assert "# a tuned MLP" in text and "# the width" in text
+    assert "let width = 256" in text and "dense(64)" in text and "batch_size: 64" in text
+    assert "adam(0.01)" in text and "dropout(0.5)" in text
+    assert len(text.splitlines()) == len(MLP.splitlines())
+    concrete = specc.loads(text, "t.model").plan
+    assert concrete.space == [] and concrete.train.batch_size == 64
+    assert values_in(MLP, plan.space, text) == {d.name: d.text_of(point[d.name]) for d in plan.space}
+    assert values_in(MLP, plan.space, text.replace("# the width", "# edited")) is None
+
+
+def test_a_drawn_float_is_written_with_four_significant_digits():
+    plan = specc.loads(MLP, "t.model").plan
+    point = {**default_point(plan.space), "adam.learning_rate": 0.000123456789, "dropout.rate": 0.3333333}
+    text = substitute(MLP, plan.space, point)
+    assert "adam(0.0001235)" in text and "dropout(0.3333)" in text
+
+
+def test_diff_of_a_spec_and_its_chosen_values_lists_exactly_the_chosen_values(tmp_path):
+    plan = specc.loads(MLP, "t.model").plan
+    point = {**default_point(plan.space), "width": 128, "dense.activation": "gelu"}
+    (tmp_path / "a.model").write_text(MLP)
+    (tmp_path / "b.model").write_text(substitute(MLP, plan.space, point))
+    out = subprocess.run([sys.executable, "-m", "specc", "diff", "a.model", "b.model", "--format", "json"],
+                         cwd=tmp_path, capture_output=True, text=True)
+    assert out.returncode in (0, 1), out.stderr
+    space = {c["space"]: (c["old"], c["new"]) for c in json.loads(out.stdout)["space"]}
+    assert space == {d.name: (d.written, d.text_of(point[d.name])) for d in plan.space}
+
+
+def test_summary_shows_the_space_and_the_parameter_count_at_its_corners(tmp_path):
+    (tmp_path / "t.model").write_text(MLP)
+    out = subprocess.run([sys.executable, "-m", "specc", "summary", "t.model", "--no-cost", "--format", "json"],
+                         cwd=tmp_path, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    described = json.loads(out.stdout)["search_space"]
+    assert [d["name"] for d in described["space"]][0] == "width"
+    # smallest: width 64, units 16; largest: width 256, units 64 (dense 784*w + w, w*u + u, then 10 outputs)
+    small = 784 * 64 + 64 + 64 * 16 + 16 + 16 * 10 + 10
+    large = 784 * 256 + 256 + 256 * 64 + 64 + 64 * 10 + 10
+    assert described["params"] == {"default": 784 * 64 + 64 + 64 * 32 + 32 + 32 * 10 + 10, "smallest": small,
+                                   "largest": large}
+    text = subprocess.run([sys.executable, "-m", "specc", "summary", "t.model", "--no-cost"], cwd=tmp_path,
+                          capture_output=True, text=True).stdout
+    assert "search space: 6 values" in text and f"{large:,} at its largest" in text
+
+
+def test_a_spec_with_spaces_runs_at_its_default_point(data_dir, tmp_path):
+    text = MLP.replace("train {", "data { dataset: mnist; scale: 1/255 }\ntrain {\n  epochs: 1")
+    result = specc.loads(text, str(tmp_path / "t.model")).run(out=tmp_path / "run", limit=512)
+    assert result.model.get_layer("dense").units == 64 and result.metrics["batch_size"] == 32
