@@ -10,7 +10,7 @@ import pytest
 
 from specc.compile.check import VALIDATORS
 from specc.compile.expect import ExpectPlan
-from specc.core.plan import DataPlan, DistributionPlan, InitPlan, TrainPlan
+from specc.core.plan import DataPlan, DistributionPlan, InitPlan, TrainPlan, TunePlan
 from specc.lang.sections import DISTRIBUTION_SETTINGS, SECTIONS, SETTINGS_SECTIONS, homes
 
 DOC = Path(__file__).resolve().parent.parent / "docs" / "language.md"
@@ -55,7 +55,7 @@ def test_docs_table_says_what_the_registry_says(section):
 
 
 @pytest.mark.parametrize("section, plan", [("data", DataPlan), ("train", TrainPlan), ("init", InitPlan),
-                                           ("expect", ExpectPlan)])
+                                           ("expect", ExpectPlan), ("tune", TunePlan)])
 def test_registry_lists_the_plans_fields_in_their_order(section, plan):
     fields = tuple(f.alias or k for k, f in plan.model_fields.items() if k != "origins")
     assert SECTIONS[section].names == fields
@@ -72,12 +72,19 @@ def test_every_section_has_its_validator():
 
 
 def test_settings_sections_in_the_order_messages_list_them():
-    assert SETTINGS_SECTIONS == ("data", "train", "init", "device", "expect")
+    assert SETTINGS_SECTIONS == ("data", "train", "init", "device", "expect", "tune")
+
+
+# Settings of one name in two sections, each a setting of its own section: `train`'s seed seeds training, `tune`'s
+# the sampler. A misplaced `seed` is said to belong in the first (`train`).
+SHARED = {"seed": ["train", "tune"]}
 
 
 def test_a_setting_has_one_home():
-    names = [name for s in SECTIONS.values() for name in s.names]
+    names = [name for s in SECTIONS.values() for name in s.names if name not in SHARED]
     assert len(names) == len(set(names))
+    for name, sections in SHARED.items():
+        assert [s.name for s in homes(name)] == sections
     assert [s.name for s in homes("epochs")] == ["train"]
     assert homes("epoch") == []
 

@@ -19,6 +19,7 @@ from specc.compile.section_file import check_file
 from specc.compile.section_init import check_init
 from specc.compile.section_model import DTYPES, check_model  # noqa: F401 - DTYPES for `specc import`
 from specc.compile.section_train import check_train
+from specc.compile.section_tune import check_tune
 from specc.compile.shared import Core
 from specc.compile.space import check_spaces, find_spaces, has_spaces
 from specc.core import nodes as n
@@ -32,7 +33,8 @@ Validator = Callable[[Core, "n.Section | None"], Any]
 
 #: The validator of each section of `specc.lang.sections.SECTIONS`, in the order they run: the file's settings
 #: (the language version) first, the data before `train` and the model (which may name its facts), the model
-#: before `expect`. Each takes the section as written (None when the spec has none) and returns its part of the plan.
+#: before `expect`, `train` and the model before `tune` (its objective is a value they log). Each takes the section as
+#: written (None when the spec has none) and returns its part of the plan.
 VALIDATORS: dict[str, Validator] = {
     "file": check_file,
     "device": check_device,
@@ -41,6 +43,7 @@ VALIDATORS: dict[str, Validator] = {
     "train": check_train,
     "model": check_model,
     "expect": check_expect,
+    "tune": check_tune,
 }
 
 
@@ -128,5 +131,5 @@ def _check_spec(spec: n.Spec, src: Source) -> Plan:
     name, inputs, layers, outputs = part["model"]
     return Plan(name=name, inputs=inputs, layers=layers, outputs=outputs, train=part["train"], data=part["data"],
                 init=part["init"], device=device.kind or "auto", device_origin=device.origin,
-                distribution=device.distribution, expect=part["expect"], constants=ck.named_values(), facts=ck.facts,
-                language=part["file"].language, file=src.file, source=src.text)
+                distribution=device.distribution, expect=part["expect"], tune=part["tune"], constants=ck.named_values(),
+                facts=ck.facts, language=part["file"].language, file=src.file, source=src.text)

@@ -14,7 +14,7 @@ import functools
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, InstanceOf, TypeAdapter, ValidationError
 
@@ -265,6 +265,33 @@ class ExpectPlan(Settings):
         return list(self.origins)
 
 
+# --- the `tune` section (checked by specc.compile.section_tune; `specc tune` runs the study on Optuna) -----------
+
+Sampler = Literal["tpe", "random", "grid", "cmaes"]
+Pruner = Literal["median", "hyperband", "none"]
+Direction = Literal["maximize", "minimize"]
+SAMPLERS: tuple[str, ...] = get_args(Sampler)  # the choices as the registry (`specc.lang.sections`) lists them
+PRUNERS: tuple[str, ...] = get_args(Pruner)
+DIRECTIONS: tuple[str, ...] = get_args(Direction)
+
+
+class TunePlan(Settings):
+    """How `specc tune` searches hyperparameters: an Optuna study of `trials` runs of the spec, each scored by
+    `objective`, a value Keras logs on the validation data (`val_loss`, `val_accuracy`; with `validation: kfold(k)`
+    in `train`, its mean over the folds)."""
+
+    trials: int = 20  # in all, every worker's together
+    timeout: float | None = None  # seconds; None: no limit
+    objective: str  # `val_loss` or `val_` + a metric's name as history.csv has it
+    direction: Direction  # written, or inferred from the objective (`direction_of`)
+    sampler: Sampler = "tpe"
+    pruner: Pruner = "median"  # on the objective's value after each epoch
+    workers: int = 1  # processes on this machine running trials
+    storage: str | None = None  # an Optuna (SQLAlchemy) storage URL; None: SQLite in the study's directory
+    study: str | None = None  # the study's name in the storage; None: the spec file's stem
+    seed: int | None = None  # the sampler's seed
+
+
 # --- the facts of the data (computed by specc.data.facts) ---------------------------------------------------
 
 FACT_NAMES = ("classes", "features", "vocab_size", "sequence_length", "examples")
@@ -354,6 +381,7 @@ class Plan(BaseModel):
     constants: dict[str, Any] = {}
     facts: InstanceOf[Facts] | None = Field(default=None, exclude=True, repr=False)  # of the data, when computed
     expect: ExpectPlan | None = None  # the `expect` section's contracts, checked by `specc test`
+    tune: TunePlan | None = None  # the `tune` section: how `specc tune` searches hyperparameters
     # The search spaces the spec holds (`specc tune`), in the order they are written; the plan is the spec at
     # their default point (`Dimension.default`).
     space: list[Dimension] = []

@@ -1,6 +1,6 @@
 """The sections of a `.model` file and the settings each takes, as data: the `SECTIONS` registry.
 
-One record per section (`model`, `data`, `train`, `init`, `device`, `expect`, and the file's own top-level
+One record per section (`model`, `data`, `train`, `init`, `device`, `expect`, `tune`, and the file's own top-level
 settings), one per setting: its name, what value it takes, the values it allows where they are a closed set, its
 default, the example a mistake is shown, and the meaning docs/language.md gives it. The checker validates each
 section against its record (`specc.compile.check`, one validator per section); "unknown setting" errors and their
@@ -16,7 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from specc.core.errors import show_value
-from specc.core.plan import PARALLEL, TEXT_DATASETS
+from specc.core.plan import DIRECTIONS, PARALLEL, PRUNERS, SAMPLERS, TEXT_DATASETS
 
 _NOTHING = object()
 
@@ -196,13 +196,41 @@ EXPECT = Section("expect", "what must hold of the model, checked by `specc test`
             example="gradients: healthy"),
 ))
 
+TUNE = Section("tune", "how `specc tune` searches hyperparameters: the study's trials, objective, sampler and pruner",
+               plan="tune", settings=(
+    Setting("trials", "a whole number >= 1", "trials the study runs, every worker's together", default="20",
+            example="trials: 50"),
+    Setting("timeout", 'a number of seconds, or a duration in quotes: "90s", "30m", "2h"',
+            'the time the study may take, in seconds or as `"90s"`, `"30m"`, `"2h"`: no trial starts after it',
+            default="none", example='timeout: "30m"'),
+    Setting("objective", "`val_loss` or `val_` and the name of a metric of `train`", "the value each trial is "
+            "scored by: `val_loss`, or `val_` and a metric of `train` as history.csv names it (`val_accuracy`); "
+            "with `validation: kfold(k)` in `train`, its mean over the folds", default="`val_` and the first "
+            "metric of `train`, else `val_loss`", example="objective: val_accuracy"),
+    Setting("direction", "`maximize` or `minimize`", "whether a higher or a lower objective is better",
+            choices=DIRECTIONS, default="`minimize` for a loss or an error (`mse`, `mae`, cross-entropy, ...), "
+            "else `maximize`", example="direction: maximize"),
+    Setting("sampler", "an Optuna sampler", "how the next trial's values are chosen: `tpe`, `random`, `grid` (every "
+            "combination) or `cmaes`", choices=SAMPLERS, default="`tpe`", example="sampler: random"),
+    Setting("pruner", "an Optuna pruner", "stops trials whose objective after an epoch is behind the others': "
+            "`median`, `hyperband` or `none`", choices=PRUNERS, default="`median`", example="pruner: hyperband"),
+    Setting("workers", "a whole number >= 1", "processes on this machine running trials of the study at once",
+            default="1", example="workers: 4"),
+    Setting("storage", "an Optuna storage URL in quotes", "where the study is kept, for workers on other machines "
+            'and to resume it: a database URL such as `"postgresql://user@host/db"` or `"sqlite:///study.db"`',
+            default="a SQLite file in the study's directory", example='storage: "sqlite:///study.db"'),
+    Setting("study", "a name", "the study's name in the storage: letters, digits, `_`, `-` and `.`",
+            default="the spec file's name without `.model`", example='study: "mnist-width"'),
+    Setting("seed", "a whole number >= 0 or `none`", "seeds the sampler", default="none", example="seed: 0"),
+))
+
 #: The `device` settings a `DistributionPlan` holds, in the order they are checked (each may look at the ones
 #: before); `kind` is the plan's `device`.
 DISTRIBUTION_SETTINGS: tuple[str, ...] = tuple(name for name in DEVICE.names if name != "kind")
 
 #: Every section by name: the file's top-level settings, the model, then the settings sections in the order the
 #: docs present them (and messages list them).
-SECTIONS: dict[str, Section] = {s.name: s for s in (FILE, MODEL, DATA, TRAIN, INIT, DEVICE, EXPECT)}
+SECTIONS: dict[str, Section] = {s.name: s for s in (FILE, MODEL, DATA, TRAIN, INIT, DEVICE, EXPECT, TUNE)}
 
 #: The sections a spec writes as `NAME { key: value ... }`.
 SETTINGS_SECTIONS: tuple[str, ...] = tuple(name for name, s in SECTIONS.items() if s.form == "settings")
