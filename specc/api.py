@@ -43,6 +43,15 @@ class CompiledSpec:
         return run_plan(self.plan, out=out, epochs=epochs, limit=limit, verbose=verbose, force=force, resume=resume,
                         callbacks=callbacks)
 
+    def tune(self, out: str | Path | None = None, verbose: int = 0, **settings: Any):
+        """Search the spec's spaces on Optuna (`specc tune`); `settings` (`trials`, `timeout`, `workers`,
+        `storage`, `study`, `sampler`, `pruner`, `seed`) replace its `tune` section's. Returns a `TuneResult`:
+        `best_values` (each space's best value as spec text), `best_value`, `best_spec` (best.model's text),
+        `study_dir`, `trials`."""
+        from specc.tools.tune import tune
+
+        return tune(self.plan, out=out, verbose=verbose, **settings)
+
 
 def loads(text: str, file: str = "<string>") -> CompiledSpec:
     """Parse and check spec text. Raises `SpecError` for mistakes in it."""

@@ -77,18 +77,23 @@ def cmd_summary(args) -> int:
     from specc.api import load
     from specc.compile.build import format_summary, summarize
     from specc.tools.cost import estimate_cost, format_cost
+    from specc.tools.tune import describe_space, format_space
 
     plan = load(args.file).plan
     rows, total = summarize(plan)
     cost = None if args.no_cost else estimate_cost(plan)
+    space = describe_space(plan) if plan.space else None
     if args.format == "json":
         layers = [{"name": r.name, "type": r.cls, "output_shape": r.shape, "params": r.params, "line": r.line}
                   for r in rows]
         print(json.dumps({"model": plan.name, "constants": plan.constants, "layers": layers, "total_params": total,
+                          **({"search_space": space} if space else {}),
                           **({"cost": cost.as_json(), "warnings": [d.to_dict() for d in cost.diagnostics]} if cost else {})},
                          indent=2))
     else:
         print(format_summary(plan, rows, total))
+        if space:
+            print(format_space(space))
         if cost:  # the cost after the table; a batch that does not fit warns on stderr (W201)
             print(format_cost(cost))
             for d in cost.diagnostics:

@@ -96,3 +96,61 @@ def _print_result(result) -> None:
     print(f"{where}: {test}")
     print(f"params {m['params']:,}; {m['epochs']} epoch{'' if m['epochs'] == 1 else 's'} in {m['seconds']:.1f} s "
           f"on {m['device']}; saved to {printable(str(result.out), lines=False)}")
+
+
+def _seconds(text: str) -> float:
+    import argparse
+
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds, got {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds > 0, got {text}")
+    return value
+
+
+@command("tune", "search the spec's spaces for the best values, on Optuna",
+         "Run (or continue) a hyperparameter study of the spec's search spaces (`choice`, `uniform`, "
+         "`loguniform`, `intrange`) as its `tune` section says: every trial a run directory under the study "
+         "directory, bad trials pruned after an epoch, and at the end trials.csv, best.model (the spec with the "
+         "best values), best.keras and plots. Running it again continues the study.",
+         arg("file", metavar="FILE", help="the spec, with search spaces"),
+         arg("--out", metavar="DIR", help="study directory (default: runs/STUDY-study)"),
+         arg("--trials", type=positive, metavar="N", help="trials of the whole study (replaces `trials`)"),
+         arg("--timeout", type=_seconds, metavar="SECONDS", help="time budget of this process (replaces `timeout`)"),
+         arg("--workers", type=positive, metavar="N", help="processes running trials on this machine"),
+         arg("--storage", metavar="URL", help="an Optuna storage URL shared by workers on many machines, e.g. "
+             "postgresql://user:password@host/db (default: SQLite in the study directory)"),
+         arg("--study", metavar="NAME", help="the study's name in the storage (default: the spec file's stem)"),
+         arg("--limit", type=positive, metavar="N", help="every trial trains on the first N examples only"),
+         arg("--heartbeat", type=_seconds, default=10.0, metavar="SECONDS",
+             help="a running trial's heartbeat; one silent for twice this is failed and retried (default 10)"),
+         arg("--quiet", action="store_true", help="no line per trial"),
+         arg("--worker", action="store_true", help="(started by --workers) run trials only; leave the report"))
+def cmd_tune(args) -> int:
+    """`specc tune FILE`: exit 0 when the study has run (its report written), 1 for a mistake in the spec, 2 for
+    one on the command line or a storage that cannot be opened, 3 for data that cannot be read, 130 on Ctrl-C."""
+    from specc.api import load
+    from specc.tools.tune import tune
+
+    plan = load(args.file).plan
+    result = tune(plan, out=args.out, verbose=0 if args.quiet else 1, heartbeat=args.heartbeat, worker=args.worker,
+                  limit=args.limit,
+                  trials=args.trials, timeout=args.timeout, workers=args.workers, storage=args.storage,
+                  study=args.study)
+    if args.worker:
+        return EXIT_OK
+    rows = result.trials
+    counts = {state: sum(r["state"] == state for r in rows) for state in ("COMPLETE", "PRUNED", "FAIL")}
+    print(f"study `{printable(result.study, lines=False)}`: {len(rows)} trials ({counts['COMPLETE']} complete, "
+          f"{counts['PRUNED']} pruned, {counts['FAIL']} failed) in {printable(str(result.study_dir), lines=False)}")
+    if result.best_value is None:
+        print("no trial finished: no best values yet")
+        return EXIT_OK
+    print(f"best: trial {result.best_trial}, {result.objective} {result.best_value:.4g}: "
+          + printable(", ".join(f"{k}={v}" for k, v in result.best_values.items()), lines=False))
+    print(f"wrote {printable(str(result.study_dir / 'best.model'), lines=False)}; "
+          f"`specc diff {printable(args.file, lines=False)} {printable(str(result.study_dir / 'best.model'), lines=False)}` "
+          "shows the chosen values")
+    return EXIT_OK

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
+from specc.compile.catalog import catalog, signature_of
 from specc.compile.checker import Checker
 from specc.compile.expect import check_expect
 from specc.compile.section_data import check_data, check_data_fits
@@ -94,8 +95,6 @@ def _checked_and_built(spec: n.Spec, src: Source) -> Plan:
 
 def _param_namer(spec: n.Spec) -> Callable[[str, int], str | None]:
     """The name of a block's, layer's or Keras object's i-th positional parameter, for naming a space given there."""
-    from specc.compile.catalog import catalog, signature_of
-
     blocks = {b.name: [p.name for p in b.params] for b in spec.blocks}
 
     def name(func: str, i: int) -> str | None:

@@ -26,6 +26,7 @@ chosen values.
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 from typing import Any, Callable, Iterator
@@ -90,7 +91,7 @@ def find_spaces(spec: n.Spec, src: Source, param_name: Callable[[str, int], str 
                                 "write each space on its own (a choice among whole calls takes fixed values)"))
                 return
             for i, a in enumerate(e.args):
-                visit(a, lambda func=e.func, i=i: f"{func}.{param_name(func, i) or i}")
+                visit(a, functools.partial(_positional, param_name, e.func, i))
             for kw in e.kwargs:
                 visit(kw.value, f"{e.func}.{kw.name}")
         elif isinstance(e, (n.Tuple, n.List)):
@@ -137,11 +138,15 @@ def find_spaces(spec: n.Spec, src: Source, param_name: Callable[[str, int], str 
     return _numbered(dims, [f.from_let for f in found])
 
 
+def _positional(param_name: Callable[[str, int], str | None], func: str, i: int) -> str:
+    return f"{func}.{param_name(func, i) or i}"
+
+
 def _visit_body(body: list, visit, errors: list[Diagnostic], src: Source) -> None:
     for stmt in body:
         if isinstance(stmt, n.Chain):
             for step in stmt.steps:
-                if is_space(step):
+                if isinstance(step, n.Call) and step.func in SPACE_KINDS:
                     errors.append(src.diag(
                         f"`{step.func}(...)` stands for a value, not a layer", step.name_span or step.span,
                         "put the space in a layer's argument, `dense(choice(64, 128))`, or choose between layers "
@@ -251,14 +256,15 @@ def _range(call: n.Call, name: str, src: Source, kwargs: dict[str, n.Kwarg]) -> 
             raise src.error(f"the ends of `{kind}` are numbers written in it", a.span, f"write `{example}`")
     low, high = ends
     assert low is not None and high is not None
-    step = None
+    step: int | None = None
     if kind == "intrange":
         step_kw = kwargs.get("step")
-        step = _number(step_kw.value) if step_kw else 1
-        for a, v in [*zip(call.args, ends), *([(step_kw.value, step)] if step_kw else [])]:
+        given = _number(step_kw.value) if step_kw else 1
+        for a, v in [*zip(call.args, ends), *([(step_kw.value, given)] if step_kw else [])]:
             if not isinstance(v, int):
                 raise src.error(f"`intrange` takes whole numbers, got {text_of_number(v)}", a.span,
                                 "use `uniform` for a range of fractions")
+        step = int(given) if given is not None else None
         if step is None or step < 1:
             raise src.error("`step` is a whole number >= 1", step_kw.value.span if step_kw else call.span)
         if (high - low) % step:
@@ -271,6 +277,7 @@ def _range(call: n.Call, name: str, src: Source, kwargs: dict[str, n.Kwarg]) -> 
         raise src.error(f"a log scale needs ends above 0, got {text_of_number(low)}", call.args[0].span,
                         "use `uniform` for a range that starts at 0 or below")
     default_kw = kwargs.get("default")
+    default: int | float | None
     if default_kw is None:
         default = _middle(kind, low, high, step)
     else:
@@ -357,7 +364,7 @@ def probes(dims: list[Dimension]) -> Iterator[tuple[Point, Dimension, Any]]:
     spaces at their defaults; every value of a short `intrange`), with the space and value that make each differ."""
     base = default_point(dims)
     for d in dims:
-        values = d.choices if d.kind == "choice" else grid(d) or [d.low, d.high]
+        values: list[Any] = d.choices if d.kind == "choice" else grid(d) or [d.low, d.high]
         for v in values:
             if v != d.default:
                 yield {**base, d.name: v}, d, v
@@ -500,7 +507,6 @@ def _at_value(d: Diagnostic, dims: list[Dimension], point: Point, dim: Dimension
     at = dim.span_of(value)
     notes = list(d.notes)
     if d.span is not None and (at is None or (d.span.line, d.span.col) != (at.line, at.col)):
-        line = src.text.splitlines()[d.span.line - 1].strip() if d.span.line <= len(src.text.splitlines()) else ""
-        notes.insert(0, f"it fails at line {d.span.line}:{d.span.col}: `{line[:120]}`")
+        notes.insert(0, f"it fails at line {d.span.line}:{d.span.col}: `{_slicer(src.text)(d.span)[:120]}`")
     return src.diag(f"{what}: {d.message}", at, d.hint or f"remove this value from `{dim.name}`, or change the spec "
                     "so that it works with it", notes)
