@@ -78,7 +78,8 @@ def test_a_study_writes_runs_a_table_the_best_spec_its_model_and_plots_and_conti
     rows = trials_table(study)
     assert [r["number"] for r in rows] == ["0", "1", "2"] and {r["state"] for r in rows} == {"COMPLETE"}
     for r in rows:  # every trial a real run directory, its spec the values it ran with
-        run = Path(r["run_dir"])
+        run = study / r["run_dir"]
+        assert r["run_dir"] == f"trials/{int(r['number']):04d}"
         metrics = json.loads((run / "metrics.json").read_text())
         assert float(r["objective"]) == pytest.approx(metrics["validation"]["accuracy"])
         spec = (run / "spec.model").read_text()
@@ -125,7 +126,7 @@ def test_pruned_trials_stop_early_and_failed_trials_are_recorded_and_the_study_g
     for r in by_state["PRUNED"]:
         assert r["sgd.learning_rate"] == "1e-7" and int(r["pruned_at"]) < 3
         assert int(r["epochs"]) == int(r["pruned_at"])
-        assert json.loads((Path(r["run_dir"]) / "metrics.json").read_text())["epochs"] == int(r["pruned_at"])
+        assert json.loads((tmp_path / "study" / r["run_dir"] / "metrics.json").read_text())["epochs"] == int(r["pruned_at"])
     assert "pruned after epoch" in out.stdout and "the study goes on" in out.stdout
 
 
@@ -153,8 +154,9 @@ def test_workers_on_postgresql_share_the_study(data_dir, tmp_path, postgres_url)
     study = optuna.load_study(study_name="pg-study", storage=postgres_url)
     numbers = [t.number for t in study.trials]
     assert len(set(numbers)) == len(numbers) >= 4
-    ran = {i: [r for r in trials_table(tmp_path / f"machine{i}") if r["run_dir"]] for i in range(2)}
-    mine = [{int(r["number"]) for r in rows if Path(r["run_dir"]).parts[0] == f"machine{i}"} for i, rows in ran.items()]
+    # Each process's table lists every trial; its own run directories are inside its study directory.
+    mine = [{int(r["number"]) for r in trials_table(tmp_path / f"machine{i}") if r["run_dir"].startswith("trials/")}
+            for i in range(2)]
     assert mine[0] and mine[1] and not mine[0] & mine[1]  # both worked, never on the same trial
     assert "password" not in (tmp_path / "machine0" / "study.json").read_text()
 

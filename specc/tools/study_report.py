@@ -2,7 +2,8 @@
 model, and Optuna's own plots.
 
     trials.csv          one row per trial: number, state, objective, each space's value, seconds, epochs, where it
-                        was pruned, its run directory, why it failed
+                        was pruned, its run directory (relative to the study directory when inside it) and the
+                        machine that ran it, why it failed
     best.model          the spec with every space replaced by the best trial's values; everything else as written
     best.keras          the best trial's trained model (when that trial ran on this machine)
     history.png         the objective of every trial and the best so far (`plot_optimization_history`)
@@ -59,7 +60,7 @@ PLOTS = {
 def write_report(study, study_dir: Path, plan: Plan, s: Settings) -> TuneResult:
     """trials.csv, best.model, best.keras and the plots of `study`, into `study_dir`; what it found."""
     trials = study.get_trials(deepcopy=False)
-    rows = [_row(t, plan) for t in trials]
+    rows = [_row(t, plan, study_dir.resolve()) for t in trials]
     write_atomic(study_dir / "trials.csv", _csv(rows, [d.name for d in plan.space]))
     result = TuneResult(study_dir, s.study, s.objective, s.direction, trials=rows)
     complete = [t for t in trials if t.state.name == "COMPLETE"]
@@ -90,19 +91,29 @@ def _save(figure, path: Path) -> None:
     write_atomic(path, lambda f: figure.savefig(f, format="png", dpi=100))
 
 
-def _row(t, plan: Plan) -> dict[str, Any]:
+def _row(t, plan: Plan, home: Path) -> dict[str, Any]:
     seconds = (t.datetime_complete - t.datetime_start).total_seconds() if t.datetime_complete and t.datetime_start \
         else None
     values = t.user_attrs.get("values") or {d.name: d.text_of(t.params[d.name]) for d in plan.space
                                             if d.name in t.params}
     return {"number": t.number, "state": t.state.name, "objective": t.value, **values,
             "seconds": round(seconds, 1) if seconds is not None else None, "epochs": t.user_attrs.get("epochs"),
-            "pruned_at": t.user_attrs.get("pruned_at"), "run_dir": t.user_attrs.get("run_dir"),
+            "pruned_at": t.user_attrs.get("pruned_at"), "run_dir": _where(t.user_attrs.get("run_dir"), home),
+            "host": t.user_attrs.get("host"),
             "error": (t.user_attrs.get("error") or "").splitlines()[0] if t.user_attrs.get("error") else None}
 
 
+def _where(run_dir: str | None, home: Path) -> str | None:
+    """A trial's run directory: relative to the study directory when it is inside it (the folder can move), else
+    as the worker that ran it wrote it (another study directory, another machine: `host` says which)."""
+    if not run_dir:
+        return None
+    path = Path(run_dir)
+    return path.relative_to(home).as_posix() if path.is_relative_to(home) else run_dir
+
+
 def _csv(rows: list[dict[str, Any]], names: list[str]) -> str:
-    columns = ["number", "state", "objective", *names, "seconds", "epochs", "pruned_at", "run_dir", "error"]
+    columns = ["number", "state", "objective", *names, "seconds", "epochs", "pruned_at", "run_dir", "host", "error"]
     out = io.StringIO()
     writer = csv.DictWriter(out, columns, extrasaction="ignore", lineterminator="\n")
     writer.writeheader()

@@ -27,6 +27,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -292,7 +293,8 @@ def _objective(plan: Plan, s: Settings, study_dir: Path, progress: _Progress, li
         shown = {d.name: d.text_of(point[d.name]) for d in plan.space}
         trial.set_user_attr("values", shown)
         run_dir = study_dir / "trials" / f"{trial.number:04d}"
-        trial.set_user_attr("run_dir", str(run_dir))
+        trial.set_user_attr("run_dir", str(run_dir.resolve()))
+        trial.set_user_attr("host", socket.gethostname())
         progress.start(trial.number, shown)
         try:
             value, epochs, pruned_at = _train_trial(plan, s, point, run_dir, trial, limit)
