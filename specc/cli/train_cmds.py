@@ -44,6 +44,9 @@ def cmd_run(args) -> int:
         if claimed is not None:
             claimed.release()
         raise
+    if plan.space and not args.quiet and is_primary():
+        print(printable("search spaces at their defaults (`specc tune` searches them): "
+                        + ", ".join(f"{d.name}={d.text_of(d.default)}" for d in plan.space), lines=False), flush=True)
     result = run_plan(plan, out=args.out, epochs=args.epochs, limit=args.limit, verbose=0 if args.quiet else None,
                       force=args.force, resume=args.resume, claimed=claimed)
     _print_result(result)
