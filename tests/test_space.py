@@ -146,11 +146,73 @@ def test_substitute_replaces_only_the_spaces_and_keeps_comments_and_the_result_c
     assert values_in(MLP, plan.space, text.replace("# the width", "# edited")) is None
 
 
-def test_a_drawn_float_is_written_with_four_significant_digits():
+def test_a_drawn_float_is_written_as_the_very_number_drawn():
     plan = specc.loads(MLP, "t.model").plan
-    point = {**default_point(plan.space), "adam.learning_rate": 0.000123456789, "dropout.rate": 0.3333333}
+    point = {**default_point(plan.space), "adam.learning_rate": 0.000123456789, "dropout.rate": 0.99999512}
     text = substitute(MLP, plan.space, point)
-    assert "adam(0.0001235)" in text and "dropout(0.3333)" in text
+    assert "adam(0.000123456789)" in text and "dropout(0.99999512)" in text
+
+
+def test_an_option_that_is_an_operation_keeps_its_meaning_in_the_text():
+    text = "model m {\n  input x: (4,)\n  dense(2 * choice(1 + 1, 3))\n}\n"
+    plan = specc.loads(text).plan
+    assert plan.layers[0].kwargs["units"] == 4
+    concrete = specc.loads(substitute(text, plan.space, default_point(plan.space))).plan
+    assert concrete.layers[0].kwargs["units"] == 4
+
+
+def test_a_space_over_several_lines_leaves_every_later_line_where_it_was():
+    text = "let width = choice(\n  16,\n  32,\n)\nmodel m {\n  input x: (4,)\n  dense(width)\n}\n"
+    plan = specc.loads(text).plan
+    out = substitute(text, plan.space, {"width": 32})
+    assert out.splitlines()[6] == "  dense(width)" and specc.loads(out).plan.constants["width"] == 32
+    assert values_in(text, plan.space, out) == {"width": "32"}
+
+
+def test_values_in_reads_options_that_hold_the_text_between_spaces():
+    text = "model m {\n  input x: (8, 8, 1)\n  zeropadding2d(padding=(choice((1, 1), (2, 2)), choice((1, 1), (0, 0))))\n}\n"
+    plan = specc.loads(text).plan
+    point = {d.name: d.choices[-1] for d in plan.space}
+    assert values_in(text, plan.space, substitute(text, plan.space, point)) == {
+        plan.space[0].name: "(2, 2)", plan.space[1].name: "(0, 0)"}
+
+
+def test_values_in_takes_linear_time_on_a_text_that_does_not_match():
+    import time
+
+    text = "model m {\n  input x: (4,)\n" + "  dense(choice(4, 8))\n" * 24 + "  dense(2)\n}\n"
+    plan = specc.loads(text).plan
+    other = "model m {\n  input x: (4,)\n" + "  dense(4)\n" * 60 + "  dense(3)\n}\n"
+    began = time.perf_counter()
+    assert values_in(text, plan.space, other) is None
+    assert time.perf_counter() - began < 2  # a backtracking match took 35 s for 10 spaces
+
+
+@pytest.mark.parametrize("text, message", [
+    ("block choice(n) {\n  dense(n)\n}\nmodel m {\n  input x: (4,)\n  choice(3)\n}\n", "a block cannot be named"),
+    ("device { kind: choice(cpu, gpu) }\nmodel m {\n  input x: (4,)\n  dense(3)\n}\n", "`device`'s settings are not"),
+    ("language: choice(2, 1)\nmodel m {\n  input x: (4,)\n  dense(3)\n}\n", "the file's settings are not tuned"),
+    ("model m {\n  input x: (4,)\n  dense(choice(3, 4, default=3, default=4))\n}\n", "`default` is given twice"),
+    ("model m {\n  input x: (4,)\n  dense(intrange(1.0, 8))\n}\n", "got `1.0`"),
+])
+def test_spaces_where_they_cannot_be_and_odd_spellings_are_refused(text, message):
+    with pytest.raises(SpecError) as err:
+        specc.loads(text)
+    assert message in err.value.render()
+
+
+def test_a_float_range_where_a_whole_number_belongs_is_found_by_check():
+    text = MLP.replace("batch_size: choice(32, 64)", "batch_size: 32\n  epochs: uniform(1, 3)")
+    with pytest.raises(SpecError) as err:
+        specc.loads(text, "t.model")
+    assert "with `epochs` = 1.66" in err.value.message and err.value.hint == "`intrange(1, 3)` draws whole numbers"
+
+
+def test_an_astronomical_intrange_is_checked_at_its_ends_without_listing_it():
+    text = "model m {\n  input x: (4,)\n  dropout(0.1) -> dense(intrange(1, 100_000_000_000_000, default=8))\n}\n"
+    with pytest.raises(SpecError) as err:
+        specc.loads(text)
+    assert "would have" in err.value.render() and "100000000000000" in err.value.render()
 
 
 def test_diff_of_a_spec_and_its_chosen_values_lists_exactly_the_chosen_values(tmp_path):

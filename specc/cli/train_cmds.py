@@ -127,6 +127,9 @@ def _seconds(text: str) -> float:
              "postgresql://user:password@host/db (default: SQLite in the study directory)"),
          arg("--study", metavar="NAME", help="the study's name in the storage (default: the spec file's stem)"),
          arg("--limit", type=positive, metavar="N", help="every trial trains on the first N examples only"),
+         arg("--sampler", metavar="NAME", help="tpe, random, grid or cmaes (replaces `sampler`)"),
+         arg("--pruner", metavar="NAME", help="median, hyperband or none (replaces `pruner`)"),
+         arg("--seed", type=int, metavar="N", help="the sampler's seed (replaces `seed`)"),
          arg("--heartbeat", type=_seconds, default=10.0, metavar="SECONDS",
              help="a running trial's heartbeat; one silent for twice this is failed and retried (default 10)"),
          arg("--quiet", action="store_true", help="no line per trial"),
@@ -141,7 +144,7 @@ def cmd_tune(args) -> int:
     result = tune(plan, out=args.out, verbose=0 if args.quiet else 1, heartbeat=args.heartbeat, worker=args.worker,
                   limit=args.limit,
                   trials=args.trials, timeout=args.timeout, workers=args.workers, storage=args.storage,
-                  study=args.study)
+                  study=args.study, sampler=args.sampler, pruner=args.pruner, seed=args.seed)
     if args.worker:
         return EXIT_OK
     rows = result.trials

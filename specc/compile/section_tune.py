@@ -281,30 +281,44 @@ def _storage(ck: Core, e: n.Expr) -> str | None:
         return None
     if not isinstance(v, str):
         raise ck.fail(TUNE["storage"].mistake(v), e.span)
+    mistake = storage_mistake(v)
+    if mistake is not None:
+        raise ck.fail(mistake[0], e.span, mistake[1])
+    return v
+
+
+def storage_mistake(v: str) -> tuple[str, str | None] | None:
+    """What is wrong with a storage URL (a message and a hint), or None: the `storage` setting's rule, and
+    `specc tune --storage`'s."""
     url = _URL.fullmatch(v)
     if url is None:
-        raise ck.fail(f"`storage` is a database URL, `DATABASE://...`, got {show_value(v)}", e.span,
-                      'for a SQLite file: `storage: "sqlite:///study.db"`; for PostgreSQL: '
-                      '`storage: "postgresql://user@host/db"`')
+        return (f"`storage` is a database URL, `DATABASE://...`, got {show_value(v)}",
+                'for a SQLite file: `storage: "sqlite:///study.db"`; for PostgreSQL: '
+                '`storage: "postgresql://user@host/db"`')
     dialect = url[1].lower()
     if dialect == "postgres":
-        raise ck.fail("SQLAlchemy, which Optuna keeps a study with, spells PostgreSQL `postgresql://`, not "
-                      "`postgres://`", e.span, f'`storage: "postgresql{v[len(url[1]):]}"`')
+        return ("SQLAlchemy, which Optuna keeps a study with, spells PostgreSQL `postgresql://`, not `postgres://`",
+                f'`storage: "postgresql{v[len(url[1]):]}"`')
     if dialect not in DIALECTS:
-        raise ck.fail(f"Optuna cannot keep a study in `{url[1]}://`", e.span, did_you_mean(dialect, DIALECTS)
-                      or f"it takes the databases of SQLAlchemy: {', '.join(f'`{d}://`' for d in DIALECTS)}")
+        return (f"Optuna cannot keep a study in `{url[1]}://`", did_you_mean(dialect, DIALECTS)
+                or f"it takes the databases of SQLAlchemy: {', '.join(f'`{d}://`' for d in DIALECTS)}")
     if dialect == "sqlite" and url[3] in ("", "/"):
-        raise ck.fail(f"`{v}` is a SQLite database in memory, gone when its process ends: no other worker sees it, "
-                      "and no study is left to resume", e.span, 'a file: `storage: "sqlite:///study.db"`, or leave '
-                      "`storage` out for one in the study's directory")
-    return v
+        return (f"`{v}` is a SQLite database in memory, gone when its process ends: no other worker sees it, and no "
+                "study is left to resume", 'a file: `storage: "sqlite:///study.db"`, or leave `storage` out for one '
+                "in the study's directory")
+    return None
+
+
+def study_name_ok(v: object) -> bool:
+    """Whether `v` may name a study: letters, digits, `_`, `-` and `.`, at most `MAX_STUDY_NAME` (it names a folder)."""
+    return isinstance(v, str) and bool(_STUDY_NAME.fullmatch(v)) and len(v) <= MAX_STUDY_NAME
 
 
 def _study(ck: Core, e: n.Expr) -> str | None:
     v = ck.value(e, {})
     if v is None:
         return None
-    if not isinstance(v, str) or not _STUDY_NAME.fullmatch(v) or len(v) > MAX_STUDY_NAME:
+    if not study_name_ok(v):
         raise ck.fail(f"`study` is a name of letters, digits, `_`, `-` and `.` (at most {MAX_STUDY_NAME}), got "
                       f"{show_value(v)}", e.span, f"e.g. `{TUNE['study'].example}`")
     return v

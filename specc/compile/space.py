@@ -105,14 +105,16 @@ def find_spaces(spec: n.Spec, src: Source, param_name: Callable[[str, int], str 
 
     for let in spec.lets:
         visit(let.value, let.name, from_let=True)
+    for block in spec.blocks:
+        if block.name in SPACE_KINDS:
+            errors.append(src.diag(f"a block cannot be named `{block.name}`: `{block.name}(...)` is a search space",
+                                   block.span, "give the block another name"))
     for s in spec.settings:
-        visit(s.value, s.key)
+        _untuned(s, "the file's settings", errors, src)
     for sec in spec.sections:
         for s in sec.settings:
-            if sec.name == "tune":
-                errors.extend(src.diag(f"`tune`'s own settings are not tuned: `{c.func}(...)` in `{s.key}`",
-                                       c.name_span or c.span, "write one value")
-                              for c in _walk_calls(s.value) if c.func in SPACE_KINDS)
+            if sec.name in UNTUNED_SECTIONS:
+                _untuned(s, f"`{sec.name}`'s settings", errors, src)
                 continue
             visit(s.value, s.key if sec.name == "train" else f"{sec.name}.{s.key}")
     for block in spec.blocks:
@@ -136,6 +138,15 @@ def find_spaces(spec: n.Spec, src: Source, param_name: Callable[[str, int], str 
     if errors:
         raise SpecError(sorted(errors, key=_where))
     return _numbered(dims, [f.from_let for f in found])
+
+
+#: Sections whose settings say how the spec is run, tested or tuned, not what is trained: never searched.
+UNTUNED_SECTIONS = ("tune", "expect", "device")
+
+
+def _untuned(s: n.Setting, where: str, errors: list[Diagnostic], src: Source) -> None:
+    errors.extend(src.diag(f"{where} are not tuned: `{c.func}(...)` in `{s.key}`", c.name_span or c.span,
+                           "write one value") for c in _walk_calls(s.value) if c.func in SPACE_KINDS)
 
 
 def _positional(param_name: Callable[[str, int], str | None], func: str, i: int) -> str:
@@ -205,7 +216,9 @@ def _numbered(dims: list[Dimension], from_let: list[bool]) -> list[Dimension]:
 def _dimension(call: n.Call, name: str, src: Source) -> Dimension:
     kwargs = {kw.name: kw for kw in call.kwargs}
     allowed = {"default"} | ({"step"} if call.func == "intrange" else set())
-    for kw in call.kwargs:
+    for i, kw in enumerate(call.kwargs):
+        if any(other.name == kw.name for other in call.kwargs[:i]):
+            raise src.error(f"`{kw.name}` is given twice", kw.name_span or kw.span, "give it once")
         if kw.name not in allowed:
             hint = did_you_mean(kw.name, sorted(allowed)) or f"`{call.func}` takes " + " and ".join(
                 f"`{a}=`" for a in sorted(allowed))
@@ -224,7 +237,8 @@ def _choice(call: n.Call, name: str, src: Source, text: Callable[[n.Span | None]
     if len(call.args) > MAX_CHOICES:
         raise src.error(f"`choice` of {len(call.args)} values: at most {MAX_CHOICES}", call.args[MAX_CHOICES].span,
                         "use `intrange(low, high, step=...)` for a grid of numbers")
-    texts = [text(a.span) for a in call.args]
+    # An option that is an operation is written in parentheses where it stands: `2 * choice(1 + 1, 3)` -> `2 * (1 + 1)`.
+    texts = [f"({text(a.span)})" if isinstance(a, n.BinOp) else text(a.span) for a in call.args]
     numbers = [_number(a) for a in call.args]
     choices: list[Any] = numbers if all(v is not None for v in numbers) else texts
     for i, v in enumerate(choices):
@@ -233,7 +247,8 @@ def _choice(call: n.Call, name: str, src: Source, text: Callable[[n.Span | None]
     if default is None:
         first = choices[0]
     else:
-        want = _number(default.value) if choices is numbers else text(default.value.span)
+        want = _number(default.value) if choices is numbers else (
+            f"({text(default.value.span)})" if isinstance(default.value, n.BinOp) else text(default.value.span))
         if want not in choices:
             raise src.error(f"the default {text(default.value.span)} is not one of the choices",
                             default.value.span, f"choose one of: {', '.join(texts)}")
@@ -262,7 +277,7 @@ def _range(call: n.Call, name: str, src: Source, kwargs: dict[str, n.Kwarg]) -> 
         given = _number(step_kw.value) if step_kw else 1
         for a, v in [*zip(call.args, ends), *([(step_kw.value, given)] if step_kw else [])]:
             if not isinstance(v, int):
-                raise src.error(f"`intrange` takes whole numbers, got {text_of_number(v)}", a.span,
+                raise src.error(f"`intrange` takes whole numbers, got `{_slicer(src.text)(a.span)}`", a.span,
                                 "use `uniform` for a range of fractions")
         step = int(given) if given is not None else None
         if step is None or step < 1:
@@ -311,7 +326,7 @@ def _number(e: n.Expr | None) -> int | float | None:
 
 
 def text_of_number(v: Any) -> str:
-    return str(v) if isinstance(v, int) else format(v, ".6g") if isinstance(v, float) else str(v)
+    return str(v) if isinstance(v, int) else repr(v) if isinstance(v, float) else str(v)
 
 
 def _slicer(text: str) -> Callable[[n.Span | None], str]:
@@ -355,8 +370,17 @@ def grid(d: Dimension) -> list[int]:
     """Every value of an `intrange` of at most `MAX_CHOICES` values (checked one by one, like a choice's), else []."""
     if d.kind != "intrange" or d.low is None or d.high is None or not d.step:
         return []
-    values = list(range(int(d.low), int(d.high) + 1, d.step))
-    return values if len(values) <= MAX_CHOICES else []
+    if (int(d.high) - int(d.low)) // d.step + 1 > MAX_CHOICES:  # counted first: a range may be astronomically long
+        return []
+    return list(range(int(d.low), int(d.high) + 1, d.step))
+
+
+def _inside(d: Dimension) -> float:
+    """A number a third of the way into a float range: not whole, unlike the ends and the middle of `uniform(1, 3)`."""
+    assert d.low is not None and d.high is not None
+    if d.kind == "loguniform":
+        return 10 ** (math.log10(d.low) + (math.log10(d.high) - math.log10(d.low)) / 3)
+    return d.low + (d.high - d.low) / 3
 
 
 def probes(dims: list[Dimension]) -> Iterator[tuple[Point, Dimension, Any]]:
@@ -365,38 +389,96 @@ def probes(dims: list[Dimension]) -> Iterator[tuple[Point, Dimension, Any]]:
     base = default_point(dims)
     for d in dims:
         values: list[Any] = d.choices if d.kind == "choice" else grid(d) or [d.low, d.high]
+        if d.kind in ("uniform", "loguniform"):
+            values.append(_inside(d))  # a value that is not whole: where a whole number is needed, a draw breaks
         for v in values:
             if v != d.default:
                 yield {**base, d.name: v}, d, v
 
 
 def substitute(text: str, dims: list[Dimension], point: Point) -> str:
-    """The spec text with each space replaced by its value in `point` as spec text; nothing else changes."""
-    starts = [0] + [i + 1 for i, ch in enumerate(text) if ch == "\n"]
+    """The spec text with each space replaced by its value in `point` as spec text; nothing else changes. A space
+    written over several lines leaves as many line breaks after its value, so that every later line keeps its number
+    (an error in a trial's spec points at the user's line)."""
+    starts = _line_starts(text)
+    newline = "\r\n" if "\r\n" in text else "\n"
     edits = []
     for d in dims:
         if d.span is None:
             continue
-        edits.append((_offset(starts, d.span.line, d.span.col), _offset(starts, d.span.end_line, d.span.end_col),
-                      d.text_of(point[d.name])))
+        value = d.text_of(point[d.name]) + newline * (d.span.end_line - d.span.line)
+        edits.append((_offset(starts, d.span.line, d.span.col), _offset(starts, d.span.end_line, d.span.end_col), value))
     for start, end, value in sorted(edits, reverse=True):
         text = text[:start] + value + text[end:]
     return text
 
 
+def template(text: str, dims: list[Dimension]) -> str:
+    """The spec text with each space replaced by its name in braces, `{width}`: what stays the same for every
+    point of the space (`specc tune` tells a changed spec from a study's by it)."""
+    starts = _line_starts(text)
+    for d in sorted((d for d in dims if d.span), key=lambda d: _key(d.span) or (0, 0), reverse=True):
+        assert d.span is not None
+        text = (text[:_offset(starts, d.span.line, d.span.col)] + "{" + d.name + "}"
+                + text[_offset(starts, d.span.end_line, d.span.end_col):])
+    return text
+
+
+_NUMBER = re.compile(r"-?(?:[0-9][0-9_]*\.?[0-9_]*|\.[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)?")
+
+
 def values_in(text: str, dims: list[Dimension], other: str) -> dict[str, str] | None:
-    """Each space's value as written in `other`, when `other` is `text` with each space replaced by a value and
-    nothing else changed (`best.model` and its spec); else None."""
-    starts = [0] + [i + 1 for i, ch in enumerate(text) if ch == "\n"]
-    cuts = sorted((_offset(starts, d.span.line, d.span.col), _offset(starts, d.span.end_line, d.span.end_col), d.name)
-                  for d in dims if d.span is not None)
-    pattern, pos = [], 0
-    for start, end, _ in cuts:
-        pattern += [re.escape(text[pos:start]), r"([\s\S]+?)"]
-        pos = end
-    pattern.append(re.escape(text[pos:]))
-    found = re.fullmatch("".join(pattern), other)
-    return {name: value.strip() for (_, _, name), value in zip(cuts, found.groups())} if found else None
+    """Each space's value as written in `other`, when `other` is `text` with each space replaced by one of its values
+    (`substitute`: `best.model` and its spec) and nothing else changed; else None. Each space is matched against its
+    own values only (a choice's options, a number for a range), so the time is linear in the text, whatever it holds."""
+    starts = _line_starts(text)
+    cuts = sorted((_offset(starts, d.span.line, d.span.col), _offset(starts, d.span.end_line, d.span.end_col), i)
+                  for i, d in enumerate(dims) if d.span is not None)
+    between = [text[end:cuts[k + 1][0] if k + 1 < len(cuts) else len(text)] for k, (_, end, _) in enumerate(cuts)]
+    head = text[:cuts[0][0]] if cuts else text
+    if not other.startswith(head):
+        return None
+    failed: set[tuple[int, int]] = set()
+
+    def match(k: int, pos: int) -> list[str] | None:
+        """The values of spaces k.. as `other` writes them from `pos`, or None."""
+        if k == len(cuts):
+            return [] if pos == len(other) else None
+        if (k, pos) in failed:
+            return None
+        d = dims[cuts[k][2]]
+        for value in _candidates(d, other, pos):
+            after = pos + len(value)
+            for pad in _paddings(d, other, after):
+                if other.startswith(between[k], after + pad):
+                    rest = match(k + 1, after + pad + len(between[k]))
+                    if rest is not None:
+                        return [value, *rest]
+        failed.add((k, pos))
+        return None
+
+    found = match(0, len(head))
+    return None if found is None else {dims[i].name: v for (_, _, i), v in zip(cuts, found)}
+
+
+def _candidates(d: Dimension, text: str, pos: int) -> list[str]:
+    if d.kind == "choice":
+        return sorted((t for t in d.texts if text.startswith(t, pos)), key=len, reverse=True)
+    number = _NUMBER.match(text, pos)
+    return [number.group()] if number else []
+
+
+def _paddings(d: Dimension, text: str, pos: int) -> list[int]:
+    """The line breaks `substitute` leaves after a space written over several lines (none in older files)."""
+    lines = d.span.end_line - d.span.line if d.span else 0
+    for newline in ("\r\n", "\n"):
+        if lines and text.startswith(newline * lines, pos):
+            return [len(newline) * lines, 0]
+    return [0]
+
+
+def _line_starts(text: str) -> list[int]:
+    return [0] + [i + 1 for i, ch in enumerate(text) if ch == "\n"]
 
 
 def resolve(spec: n.Spec, dims: list[Dimension], point: Point) -> n.Spec:
@@ -508,5 +590,7 @@ def _at_value(d: Diagnostic, dims: list[Dimension], point: Point, dim: Dimension
     notes = list(d.notes)
     if d.span is not None and (at is None or (d.span.line, d.span.col) != (at.line, at.col)):
         notes.insert(0, f"it fails at line {d.span.line}:{d.span.col}: `{_slicer(src.text)(d.span)[:120]}`")
-    return src.diag(f"{what}: {d.message}", at, d.hint or f"remove this value from `{dim.name}`, or change the spec "
-                    "so that it works with it", notes)
+    hint = d.hint or f"remove this value from `{dim.name}`, or change the spec so that it works with it"
+    if dim.kind in ("uniform", "loguniform") and "whole number" in d.message:
+        hint = f"`intrange({text_of_number(dim.low)}, {text_of_number(dim.high)})` draws whole numbers"
+    return src.diag(f"{what}: {d.message}", at, hint, notes)

@@ -347,9 +347,9 @@ class Dimension(BaseModel):
         """`value` as spec text: a choice's option as written, a number of a range."""
         if self.kind == "choice":
             return self.texts[self.choices.index(value)]
-        if self.kind == "intrange":
+        if self.kind == "intrange" or (isinstance(value, int) and not isinstance(value, bool)):
             return str(int(value))
-        return format(float(value), ".4g") if value not in (self.low, self.high) else _number_text(value)
+        return repr(float(value))  # the shortest text that reads back as the very number drawn
 
     def span_of(self, value: Any) -> Span | None:
         """Where `value` is written: its option, or the end of the range it is; else the whole space."""
@@ -359,10 +359,6 @@ class Dimension(BaseModel):
             if value == end:
                 return span
         return self.span
-
-
-def _number_text(v: float | int) -> str:
-    return str(v) if isinstance(v, int) else format(v, ".6g")
 
 
 class Plan(BaseModel):

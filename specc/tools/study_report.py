@@ -61,7 +61,7 @@ def write_report(study, study_dir: Path, plan: Plan, s: Settings) -> TuneResult:
     """trials.csv, best.model, best.keras and the plots of `study`, into `study_dir`; what it found."""
     trials = study.get_trials(deepcopy=False)
     rows = [_row(t, plan, study_dir.resolve()) for t in trials]
-    write_atomic(study_dir / "trials.csv", _csv(rows, [d.name for d in plan.space]))
+    write_atomic(study_dir / "trials.csv", _csv(rows, plan))
     result = TuneResult(study_dir, s.study, s.objective, s.direction, trials=rows)
     complete = [t for t in trials if t.state.name == "COMPLETE"]
     if complete:
@@ -96,7 +96,8 @@ def _row(t, plan: Plan, home: Path) -> dict[str, Any]:
         else None
     values = t.user_attrs.get("values") or {d.name: d.text_of(t.params[d.name]) for d in plan.space
                                             if d.name in t.params}
-    return {"number": t.number, "state": t.state.name, "objective": t.value, **values,
+    return {"number": t.number, "state": t.state.name, "objective": t.value,
+            **{column(k): v for k, v in values.items()},
             "seconds": round(seconds, 1) if seconds is not None else None, "epochs": t.user_attrs.get("epochs"),
             "pruned_at": t.user_attrs.get("pruned_at"), "run_dir": _where(t.user_attrs.get("run_dir"), home),
             "host": t.user_attrs.get("host"),
@@ -112,8 +113,18 @@ def _where(run_dir: str | None, home: Path) -> str | None:
     return path.relative_to(home).as_posix() if path.is_relative_to(home) else run_dir
 
 
-def _csv(rows: list[dict[str, Any]], names: list[str]) -> str:
-    columns = ["number", "state", "objective", *names, "seconds", "epochs", "pruned_at", "run_dir", "host", "error"]
+FIXED_COLUMNS = ["number", "state", "objective", "seconds", "epochs", "pruned_at", "run_dir", "host", "error"]
+
+
+def column(name: str) -> str:
+    """A space's column in trials.csv: its name, or `space NAME` where that is one of the table's own columns
+    (`let number = choice(...)`, `epochs: choice(...)`)."""
+    return f"space {name}" if name in FIXED_COLUMNS else name
+
+
+def _csv(rows: list[dict[str, Any]], plan: Plan) -> str:
+    spaces = [column(d.name) for d in plan.space]
+    columns = [*FIXED_COLUMNS[:3], *spaces, *FIXED_COLUMNS[3:]]
     out = io.StringIO()
     writer = csv.DictWriter(out, columns, extrasaction="ignore", lineterminator="\n")
     writer.writeheader()

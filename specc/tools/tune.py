@@ -24,9 +24,13 @@ running `specc tune` again continues the same study.
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import json
 import math
 import os
+import re
+import signal
 import socket
 import subprocess
 import sys
@@ -37,11 +41,11 @@ from pathlib import Path
 from typing import Any
 
 from specc.compile.check import compile_text
-from specc.compile.section_tune import default_objective, direction_of
-from specc.compile.space import grid, substitute
+from specc.compile.section_tune import default_objective, direction_of, storage_mistake, study_name_ok
+from specc.compile.space import grid, substitute, template
 from specc.core.artifacts import write_atomic
-from specc.core.errors import (DataError, Diagnostic, SpecError, TrainingError, UsageError, printable)
-from specc.core.plan import Dimension, Plan, TunePlan
+from specc.core.errors import DataError, Diagnostic, SpecError, TrainingError, UsageError, UserError, printable
+from specc.core.plan import PRUNERS, SAMPLERS, Dimension, Plan, TunePlan
 from specc.runtime.keras_env import import_keras
 from specc.train.rundir import safe_name
 from specc.tools.study_report import TuneResult, write_report
@@ -69,7 +73,8 @@ class Settings:
 
 def settings_of(plan: Plan, **overrides: Any) -> Settings:
     """The study's settings, checked against the spec: spaces to search, validation data for the objective, a
-    sampler that can search every space."""
+    sampler that can search every space; `overrides` (the command line's, the Python API's) checked as the section's
+    settings are."""
     if not plan.space:
         raise SpecError(plan.diag(
             "nothing to tune: the spec holds no search space", None,
@@ -85,13 +90,14 @@ def settings_of(plan: Plan, **overrides: Any) -> Settings:
         raise SpecError(plan.diag(
             f"`specc tune` needs validation data to compare trials by (`{tune.objective}`), and the spec has none",
             train.span("loss"), "add `validation_split: 0.1` (or `validation: kfold(5)`) to `train`"))
-    given = {k: v for k, v in overrides.items() if v is not None}
     stem = Path(plan.file).stem if not plan.file.startswith("<") else "spec"
     s = Settings(trials=tune.trials, timeout=tune.timeout, objective=tune.objective, direction=tune.direction,
                  sampler=tune.sampler, pruner=tune.pruner, workers=tune.workers, storage=tune.storage,
-                 study=tune.study or stem, seed=tune.seed)
-    for key, value in given.items():
-        setattr(s, key, value)
+                 study=tune.study or (stem if study_name_ok(stem) else "spec"), seed=tune.seed)
+    for key, value in overrides.items():
+        if value is not None:
+            _check_override(key, value)
+            setattr(s, key, value)
     if s.sampler == "grid":
         ranges = [d for d in plan.space if d.kind != "choice" and not grid(d)]
         if ranges:
@@ -99,7 +105,32 @@ def settings_of(plan: Plan, **overrides: Any) -> Settings:
                 f"the grid sampler tries every value, and `{ranges[0].name}` is a range of numbers "
                 f"(`{ranges[0].kind}`)", tune.span("sampler") or ranges[0].span,
                 "write it as a `choice(...)` of the values to try, or use `sampler: tpe`"))
+    if s.workers > 1 and plan.file.startswith("<"):
+        raise UsageError(Diagnostic("several workers run the spec from its file, and this spec has none",
+                                    file=plan.file, hint="save it and load it with `specc.load(path)`"))
     return s
+
+
+def _check_override(key: str, value: Any) -> None:
+    """A setting given on the command line or to `CompiledSpec.tune`, checked as the `tune` section's."""
+    problem = None
+    if key not in Settings.__dataclass_fields__:
+        problem = f"`{key}` is not a setting of a study: " + ", ".join(Settings.__dataclass_fields__)
+    elif key in ("trials", "workers") and (not isinstance(value, int) or value < 1):
+        problem = f"`{key}` is a whole number >= 1, got {value!r}"
+    elif key == "timeout" and (not isinstance(value, (int, float)) or not value > 0):
+        problem = f"`timeout` is a number of seconds > 0, got {value!r}"
+    elif key in ("sampler", "pruner", "direction"):
+        allowed = {"sampler": SAMPLERS, "pruner": PRUNERS, "direction": ("maximize", "minimize")}[key]
+        if value not in allowed:
+            problem = f"`{key}` is one of {', '.join(allowed)}, got {value!r}"
+    elif key == "study" and not study_name_ok(value):
+        problem = f"a study's name is letters, digits, `_`, `-` and `.`, got {value!r}"
+    elif key == "storage":
+        mistake = storage_mistake(value) if isinstance(value, str) else ("the storage is a URL", None)
+        problem = mistake[0] if mistake else None
+    if problem:
+        raise UsageError(Diagnostic(printable(problem, lines=False), file="specc tune"))
 
 
 def tune(plan: Plan, out: str | Path | None = None, verbose: int = 1, heartbeat: float = HEARTBEAT,
@@ -108,33 +139,39 @@ def tune(plan: Plan, out: str | Path | None = None, verbose: int = 1, heartbeat:
     `workers`, `storage`, `study`, `sampler`, `pruner`, `seed` replacing the `tune` section's. `worker`: one of
     the processes `workers: N` starts (it runs trials and leaves the report to the process that started it).
     `limit`: every trial trains on the first `limit` examples only (a quick study, as `specc run --limit`)."""
-    import optuna
-
     s = settings_of(plan, **overrides)
     study_dir = Path(out) if out is not None else Path("runs") / f"{safe_name(s.study)}-study"
-    url = _open_study_dir(study_dir, plan, s, worker)
-    study = _load_study(plan, s, url, heartbeat, seed_offset=os.getpid() % 1000 if worker else 0)
-    started = time.monotonic()
-    helpers = [] if worker else _start_workers(plan, s, study_dir, url, heartbeat, verbose, limit)
-    progress = _Progress(s, study, started, verbose)
+    identity = _identity(plan, s)
+    made = _check_study_dir(study_dir, identity, worker)
+    url = (os.environ.get(STORAGE_ENV) if worker else None) or s.storage or \
+        f"sqlite:///{(study_dir / 'study.db').resolve()}"
     try:
-        remaining = s.trials - _finished(study)
-        if remaining > 0:
-            study.optimize(_objective(plan, s, study_dir, progress, limit), timeout=s.timeout,
-                           n_trials=None if helpers or worker else remaining,
-                           callbacks=[optuna.study.MaxTrialsCallback(s.trials, states=_FINISHED)],
-                           catch=(_TrialFailed,), gc_after_trial=True)
-        elif verbose and not worker:
-            print(f"the study `{printable(s.study, lines=False)}` already has {s.trials} finished trials; "
-                  "raise `trials` (or pass --trials) to run more", flush=True)
+        _check_storage_is_the_study_dir_s(study_dir, url, s.storage is None)
+        study = _load_study(plan, s, url, heartbeat, seed_offset=os.getpid() % 1000 if worker else 0)
+        _claim(study, identity, url)
+    except UserError:
+        if made:  # nothing of ours is left behind: the folder, and the empty SQLite file a failed open makes
+            (study_dir / "study.db").unlink(missing_ok=True)
+            with contextlib.suppress(OSError):
+                study_dir.rmdir()
+        raise
+    if not worker and not (study_dir / "study.json").exists():
+        _write_study_info(study_dir, plan, s, url, identity)
+    helpers = [] if worker else _start_workers(plan, s, study_dir, url, heartbeat, verbose, limit, overrides)
+    try:
+        _optimize(study, plan, s, study_dir, _Progress(s, study, time.monotonic(), verbose), limit, worker)
     except KeyboardInterrupt:
         _stop(helpers)
         if not worker:
             write_report(study, study_dir, plan, s)
-            print(printable(f"specc: tuning interrupted; {_finished(study)} finished trials are kept in "
-                            f"{study_dir}; continue with `specc tune {plan.file}`"
-                            + (f" --out {study_dir}" if out is not None else ""), lines=False),
-                  file=sys.stderr, flush=True)
+            again = f"specc tune {plan.file}" + ("" if out is None else f" --out {study_dir}")
+            print(printable(f"specc: the study's {_finished(study, kept=True)} finished trials are kept in "
+                            f"{study_dir}; continue with `{again}`", lines=False), file=sys.stderr, flush=True)
+        raise
+    except UserError:
+        _stop(helpers)
+        if not worker:
+            write_report(study, study_dir, plan, s)
         raise
     _wait(helpers)
     if worker:
@@ -142,7 +179,21 @@ def tune(plan: Plan, out: str | Path | None = None, verbose: int = 1, heartbeat:
     return write_report(study, study_dir, plan, s)
 
 
-_FINISHED: tuple = ()  # set on first use: Optuna's finished trial states (importing Optuna is deferred)
+def _optimize(study, plan: Plan, s: Settings, study_dir: Path, progress: _Progress, limit: int | None,
+              worker: bool) -> None:
+    """Trials until the study has `trials` finished ones (every worker's), or the time budget is spent."""
+    if _finished(study) >= s.trials:
+        if not worker:
+            progress.say(f"the study `{s.study}` already has {s.trials} finished trials; raise `trials` (or pass "
+                         "--trials) to run more")
+        return
+
+    def enough(study, _trial) -> None:
+        if _finished(study) >= s.trials:
+            study.stop()
+
+    study.optimize(_objective(plan, s, study_dir, progress, limit), timeout=s.timeout, callbacks=[enough],
+                   catch=(_TrialFailed,), gc_after_trial=True)
 
 
 class _TrialFailed(Exception):
@@ -150,42 +201,96 @@ class _TrialFailed(Exception):
     trial (`error`), and the study goes on."""
 
 
-def _finished(study) -> int:
-    return len(study.get_trials(deepcopy=False, states=_FINISHED))
+def _finished(study, kept: bool = False) -> int:
+    """The trials that count towards `trials`: complete, pruned, and failed for a reason specc told (`error`); not
+    one interrupted or killed (its values run again, or the next trial takes its place). `kept`: complete and
+    pruned only."""
+    from optuna.trial import TrialState
+
+    states = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
+    return sum(1 for t in study.get_trials(deepcopy=False, states=states)
+               if t.state != TrialState.FAIL or (not kept and "error" in t.user_attrs))
 
 
 # --- the study directory and the storage ----------------------------------------------------------------------
 
 
-def _open_study_dir(study_dir: Path, plan: Plan, s: Settings, worker: bool) -> str:
-    """The study directory, made or reopened (a folder that holds something else is refused: nothing the user
-    wrote is touched), and the storage URL: `storage`, else SQLite inside it."""
+def _identity(plan: Plan, s: Settings) -> dict[str, Any]:
+    """What makes trials of one study comparable: its name, its spaces, and the spec around them (its text with
+    every space blanked: another `epochs` is another study)."""
+    blanked = template(plan.source, plan.space)
+    return {"study": s.study, "space": _space_json(plan.space), "objective": s.objective,
+            "spec_sha256": hashlib.sha256(blanked.encode("utf-8")).hexdigest()}
+
+
+def _check_study_dir(study_dir: Path, identity: dict[str, Any], worker: bool) -> bool:
+    """Refuse a folder that is not this study's (a file, another's files, another study, a changed spec): nothing
+    the user wrote is touched. Returns whether the folder was made now."""
     info_file = study_dir / "study.json"
-    if study_dir.exists() and not worker:
-        if not study_dir.is_dir():
-            raise UsageError(Diagnostic(f"{study_dir} is a file, not a study directory", file=str(study_dir),
-                                        hint="choose another --out"))
-        if not info_file.exists() and any(study_dir.iterdir()):
-            raise UsageError(Diagnostic(
-                f"{study_dir} holds files that are not a study's; nothing was written", file=str(study_dir),
-                hint="choose an empty or new folder with --out"))
-    url = os.environ.get(STORAGE_ENV) if worker else None
-    url = url or s.storage or f"sqlite:///{(study_dir / 'study.db').resolve()}"
-    if info_file.exists():
-        known = json.loads(info_file.read_text(encoding="utf-8"))
-        if known.get("study") != s.study or known.get("space") != _space_json(plan.space):
-            raise UsageError(Diagnostic(
-                f"{study_dir} holds the study `{known.get('study')}` of other spaces "
-                f"({', '.join(d['name'] for d in known.get('space', []))}); nothing was written",
-                file=str(info_file), hint="tune this spec into another folder with --out, or name another study"))
-    elif not worker:
-        study_dir.mkdir(parents=True, exist_ok=True)
-        write_atomic(info_file, json.dumps({
-            "spec": plan.file, "study": s.study, "storage": redact(url), "objective": s.objective,
-            "direction": s.direction, "sampler": s.sampler, "pruner": s.pruner, "trials": s.trials,
-            "space": _space_json(plan.space)}, indent=2) + "\n")
-        write_atomic(study_dir / "spec.model", plan.source)
-    return url
+    if study_dir.exists() and not study_dir.is_dir():
+        raise UsageError(Diagnostic(f"{study_dir} is a file, not a study directory", file=str(study_dir),
+                                    hint="choose another --out"))
+    if info_file.exists() or info_file.is_symlink():
+        known = _read_info(info_file)
+        for key, what in (("study", "the study"), ("space", "spaces"), ("objective", "objective"),
+                          ("spec_sha256", "spec")):
+            if known.get(key) != identity[key]:
+                raise UsageError(Diagnostic(
+                    f"{study_dir} holds the study `{known.get('study')}` of another {what}"
+                    + (" (the spec changed besides its spaces)" if key == "spec_sha256" else "")
+                    + "; nothing was written", file=str(info_file),
+                    hint="tune this spec into another folder with --out, or name another study"))
+        return False
+    if study_dir.is_dir() and any(study_dir.iterdir()) and not worker:
+        raise UsageError(Diagnostic(f"{study_dir} holds files that are not a study's; nothing was written",
+                                    file=str(study_dir), hint="choose an empty or new folder with --out"))
+    made = not study_dir.exists()
+    study_dir.mkdir(parents=True, exist_ok=True)
+    return made
+
+
+def _read_info(info_file: Path) -> dict[str, Any]:
+    """study.json, read as every file specc reads (bounded, checked); a `DataError` naming it when it is not one."""
+    from specc.core.files import read_json
+
+    known = read_json(info_file, "study description (study.json)")
+    if not isinstance(known, dict):
+        raise DataError(Diagnostic("study.json does not hold a study's description", file=str(info_file),
+                                   hint="tune into another folder with --out"))
+    return known
+
+
+def _check_storage_is_the_study_dir_s(study_dir: Path, url: str, default: bool) -> None:
+    """A study directory keeps the storage its study began in: another one would start another study in it."""
+    info_file = study_dir / "study.json"
+    if not info_file.exists():
+        return
+    known = _read_info(info_file).get("storage")
+    if known is not None and known != redact(url) and not (default and known.startswith("sqlite:///")
+                                                           and known.endswith("/study.db")):
+        raise UsageError(Diagnostic(
+            f"{study_dir}'s study is kept in {known}, and this run names {redact(url)}", file=str(info_file),
+            hint="pass `--storage` with the study's own URL, or tune into another folder with --out"))
+
+
+def _claim(study, identity: dict[str, Any], url: str) -> None:
+    """Mark the study in its storage as this spec's, or refuse one another spec made (workers on other machines
+    share only the storage)."""
+    theirs = study.user_attrs.get("specc")
+    if theirs is None:
+        study.set_user_attr("specc", identity)
+    elif theirs != identity:
+        differs = [k for k in identity if theirs.get(k) != identity[k]]
+        raise UsageError(Diagnostic(
+            f"the study `{identity['study']}` in {redact(url)} was made by another spec (its {', '.join(differs)} "
+            "differ); nothing was run", file="specc tune", hint="name another study (`study:` or --study)"))
+
+
+def _write_study_info(study_dir: Path, plan: Plan, s: Settings, url: str, identity: dict[str, Any]) -> None:
+    write_atomic(study_dir / "study.json", json.dumps({
+        **identity, "spec": plan.file, "storage": redact(url), "direction": s.direction, "sampler": s.sampler,
+        "pruner": s.pruner, "trials": s.trials}, indent=2) + "\n")
+    write_atomic(study_dir / "spec.model", plan.source)
 
 
 def _space_json(dims: list[Dimension]) -> list[dict[str, Any]]:
@@ -194,13 +299,9 @@ def _space_json(dims: list[Dimension]) -> list[dict[str, Any]]:
 
 
 def redact(url: str) -> str:
-    """A storage URL as it may be written or shown: without its password."""
-    try:
-        from sqlalchemy.engine import make_url
-
-        return make_url(url).render_as_string(hide_password=True)
-    except Exception:  # noqa: BLE001 - not a URL SQLAlchemy reads: said when the storage is opened
-        return url.split("@")[-1] if "@" in url else url
+    """A storage URL as it may be written or shown: its password (everything between the user's `:` and the last
+    `@` before the host, however many `@` it holds) replaced by `***`."""
+    return re.sub(r"^([A-Za-z][A-Za-z0-9+.-]*://[^:/@]*):[^/]*@", r"\1:***@", url)
 
 
 def _load_study(plan: Plan, s: Settings, url: str, heartbeat: float, seed_offset: int):
@@ -209,8 +310,6 @@ def _load_study(plan: Plan, s: Settings, url: str, heartbeat: float, seed_offset
     from optuna.exceptions import ExperimentalWarning
     from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
 
-    global _FINISHED
-    _FINISHED = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED, optuna.trial.TrialState.FAIL)
     optuna.logging.set_verbosity(optuna.logging.ERROR)  # specc prints its own line per trial
     warnings.filterwarnings("ignore", category=ExperimentalWarning)
     url = _with_driver(url)
@@ -303,6 +402,9 @@ def _objective(plan: Plan, s: Settings, study_dir: Path, progress: _Progress, li
             trial.set_user_attr("error", reason)
             progress.failed(trial.number, reason, time.monotonic() - began)
             raise _TrialFailed(reason) from None
+        except DataError as err:  # the data fails every trial alike: the study stops, with the reason kept
+            trial.set_user_attr("error", err.render())
+            raise
         trial.set_user_attr("epochs", epochs)
         if pruned_at is not None:
             trial.set_user_attr("pruned_at", pruned_at)
@@ -425,16 +527,19 @@ def _duration(seconds: float) -> str:
 
 
 def _start_workers(plan: Plan, s: Settings, study_dir: Path, url: str, heartbeat: float, verbose: int,
-                   limit: int | None) -> list[subprocess.Popen]:
-    """`workers: N`: N - 1 more processes running trials of the same study (this one is the N-th)."""
+                   limit: int | None, overrides: dict[str, Any]) -> list[subprocess.Popen]:
+    """`workers: N`: N - 1 more processes running trials of the same study (this one is the N-th), with this one's
+    settings. They run in a session of their own: Ctrl-C reaches this process, which passes it on (`_stop`)."""
     if s.workers <= 1:
         return []
+    given = {k: v for k, v in overrides.items() if v is not None and k in ("sampler", "pruner", "seed")}
     command = [sys.executable, "-m", "specc", "tune", plan.file, "--worker", "--out", str(study_dir),
                "--study", s.study, "--trials", str(s.trials), "--heartbeat", str(heartbeat),
                *(["--timeout", str(s.timeout)] if s.timeout is not None else []), *([] if verbose else ["--quiet"]),
-               *(["--limit", str(limit)] if limit else [])]
+               *(["--limit", str(limit)] if limit else []),
+               *(a for k, v in given.items() for a in (f"--{k}", str(v)))]
     env = {**os.environ, STORAGE_ENV: url}
-    return [subprocess.Popen(command, env=env) for _ in range(s.workers - 1)]
+    return [subprocess.Popen(command, env=env, start_new_session=True) for _ in range(s.workers - 1)]
 
 
 def _wait(helpers: list[subprocess.Popen]) -> None:
@@ -443,14 +548,17 @@ def _wait(helpers: list[subprocess.Popen]) -> None:
 
 
 def _stop(helpers: list[subprocess.Popen]) -> None:
+    """Ctrl-C passed on to the workers: each fails its trial in progress and ends; one that does not within 30 s is
+    killed (its trial is then failed by its heartbeat)."""
     for p in helpers:
         if p.poll() is None:
-            p.terminate()
+            p.send_signal(signal.SIGINT)
     for p in helpers:
         try:
             p.wait(timeout=30)
         except subprocess.TimeoutExpired:
             p.kill()
+            p.wait()
 
 
 # --- the space, for `specc summary` ---------------------------------------------------------------------------
@@ -465,7 +573,7 @@ def describe_space(plan: Plan) -> dict[str, Any]:
 
     params = {label: summarize(plan_at(plan, corner(plan.space, largest)))[1]
               for label, largest in (("smallest", False), ("largest", True))}
-    return {"space": [{"name": d.name, "kind": d.kind, "written": d.written,
+    return {"space": [{"name": d.name, "kind": d.kind, "written": " ".join(d.written.split()),
                        "default": d.text_of(d.default) if d.kind == "choice" else text_of_number(d.default)}
                       for d in plan.space],
             "params": {"default": summarize(plan)[1], **params}}
@@ -474,7 +582,9 @@ def describe_space(plan: Plan) -> dict[str, Any]:
 def format_space(described: dict[str, Any]) -> str:
     rows = [("space", "values", "default")] + [(d["name"], d["written"], d["default"]) for d in described["space"]]
     widths = [max(len(r[i]) for r in rows) for i in range(3)]
-    lines = [f"search space: {len(described['space'])} values for `specc tune` (the table above is at the defaults)"]
+    count = len(described["space"])
+    lines = [f"search space: {count} value{'' if count == 1 else 's'} for `specc tune` (the table above is at the "
+             "defaults)"]
     lines += ["  " + "  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows]
     p = described["params"]
     lines.append(f"params: {p['default']:,} at the defaults; {p['smallest']:,} with every number at its smallest, "

@@ -342,13 +342,14 @@ def fit_options(plan: Plan) -> dict[str, Any]:
 
 def run_plan(plan: Plan, out: str | Path | None = None, epochs: int | None = None, limit: int | None = None,
              verbose: int | str | None = None, force: bool = False, resume: str | Path | None = None,
-             callbacks: list | None = None, claimed: RunDir | None = None) -> RunResult:
+             callbacks: list | None = None, claimed: RunDir | None = None, say_kept: bool = True) -> RunResult:
     """Train, evaluate and save; with `resume` (a run directory), continue that run from its last checkpoint
     with the settings it started with. `callbacks` (Keras callbacks) run before specc's own.
 
     The run directory is claimed (locked, and refused if it is not a run's or holds one, `specc.train.rundir`) before
     anything is loaded or trained, and held until the run ends; `claimed`: a claim already made
-    (`claim_run_dir`). A full disk or another failed write, and Ctrl-C, say what was kept and how to go on.
+    (`claim_run_dir`). A full disk or another failed write, and Ctrl-C, say what was kept and how to go on (Ctrl-C:
+    unless `say_kept` is false, for a caller that says it in its own terms: `specc tune`'s trials).
     Raises `SpecError`/`DataError`/`UsageError` for user mistakes, a `TrainingError` (`DeviceError`,
     `DivergedError`, `OutOfMemoryError`) for a run that failed."""
     if plan.train is None:
@@ -359,7 +360,7 @@ def run_plan(plan: Plan, out: str | Path | None = None, epochs: int | None = Non
     run = claimed if claimed is not None else claim_run_dir(out, plan.file, force, resume)
     try:
         out_dir = run.path if run is not None else process_out_dir(Path(resume or out or "runs"))
-        with _saying_what_was_kept(out_dir, plan, run):
+        with _saying_what_was_kept(out_dir, plan, run, say_kept):
             return _run_plan(plan, run, out_dir, epochs, limit, verbose, resume, callbacks)
     finally:
         if run is not None:
@@ -367,15 +368,16 @@ def run_plan(plan: Plan, out: str | Path | None = None, epochs: int | None = Non
 
 
 @contextmanager
-def _saying_what_was_kept(out_dir: Path, plan: Plan, run: RunDir | None):
+def _saying_what_was_kept(out_dir: Path, plan: Plan, run: RunDir | None, say: bool = True):
     """Ctrl-C and failed writes (a full disk, a quota, a read-only or vanished folder) end a run with what it
     kept and how to go on: a line on stderr before the KeyboardInterrupt goes on, a `DataError` for an OSError."""
     try:
         yield
     except KeyboardInterrupt:
-        kept, action = _how_to_go_on(out_dir, plan, run)
-        print(printable(f"specc: interrupted; {kept}" + (f"; {action}" if action else ""), lines=False),
-              file=sys.stderr, flush=True)
+        if say:
+            kept, action = _how_to_go_on(out_dir, plan, run)
+            print(printable(f"specc: interrupted; {kept}" + (f"; {action}" if action else ""), lines=False),
+                  file=sys.stderr, flush=True)
         raise
     except OSError as err:
         raise _failed_write(err, out_dir, plan, run) from None
