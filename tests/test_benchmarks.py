@@ -35,3 +35,50 @@ def test_speed_benchmark_runs_every_side(tmp_path):
         assert all(a > 0.3 for a in r["accuracy"].values()), (model, r["accuracy"])
         # specc and the hand-written Keras model train the same network from the same seed
         assert abs(r["accuracy"]["specc"] - r["accuracy"]["keras"]) < 0.05, (model, r["accuracy"])
+
+
+@pytest.mark.slow  # about 10 minutes on two shared cores: 4 checks, one run and 13 short trials in 7 studies
+def test_tune_benchmark_measures_every_figure(data_dir, tmp_path):
+    out = tmp_path / "tune.json"
+    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "tune.py"), "--quick", "--json", str(out)],
+                          capture_output=True, text=True, timeout=1800, cwd=ROOT)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    r = json.loads(out.read_text())
+    # (a) the spec is checked at the default, 9 probes (4 other widths, gelu, 2 ends of each range) and 2 corners
+    check = r["check"]
+    assert check["points"] == 12 and check["rounds"] == 2
+    for way in ("command", "in_process"):
+        f = check[way]
+        assert all(len(f[side]["seconds"]) == (2 if way == "command" else 10) and f[side]["median"] > 0
+                   for side in ("with_spaces", "without"))
+        assert f["ratio"] == pytest.approx(f["with_spaces"]["median"] / f["without"]["median"])
+    assert check["in_process"]["ratio"] > 1  # 12 checks with shapes against one without
+    # (b) two trials of the shipped example against the untuned spec, on 1,000 examples
+    ex = r["example"]
+    assert ex["trials"] == 2 and ex["limit"] == 1000 and ex["study_seconds"] > 0
+    assert 0.3 < ex["untuned"]["test_accuracy"] <= 1 and ex["untuned"]["epochs"] == 3
+    best = ex["best"]
+    assert best["trial"] in (0, 1) and 0.3 < best["objective"] <= 1 and 0.3 < best["test_accuracy"] <= 1
+    assert 0 < best["finished_after_seconds"] <= ex["study_seconds"]
+    assert set(best["values"]) == set(r["spaces"]) == {"width", "dense.activation", "dropout.rate",
+                                                        "adam.learning_rate"}
+    assert ex["test_accuracy_gain"] == pytest.approx(best["test_accuracy"] - ex["untuned"]["test_accuracy"])
+    # (c) the same four trials' worth with and without the median pruner: never more epochs with it
+    pr = r["pruning"]
+    assert pr["trials"] == 4 and pr["epochs_per_trial"] == 3
+    assert pr["none"]["epochs"] == 12 and pr["none"]["states"]["PRUNED"] == 0
+    assert 9 <= pr["median"]["epochs"] <= 12 and pr["median"]["trials"] == 4  # the first 3 trials are never pruned
+    assert 0 <= pr["epochs_saved"] < 1 and pr["seconds_ratio"] > 0
+    assert all(0.3 < pr[p]["best"] <= 1 for p in ("median", "none"))
+    # (d) one process, two on SQLite, two on PostgreSQL (when installed): trials per minute, no trial twice
+    w = r["workers"]
+    assert w["trials"] == 3 and w["one"]["ratio"] == 1
+    for key in ("one", "sqlite_2", "postgresql_2"):
+        f = w[key]
+        if key == "postgresql_2" and "skipped" in f:
+            assert "PostgreSQL" in f["skipped"] or "psycopg2" in f["skipped"], f
+            continue
+        assert f["finished"] >= 3 and f["numbers_unique"] and f["per_minute"] > 0 and f["ratio"] > 0, (key, f)
+    assert w["sqlite_2"]["run_dirs_unique"]
+    if "seconds" in w["postgresql_2"]:
+        assert w["postgresql_2"]["every_trial_run_once"] and all(n > 0 for n in w["postgresql_2"]["per_process"])
