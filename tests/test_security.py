@@ -42,6 +42,10 @@ ALLOWED = {
                                    "through, and literal_eval evaluates literals, never code",
     ("emit.py", "compile"): "compiles the generated Python to check its syntax; never executes it",
     ("graph.py", "subprocess"): "runs Graphviz `dot` with a fixed argument list (no shell); the graph goes to its stdin",
+    ("tune.py", "subprocess"): "`workers: N` starts N - 1 copies of `python -m specc tune` on the spec's own path with "
+                               "a fixed argument list (no shell); the storage URL goes through the environment",
+    ("tune.py", "Popen"): "the same worker processes (`subprocess.Popen`, a list of arguments, no shell)",
+    ("tune.py", "importlib"): "`importlib.util.find_spec` asks which PostgreSQL driver is installed; it imports nothing",
 }
 
 

@@ -108,6 +108,7 @@ def test_a_study_writes_runs_a_table_the_best_spec_its_model_and_plots_and_conti
     assert "trial 3: width=" in out.stdout and "best: trial" in out.stdout
 
 
+@pytest.mark.slow  # issue 16: in the documented slow set (the suite's 20-minute budget)
 def test_pruned_trials_stop_early_and_failed_trials_are_recorded_and_the_study_goes_on(data_dir, tmp_path):
     # A learning rate of 1e-7 learns nothing: once three trials are finished, such a trial is below their median
     # after its second epoch and is pruned. A learning rate of 1e30 overflows the weights (NaN): the trial fails
@@ -130,8 +131,9 @@ def test_pruned_trials_stop_early_and_failed_trials_are_recorded_and_the_study_g
     assert "pruned after epoch" in out.stdout and "the study goes on" in out.stdout
 
 
+@pytest.mark.slow  # issue 16: in the documented slow set (the suite's 20-minute budget)
 def test_two_workers_share_one_sqlite_study_and_never_run_a_trial_twice(data_dir, tmp_path):
-    path = write_spec(tmp_path, trials=4, text=SPEC.replace("trials: TRIALS", "trials: TRIALS\n  workers: 2"))
+    path = write_spec(tmp_path, trials=4, text=SPEC.replace("trials: TRIALS", "trials: TRIALS\n  workers: 2\n  pruner: none"))
     out = specc_cli("tune", str(path), "--out", "study", "--limit", LIMIT, cwd=tmp_path)
     assert out.returncode == 0, out.stderr
     rows = trials_table(tmp_path / "study")
@@ -161,6 +163,7 @@ def test_workers_on_postgresql_share_the_study(data_dir, tmp_path, postgres_url)
     assert "password" not in (tmp_path / "machine0" / "study.json").read_text()
 
 
+@pytest.mark.slow  # issue 16: in the documented slow set (the suite's 20-minute budget)
 def test_a_killed_worker_s_trial_is_failed_by_its_heartbeat_and_retried_and_ctrl_c_stops_cleanly(data_dir, tmp_path):
     path = write_spec(tmp_path, trials=3, text=SPEC.replace("epochs: 2", "epochs: 30"))
     args = [sys.executable, "-m", "specc", "tune", str(path), "--out", "study", "--heartbeat", "1", "--limit", LIMIT]
@@ -210,6 +213,41 @@ def test_mistakes_are_said_before_any_trial(data_dir, tmp_path):
     with pytest.raises(UsageError, match="not a study's"):
         specc.load(write_spec(tmp_path)).tune(out=tmp_path / "mine")
     assert (tmp_path / "mine" / "notes.txt").read_text() == "mine"
-    out = specc_cli("tune", str(write_spec(tmp_path)), "--storage", "postgresql://nobody@127.0.0.1:1/none",
+    out = specc_cli("tune", str(write_spec(tmp_path)), "--storage", "postgresql://nobody:p@ss@127.0.0.1:1/none",
+                    "--out", "s3", cwd=tmp_path)
+    assert out.returncode == 2 and "`%40`" in out.stderr and "ss@" not in out.stderr and not (tmp_path / "s3").exists()
+    out = specc_cli("tune", str(write_spec(tmp_path)), "--storage", "postgresql://nobody:secret@127.0.0.1:1/none",
                     "--out", "s3", cwd=tmp_path)
     assert out.returncode == 2 and "cannot open the study's storage" in out.stderr and "Traceback" not in out.stderr
+    assert "secret" not in out.stderr and not (tmp_path / "s3").exists()  # no password shown, nothing left behind
+    for bad, said in ((["--storage", ""], "database URL"), (["--study", "../x y"], "a study's name"),
+                      (["--sampler", "tpee"], "`sampler` is one of")):
+        out = specc_cli("tune", str(write_spec(tmp_path)), "--out", "s4", *bad, cwd=tmp_path)
+        assert out.returncode == 2 and said in out.stderr, out.stderr
+
+
+def test_a_study_folder_is_only_ever_continued_by_its_own_spec(tmp_path):
+    from specc.tools.tune import _identity, settings_of
+
+    path = write_spec(tmp_path)
+    plan = specc.load(path).plan
+    study = tmp_path / "study"
+    study.mkdir()
+    (study / "study.json").write_text(json.dumps({**_identity(plan, settings_of(plan)), "storage": "sqlite:///x"}))
+    (tmp_path / "b").mkdir()
+    changed = specc.load(write_spec(tmp_path / "b", text=SPEC.replace("epochs: 2", "epochs: 3")))
+    with pytest.raises(UsageError, match="the spec changed besides its spaces"):
+        changed.tune(out=study)
+    with pytest.raises(UsageError, match="is kept in sqlite:///x"):
+        specc.load(path).tune(out=study, storage="sqlite:////tmp/elsewhere.db")
+    (study / "study.json").write_text("{not json")
+    with pytest.raises(specc.DataError, match="not valid JSON"):
+        specc.load(path).tune(out=study)
+    assert sorted(p.name for p in study.iterdir()) == ["study.json"]
+
+
+def test_trials_csv_columns_of_spaces_never_take_the_table_s_own():
+    from specc.tools.study_report import FIXED_COLUMNS, column
+
+    assert column("epochs") == "space epochs" and column("number") == "space number" and column("width") == "width"
+    assert all(column(c) not in FIXED_COLUMNS for c in FIXED_COLUMNS)

@@ -296,6 +296,9 @@ def storage_mistake(v: str) -> tuple[str, str | None] | None:
                 'for a SQLite file: `storage: "sqlite:///study.db"`; for PostgreSQL: '
                 '`storage: "postgresql://user@host/db"`')
     dialect = url[1].lower()
+    if v.partition("://")[2].split("/")[0].count("@") > 1:
+        return ("the URL holds `@` more than once before its host: a `@` in a password is written `%40`",
+                "write the password with `%40` for each `@` in it")
     if dialect == "postgres":
         return ("SQLAlchemy, which Optuna keeps a study with, spells PostgreSQL `postgresql://`, not `postgres://`",
                 f'`storage: "postgresql{v[len(url[1]):]}"`')

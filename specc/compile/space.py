@@ -45,6 +45,7 @@ SPACE_KINDS: dict[str, str] = {
 
 MAX_CHOICES = 64  # options of one choice
 MAX_SPACES = 32  # spaces in one spec
+MAX_POINTS = 128  # points `check_spaces` checks besides the default and the corners, before it checks ends only
 
 Point = dict[str, Any]  # a value for each space, by name
 
@@ -375,6 +376,13 @@ def grid(d: Dimension) -> list[int]:
     return list(range(int(d.low), int(d.high) + 1, d.step))
 
 
+def _values(d: Dimension) -> list[Any]:
+    values: list[Any] = list(d.choices) if d.kind == "choice" else grid(d) or [d.low, d.high]
+    if d.kind in ("uniform", "loguniform"):
+        values.append(_inside(d))  # a value that is not whole: where a whole number is needed, a draw breaks
+    return values
+
+
 def _inside(d: Dimension) -> float:
     """A number a third of the way into a float range: not whole, unlike the ends and the middle of `uniform(1, 3)`."""
     assert d.low is not None and d.high is not None
@@ -385,13 +393,14 @@ def _inside(d: Dimension) -> float:
 
 def probes(dims: list[Dimension]) -> Iterator[tuple[Point, Dimension, Any]]:
     """The points checked besides the default: each other value of a choice and each end of a range (the other
-    spaces at their defaults; every value of a short `intrange`), with the space and value that make each differ."""
+    spaces at their defaults; every value of a short `intrange`), with the space and value that make each differ.
+    More than `MAX_POINTS` in all: a choice's or grid's first and last values only, so that a check stays quick."""
     base = default_point(dims)
+    every = {d.name: _values(d) for d in dims}
+    if sum(len(v) for v in every.values()) > MAX_POINTS:
+        every = {name: values if len(values) <= 3 else [values[0], values[-1]] for name, values in every.items()}
     for d in dims:
-        values: list[Any] = d.choices if d.kind == "choice" else grid(d) or [d.low, d.high]
-        if d.kind in ("uniform", "loguniform"):
-            values.append(_inside(d))  # a value that is not whole: where a whole number is needed, a draw breaks
-        for v in values:
+        for v in every[d.name]:
             if v != d.default:
                 yield {**base, d.name: v}, d, v
 

@@ -113,7 +113,7 @@ def settings_of(plan: Plan, **overrides: Any) -> Settings:
 
 def _check_override(key: str, value: Any) -> None:
     """A setting given on the command line or to `CompiledSpec.tune`, checked as the `tune` section's."""
-    problem = None
+    problem, hint = None, None
     if key not in Settings.__dataclass_fields__:
         problem = f"`{key}` is not a setting of a study: " + ", ".join(Settings.__dataclass_fields__)
     elif key in ("trials", "workers") and (not isinstance(value, int) or value < 1):
@@ -128,9 +128,9 @@ def _check_override(key: str, value: Any) -> None:
         problem = f"a study's name is letters, digits, `_`, `-` and `.`, got {value!r}"
     elif key == "storage":
         mistake = storage_mistake(value) if isinstance(value, str) else ("the storage is a URL", None)
-        problem = mistake[0] if mistake else None
+        problem, hint = mistake if mistake else (None, None)
     if problem:
-        raise UsageError(Diagnostic(printable(problem, lines=False), file="specc tune"))
+        raise UsageError(Diagnostic(printable(problem, lines=False), file="specc tune", hint=hint))
 
 
 def tune(plan: Plan, out: str | Path | None = None, verbose: int = 1, heartbeat: float = HEARTBEAT,
