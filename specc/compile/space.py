@@ -259,33 +259,15 @@ def _choice(call: n.Call, name: str, src: Source, text: Callable[[n.Span | None]
                      value_spans=[a.span for a in call.args if a.span is not None])
 
 
+_EXAMPLES = {"uniform": "uniform(0.0, 0.5)", "loguniform": "loguniform(1e-4, 1e-2)",
+             "intrange": "intrange(32, 256, step=32)"}
+
+
 def _range(call: n.Call, name: str, src: Source, kwargs: dict[str, n.Kwarg]) -> Dimension:
+    """`uniform`, `loguniform` or `intrange` as written: its ends, its step, its default."""
     kind = call.func
-    example = {"uniform": "uniform(0.0, 0.5)", "loguniform": "loguniform(1e-4, 1e-2)",
-               "intrange": "intrange(32, 256, step=32)"}[kind]
-    if len(call.args) != 2:
-        raise src.error(f"`{kind}` takes its two ends, low and high, got {len(call.args)} values",
-                        call.name_span or call.span, f"write `{example}`")
-    ends = [_number(a) for a in call.args]
-    for a, v in zip(call.args, ends):
-        if v is None:
-            raise src.error(f"the ends of `{kind}` are numbers written in it", a.span, f"write `{example}`")
-    low, high = ends
-    assert low is not None and high is not None
-    step: int | None = None
-    if kind == "intrange":
-        step_kw = kwargs.get("step")
-        given = _number(step_kw.value) if step_kw else 1
-        for a, v in [*zip(call.args, ends), *([(step_kw.value, given)] if step_kw else [])]:
-            if not isinstance(v, int):
-                raise src.error(f"`intrange` takes whole numbers, got `{_slicer(src.text)(a.span)}`", a.span,
-                                "use `uniform` for a range of fractions")
-        step = int(given) if given is not None else None
-        if step is None or step < 1:
-            raise src.error("`step` is a whole number >= 1", step_kw.value.span if step_kw else call.span)
-        if (high - low) % step:
-            raise src.error(f"the range {low}..{high} is not a whole number of steps of {step}", call.args[1].span,
-                            f"end it at {low + (high - low) // step * step} or {low + ((high - low) // step + 1) * step}")
+    low, high = _ends(call, src)
+    step = _step(call, src, low, high, kwargs.get("step")) if kind == "intrange" else None
     if not low < high:
         raise src.error(f"the low end {text_of_number(low)} is not below the high end {text_of_number(high)}",
                         call.args[0].span, f"write the ends in order: `{kind}(low, high)`")
@@ -293,18 +275,50 @@ def _range(call: n.Call, name: str, src: Source, kwargs: dict[str, n.Kwarg]) -> 
         raise src.error(f"a log scale needs ends above 0, got {text_of_number(low)}", call.args[0].span,
                         "use `uniform` for a range that starts at 0 or below")
     default_kw = kwargs.get("default")
-    default: int | float | None
-    if default_kw is None:
-        default = _middle(kind, low, high, step)
-    else:
-        default = _number(default_kw.value)
-        if default is None or not low <= default <= high or (step and (default - low) % step):
-            raise src.error(f"the default {text_of_number(default) if default is not None else 'value'} is not in "
-                            f"the range", default_kw.value.span,
-                            f"choose a number from {text_of_number(low)} to {text_of_number(high)}"
-                            + (f" on the grid of {step}" if step and step > 1 else ""))
+    default = _middle(kind, low, high, step) if default_kw is None else _range_default(default_kw, src, low, high, step)
     return Dimension(name=name, kind=kind, low=low, high=high, step=step, default=default, span=call.span,
                      value_spans=[a.span for a in call.args if a.span is not None])
+
+
+def _ends(call: n.Call, src: Source) -> tuple[int | float, int | float]:
+    if len(call.args) != 2:
+        raise src.error(f"`{call.func}` takes its two ends, low and high, got {len(call.args)} values",
+                        call.name_span or call.span, f"write `{_EXAMPLES[call.func]}`")
+    ends = [_number(a) for a in call.args]
+    for a, v in zip(call.args, ends):
+        if v is None:
+            raise src.error(f"the ends of `{call.func}` are numbers written in it", a.span,
+                            f"write `{_EXAMPLES[call.func]}`")
+    low, high = ends
+    assert low is not None and high is not None
+    return low, high
+
+
+def _step(call: n.Call, src: Source, low: int | float, high: int | float, step_kw: n.Kwarg | None) -> int:
+    """`intrange`'s grid: whole ends, a whole step >= 1 that divides the range."""
+    given = _number(step_kw.value) if step_kw else 1
+    for a, v in [*zip(call.args, (low, high)), *([(step_kw.value, given)] if step_kw else [])]:
+        if not isinstance(v, int):
+            raise src.error(f"`intrange` takes whole numbers, got `{_slicer(src.text)(a.span)}`", a.span,
+                            "use `uniform` for a range of fractions")
+    step = int(given) if given is not None else 0
+    if step < 1:
+        raise src.error("`step` is a whole number >= 1", step_kw.value.span if step_kw else call.span)
+    if (high - low) % step:
+        raise src.error(f"the range {low}..{high} is not a whole number of steps of {step}", call.args[1].span,
+                        f"end it at {low + (high - low) // step * step} or {low + ((high - low) // step + 1) * step}")
+    return step
+
+
+def _range_default(default_kw: n.Kwarg, src: Source, low: int | float, high: int | float,
+                   step: int | None) -> int | float:
+    default = _number(default_kw.value)
+    if default is None or not low <= default <= high or (step and (default - low) % step):
+        raise src.error(f"the default {text_of_number(default) if default is not None else 'value'} is not in "
+                        f"the range", default_kw.value.span,
+                        f"choose a number from {text_of_number(low)} to {text_of_number(high)}"
+                        + (f" on the grid of {step}" if step and step > 1 else ""))
+    return default
 
 
 def _middle(kind: str, low: float, high: float, step: int | None) -> float | int:
