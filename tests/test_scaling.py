@@ -27,6 +27,7 @@ def _scaling():
     return module
 
 
+@pytest.mark.slow  # a benchmark's smoke test, like benchmarks/speed.py's: the suite's 20-minute budget
 def test_quick_run_prints_the_table_the_fit_and_the_plot(tmp_path, capsys):
     scaling = _scaling()
     plot, data = tmp_path / "scaling.png", tmp_path / "scaling.json"
@@ -45,6 +46,7 @@ def test_quick_run_prints_the_table_the_fit_and_the_plot(tmp_path, capsys):
     assert peak[32] < 8 * peak[8]
 
 
+@pytest.mark.slow  # a benchmark's smoke test, like benchmarks/speed.py's: the suite's 20-minute budget
 def test_each_size_in_its_own_process_with_cli_timings():
     out = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "scaling.py"), "--quick", "--isolate", "--cli",
                           "--family", "chain", "--sizes", "6"], capture_output=True, text=True, cwd=ROOT, timeout=300,

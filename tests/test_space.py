@@ -215,19 +215,22 @@ def test_an_astronomical_intrange_is_checked_at_its_ends_without_listing_it():
     assert "would have" in err.value.render() and "100000000000000" in err.value.render()
 
 
-def test_diff_of_a_spec_and_its_chosen_values_lists_exactly_the_chosen_values(tmp_path):
+def test_diff_of_a_spec_and_its_chosen_values_lists_exactly_the_chosen_values():
+    from specc.tools.diff import diff_plans, render_diff
+
     plan = specc.loads(MLP, "t.model").plan
     point = {**default_point(plan.space), "width": 128, "dense.activation": "gelu"}
-    (tmp_path / "a.model").write_text(MLP)
-    (tmp_path / "b.model").write_text(substitute(MLP, plan.space, point))
-    out = subprocess.run([sys.executable, "-m", "specc", "diff", "a.model", "b.model", "--format", "json"],
-                         cwd=tmp_path, capture_output=True, text=True)
-    assert out.returncode in (0, 1), out.stderr
-    space = {c["space"]: (c["old"], c["new"]) for c in json.loads(out.stdout)["space"]}
-    assert space == {d.name: (d.written, d.text_of(point[d.name])) for d in plan.space}
+    chosen = specc.loads(substitute(MLP, plan.space, point), "b.model").plan
+    d = diff_plans(plan, chosen, "a.model", "b.model")
+    assert {c.name: (c.old, c.new) for c in d.space} == {x.name: (x.written, x.text_of(point[x.name]))
+                                                         for x in plan.space}
+    assert "search space width: choice(64, 128, 256) -> 128" in render_diff(d)
+    assert d.to_dict()["space"][0] == {"space": "width", "old": "choice(64, 128, 256)", "new": "128"}
 
 
 def test_summary_shows_the_space_and_the_parameter_count_at_its_corners(tmp_path):
+    from specc.tools.tune import describe_space, format_space
+
     (tmp_path / "t.model").write_text(MLP)
     out = subprocess.run([sys.executable, "-m", "specc", "summary", "t.model", "--no-cost", "--format", "json"],
                          cwd=tmp_path, capture_output=True, text=True)
@@ -239,8 +242,7 @@ def test_summary_shows_the_space_and_the_parameter_count_at_its_corners(tmp_path
     large = 784 * 256 + 256 + 256 * 64 + 64 + 64 * 10 + 10
     assert described["params"] == {"default": 784 * 64 + 64 + 64 * 32 + 32 + 32 * 10 + 10, "smallest": small,
                                    "largest": large}
-    text = subprocess.run([sys.executable, "-m", "specc", "summary", "t.model", "--no-cost"], cwd=tmp_path,
-                          capture_output=True, text=True).stdout
+    text = format_space(describe_space(specc.loads(MLP, "t.model").plan))
     assert "search space: 6 values" in text and f"{large:,} at its largest" in text
 
 

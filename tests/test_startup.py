@@ -158,6 +158,7 @@ def test_unwritable_cache_folder_runs_without_the_jax_cache(tmp_path):
 # --- the benchmark ----------------------------------------------------------------------------------
 
 
+@pytest.mark.slow  # a benchmark's smoke test, like benchmarks/speed.py's: the suite's 20-minute budget
 def test_startup_benchmark_runs_quick(tmp_path, data_dir):
     out = tmp_path / "startup.json"
     done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "startup.py"), "--quick", "--json", str(out)],
