@@ -34,6 +34,7 @@ from typing import Any, Callable, Iterator
 from specc.core import nodes as n
 from specc.core.errors import Diagnostic, Source, SpecError, did_you_mean
 from specc.core.plan import Dimension, Plan
+from specc.lang.edits import apply_edits, bounds, line_starts
 
 #: The spaces, by the name a spec calls them with, and what each is, for messages and `docs/language.md`.
 SPACE_KINDS: dict[str, str] = {
@@ -346,21 +347,15 @@ def text_of_number(v: Any) -> str:
 
 def _slicer(text: str) -> Callable[[n.Span | None], str]:
     """The source text a span covers."""
-    starts = [0]
-    for i, ch in enumerate(text):
-        if ch == "\n":
-            starts.append(i + 1)
+    starts = line_starts(text)
 
     def cut(span: n.Span | None) -> str:
         if span is None:
             return ""
-        return text[_offset(starts, span.line, span.col):_offset(starts, span.end_line, span.end_col)]
+        start, end = bounds(starts, span)
+        return text[start:end]
 
     return cut
-
-
-def _offset(starts: list[int], line: int, col: int) -> int:
-    return starts[line - 1] + col - 1
 
 
 # --- points ---------------------------------------------------------------------------------------------------
@@ -423,28 +418,17 @@ def substitute(text: str, dims: list[Dimension], point: Point) -> str:
     """The spec text with each space replaced by its value in `point` as spec text; nothing else changes. A space
     written over several lines leaves as many line breaks after its value, so that every later line keeps its number
     (an error in a trial's spec points at the user's line)."""
-    starts = _line_starts(text)
+    starts = line_starts(text)
     newline = "\r\n" if "\r\n" in text else "\n"
-    edits = []
-    for d in dims:
-        if d.span is None:
-            continue
-        value = d.text_of(point[d.name]) + newline * (d.span.end_line - d.span.line)
-        edits.append((_offset(starts, d.span.line, d.span.col), _offset(starts, d.span.end_line, d.span.end_col), value))
-    for start, end, value in sorted(edits, reverse=True):
-        text = text[:start] + value + text[end:]
-    return text
+    return apply_edits(text, [(*bounds(starts, d.span), d.text_of(point[d.name]) + newline * (d.span.end_line - d.span.line))
+                              for d in dims if d.span is not None])
 
 
 def template(text: str, dims: list[Dimension]) -> str:
     """The spec text with each space replaced by its name in braces, `{width}`: what stays the same for every
     point of the space (`specc tune` tells a changed spec from a study's by it)."""
-    starts = _line_starts(text)
-    for d in sorted((d for d in dims if d.span), key=lambda d: _key(d.span) or (0, 0), reverse=True):
-        assert d.span is not None
-        text = (text[:_offset(starts, d.span.line, d.span.col)] + "{" + d.name + "}"
-                + text[_offset(starts, d.span.end_line, d.span.end_col):])
-    return text
+    starts = line_starts(text)
+    return apply_edits(text, [(*bounds(starts, d.span), "{" + d.name + "}") for d in dims if d.span is not None])
 
 
 _NUMBER = re.compile(r"-?(?:[0-9][0-9_]*\.?[0-9_]*|\.[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)?")
@@ -454,9 +438,8 @@ def values_in(text: str, dims: list[Dimension], other: str) -> dict[str, str] | 
     """Each space's value as written in `other`, when `other` is `text` with each space replaced by one of its values
     (`substitute`: `best.model` and its spec) and nothing else changed; else None. Each space is matched against its
     own values only (a choice's options, a number for a range), so the time is linear in the text, whatever it holds."""
-    starts = _line_starts(text)
-    cuts = sorted((_offset(starts, d.span.line, d.span.col), _offset(starts, d.span.end_line, d.span.end_col), i)
-                  for i, d in enumerate(dims) if d.span is not None)
+    starts = line_starts(text)
+    cuts = sorted((*bounds(starts, d.span), i) for i, d in enumerate(dims) if d.span is not None)
     between = [text[end:cuts[k + 1][0] if k + 1 < len(cuts) else len(text)] for k, (_, end, _) in enumerate(cuts)]
     head = text[:cuts[0][0]] if cuts else text
     if not other.startswith(head):
@@ -498,10 +481,6 @@ def _paddings(d: Dimension, text: str, pos: int) -> list[int]:
         if lines and text.startswith(newline * lines, pos):
             return [len(newline) * lines, 0]
     return [0]
-
-
-def _line_starts(text: str) -> list[int]:
-    return [0] + [i + 1 for i, ch in enumerate(text) if ch == "\n"]
 
 
 def resolve(spec: n.Spec, dims: list[Dimension], point: Point) -> n.Spec:

@@ -18,12 +18,12 @@ from __future__ import annotations
 
 from specc.core import nodes as n
 from specc.core.errors import InternalError, Source
+from specc.lang.edits import Edit, apply_edits, line_starts, offset
 
 #: The newest version of the language, and the one a file without `language:` is read in.
 LANGUAGE = 2
 DEFAULT_LANGUAGE = 1
 
-Edit = tuple[int, int, str]  # (start offset, end offset, replacement)
 
 
 def declared_language(spec: n.Spec) -> int:
@@ -34,30 +34,13 @@ def declared_language(spec: n.Spec) -> int:
     return DEFAULT_LANGUAGE
 
 
-def _offsets(text: str) -> list[int]:
-    starts = [0]
-    for line in text.split("\n"):
-        starts.append(starts[-1] + len(line) + 1)
-    return starts
-
-
-def _at(starts: list[int], line: int, col: int) -> int:
-    return starts[line - 1] + col - 1
-
-
-def _apply(text: str, edits: list[Edit]) -> str:
-    for start, end, new in sorted(edits, reverse=True):
-        text = text[:start] + new + text[end:]
-    return text
-
-
 def _device_section(text: str, spec: n.Spec, starts: list[int]) -> list[Edit]:
     """1 -> 2: `device: KIND` at the top level becomes `device { kind: KIND }`, laid out as `specc fmt` does."""
     edits = []
     for s in spec.settings:
         if s.key == "device" and s.span and s.value.span:
-            value = text[_at(starts, s.value.span.line, s.value.span.col):_at(starts, s.value.span.end_line, s.value.span.end_col)]
-            edits.append((_at(starts, s.span.line, s.span.col), _at(starts, s.span.end_line, s.span.end_col),
+            value = text[offset(starts, s.value.span.line, s.value.span.col):offset(starts, s.value.span.end_line, s.value.span.end_col)]
+            edits.append((offset(starts, s.span.line, s.span.col), offset(starts, s.span.end_line, s.span.end_col),
                           f"device {{\n  kind: {value}\n}}"))
     return edits
 
@@ -72,7 +55,7 @@ def _declare(text: str, spec: n.Spec, starts: list[int], version: int) -> list[E
     for s in spec.settings:
         if s.key == "language" and s.value.span:
             v = s.value.span
-            return [(_at(starts, v.line, v.col), _at(starts, v.end_line, v.end_col), str(version))]
+            return [(offset(starts, v.line, v.col), offset(starts, v.end_line, v.end_col), str(version))]
     items = [(i.span, i) for i in (*spec.models, *spec.blocks, *spec.sections, *spec.settings, *spec.lets) if i.span]
     if not items:
         return [(len(text), len(text), f"{'' if not text or text.endswith(chr(10)) else chr(10)}language: {version}\n")]
@@ -104,10 +87,10 @@ def upgrade_text(text: str, file: str = "<string>") -> str:
         return text
     original = spec
     while version < LANGUAGE:
-        text = _apply(text, STEPS[version](text, spec, _offsets(text)))
+        text = apply_edits(text, STEPS[version](text, spec, line_starts(text)))
         spec = parse_text(text, file)
         version += 1
-    text = _apply(text, _declare(text, spec, _offsets(text), LANGUAGE))
+    text = apply_edits(text, _declare(text, spec, line_starts(text), LANGUAGE))
     if _read_old_way(parse_text(text, file)) != _read_old_way(original):
         raise InternalError(f"upgrade would change the meaning of {file}; nothing was written")
     return text
