@@ -82,7 +82,7 @@ def cmd_summary(args) -> int:
     plan = load(args.file).plan
     rows, total = summarize(plan)
     cost = None if args.no_cost else estimate_cost(plan)
-    space = describe_space(plan) if plan.space else None
+    space = describe_space(plan, total) if plan.space else None
     if args.format == "json":
         layers = [{"name": r.name, "type": r.cls, "output_shape": r.shape, "params": r.params, "line": r.line}
                   for r in rows]

@@ -564,19 +564,20 @@ def _stop(helpers: list[subprocess.Popen]) -> None:
 # --- the space, for `specc summary` ---------------------------------------------------------------------------
 
 
-def describe_space(plan: Plan) -> dict[str, Any]:
+def describe_space(plan: Plan, params: int | None = None) -> dict[str, Any]:
     """The spec's spaces (name, kind, as written, default) and its parameter count at the default point and with
-    every number at its smallest and at its largest (`specc summary`)."""
+    every number at its smallest and at its largest (`specc summary`; `params`: the default point's count, when the
+    caller has it already)."""
     from specc.compile.build import summarize
     from specc.compile.check import plan_at
     from specc.compile.space import corner, text_of_number
 
-    params = {label: summarize(plan_at(plan, corner(plan.space, largest)))[1]
+    corners = {label: summarize(plan_at(plan, corner(plan.space, largest)))[1]
               for label, largest in (("smallest", False), ("largest", True))}
     return {"space": [{"name": d.name, "kind": d.kind, "written": " ".join(d.written.split()),
                        "default": d.text_of(d.default) if d.kind == "choice" else text_of_number(d.default)}
                       for d in plan.space],
-            "params": {"default": summarize(plan)[1], **params}}
+            "params": {"default": summarize(plan)[1] if params is None else params, **corners}}
 
 
 def format_space(described: dict[str, Any]) -> str:
