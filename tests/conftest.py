@@ -8,6 +8,9 @@ from pgserver import postgres_server
 ROOT = Path(__file__).resolve().parent.parent
 os.environ.setdefault("KERAS_BACKEND", "jax")
 os.environ.setdefault("SPECC_DATA_DIR", str(ROOT.parent / "shared" / "datasets"))
+# Made absolute once: CI sets it relative (`../shared/datasets`, as the README writes it), and tests that start
+# specc in another folder (the workers of a shared study, `cwd=tmp_path`) would otherwise look beside that folder.
+os.environ["SPECC_DATA_DIR"] = os.path.abspath(os.environ["SPECC_DATA_DIR"])
 # JAX's persistent compilation cache pays off across runs of one model; the suite compiles hundreds of
 # different programs once each, and writing them (with the cache's size bookkeeping on every write) made it
 # minutes slower. The tests of the cache itself (tests/test_startup.py) set it up in their own processes.
