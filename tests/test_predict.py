@@ -82,6 +82,12 @@ def _train_mlp(folder: Path) -> Path:
     return folder / "run"
 
 
+def _train_cnn(folder: Path) -> Path:
+    """specs/mnist.model, the README's model, briefly (`specc serve` and its page use it)."""
+    specc.load(SPECS / "mnist.model").run(out=folder / "run", epochs=1, limit=1000)
+    return folder / "run"
+
+
 def write_digit_pngs(folder: Path, x: np.ndarray, y: np.ndarray) -> list[Path]:
     from PIL import Image
 
@@ -125,7 +131,7 @@ def _train_text(folder: Path) -> Path:
     return folder / "run"
 
 
-TRAIN = {"mlp": _train_mlp, "images": _train_images, "diabetes": _train_diabetes, "text": _train_text}
+TRAIN = {"mlp": _train_mlp, "cnn": _train_cnn, "images": _train_images, "diabetes": _train_diabetes, "text": _train_text}
 
 
 def trained(name: str, factory) -> Path:

@@ -6,15 +6,16 @@ these functions check the arguments and print.
 
 from __future__ import annotations
 
+import argparse
 import json
 import math
 import shutil
 from pathlib import Path
 from typing import Any
 
-from specc.cli.registry import RUN_DIR, arg, command, positive, seed, temperature, text_or_json
+from specc.cli.registry import RUN_DIR, arg, command, group, positive, seed, temperature, text_or_json, whole
 from specc.core.artifacts import write_atomic_with
-from specc.core.errors import EXIT_OK, Diagnostic, UsageError, printable
+from specc.core.errors import EXIT_DATA, EXIT_INTERRUPTED, EXIT_OK, Diagnostic, UsageError, printable
 
 
 @command("generate", "sample text from a trained next-token model",
@@ -86,10 +87,10 @@ def _close(a: float, b: Any) -> bool:
          arg("input", metavar="INPUT"),
          arg("-o", "--out", metavar="FILE", help="write predictions here (.npy or .csv) instead of printing them"))
 def cmd_predict(args) -> int:
-    from specc.tools.predict import format_table, open_run, predict_outputs, read_inputs, write_predictions
+    from specc.tools.predict import format_table, open_run, predict_outputs, read_inputs, refuse_generators, write_predictions
 
     run = open_run(args.run)
-    _refuse_generators(run)
+    refuse_generators(run)
     out = Path(args.out) if args.out else None
     if out is not None and out.suffix.lower() not in (".npy", ".npz", ".csv"):
         raise UsageError(Diagnostic("-o writes .npy, .npz or .csv files", file=str(out)))
@@ -104,17 +105,6 @@ def cmd_predict(args) -> int:
             print(("\n" if i else "") + f"output `{name}`:")
         print(format_table(run, name, y, labels))
     return EXIT_OK
-
-
-def _refuse_generators(run) -> None:
-    """A text model that is not a classifier predicts tokens: `specc generate` samples from it."""
-    d = run.plan.data
-    if d is None or not d.is_text:
-        return
-    task = d.task_kind
-    if task != "classify":
-        raise UsageError(Diagnostic(f"`predict` takes classifiers; this is a `{task}` model",
-                                    file=str(run.path), hint="sample from a next-token model with `specc generate`"))
 
 
 @command("export", "export a trained run: .keras, weights, or int8-quantized",
@@ -144,3 +134,63 @@ def cmd_export(args) -> int:
         print(format_int8_report(export_int8(run, out)))
     return EXIT_OK
 
+
+
+def port(text: str) -> int:
+    value = whole(text, 0)
+    if value > 65535:
+        raise argparse.ArgumentTypeError(f"expected a port 0..65535, got {value}")
+    return value
+
+
+def wait_ms(text: str) -> float:
+    value = temperature(text)
+    if value > 10_000:
+        raise argparse.ArgumentTypeError(f"expected at most 10000 ms, got {text!r}")
+    return value
+
+
+@command("serve", "serve trained runs over HTTP: predictions, a page to try them, OpenAPI",
+         "Serve the models of RUN_DIR (several: each under /runs/NAME/) on a FastAPI + uvicorn service: POST /predict "
+         "takes inputs by the spec's input names in JSON (or multipart files) and prepares them as `specc predict` "
+         "does; GET /health, /metadata, /stats, /docs; GET / is a page to try the model. Concurrent requests are "
+         "batched (--max-batch, --max-wait-ms) through batch sizes compiled at start-up (--buckets). SIGTERM or "
+         "Ctrl-C stops taking connections and answers the requests in flight first. Exit code 3 when a model fails "
+         "to load. See docs/serving.md.",
+         arg("runs", nargs="+", metavar="RUN_DIR"),
+         arg("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only; "
+             "0.0.0.0 for every interface)"),
+         arg("--port", type=port, default=8000, help="port (default 8000; 0 picks a free one)"),
+         group("batching",
+               arg("--max-batch", type=positive, default=32, metavar="N", help="most examples in one batch (default 32)"),
+               arg("--max-wait-ms", type=wait_ms, default=5.0, metavar="MS",
+                   help="longest a request waits for others to share its batch (default 5)"),
+               arg("--buckets", metavar="N,N,...", help="batch sizes compiled at start-up; a batch is padded to the next "
+                   "(default 1, 4, 16, ... up to --max-batch)")),
+         group("service",
+               arg("--workers", type=positive, default=1, metavar="N", help="processes sharing the port, each with its "
+                   "own copy of the models (default 1)"),
+               arg("--max-body-mb", type=temperature, default=16.0, metavar="MB", help="largest request body (default 16)"),
+               arg("--drain-s", type=temperature, default=30.0, metavar="S",
+                   help="on SIGTERM, how long requests in flight may take to finish (default 30)"),
+               arg("--log-level", choices=("critical", "error", "warning", "info", "debug"), default="warning",
+                   help="uvicorn's log level (info logs each request)")))
+def cmd_serve(args) -> int:
+    import socket
+
+    from specc.tools.serve_app import ServeConfig, serve
+    from specc.tools.serving import parse_buckets
+
+    buckets = parse_buckets(args.buckets, args.max_batch) if args.buckets else ()
+    chosen = args.port
+    try:  # the port checked (or picked) before any model is loaded
+        with socket.socket(socket.AF_INET6 if ":" in args.host else socket.AF_INET) as s:
+            s.bind((args.host, args.port))
+            chosen = s.getsockname()[1]
+    except OSError as err:
+        raise UsageError(Diagnostic(f"cannot listen on {args.host}:{args.port}: {err.strerror or err}", file="specc serve",
+                                    hint="choose another --port (0 picks a free one), or stop what uses it")) from None
+    config = ServeConfig(runs=tuple(args.runs), host=args.host, port=chosen, max_batch=args.max_batch,
+                         max_wait_ms=args.max_wait_ms, buckets=buckets, max_body=int(args.max_body_mb * 1024 * 1024),
+                         workers=args.workers, drain_s=args.drain_s, log_level=args.log_level)
+    return {0: EXIT_OK, 130: EXIT_INTERRUPTED}.get(serve(config), EXIT_DATA)

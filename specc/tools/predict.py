@@ -340,18 +340,18 @@ def read_inputs(run: Run, name: str) -> tuple[Any, list[str]]:
         files = image_files(path)
         if not files:
             raise DataError(Diagnostic(f"holds no image files ({', '.join(SOURCES['image'].suffixes)})", file=name))
-        return _preprocess(run, read_images(run, files), name, images=True), [str(f.relative_to(path)) for f in files]
+        return preprocess(run, read_images(run, files), name, images=True), [str(f.relative_to(path)) for f in files]
     found = source_for(path.suffix, None)  # any source, predict inputs included
     layout = found.layout if found else None
     if layout == "image":
-        return _preprocess(run, read_images(run, [path]), name, images=True), [path.name]
+        return preprocess(run, read_images(run, [path]), name, images=True), [path.name]
     if layout == "array" and len(run.plan.inputs) > 1:
         raise UsageError(Diagnostic(f"the model has {len(run.plan.inputs)} inputs; a {path.suffix.lower()} file holds "
                                     "one array", file=name, hint="give an .npz with arrays named "
                                     + ", ".join(f"`{i.name}`" for i in run.plan.inputs) + ", or a .csv"))
     read = {"array": _one_array, "arrays": _npz_inputs, "table": _table_inputs}.get(layout or "")
     if found is not None and read is not None:
-        x = _preprocess(run, read(run, found, path, name), name)
+        x = preprocess(run, read(run, found, path, name), name)
         return x, [str(i) for i in range(_count(x))]
     suffix = path.suffix.lower()
     raise UsageError(Diagnostic(f"cannot predict from `{suffix or path.name}` files", file=name,
@@ -460,9 +460,10 @@ def _encode(run: Run, texts: list[str]) -> np.ndarray:
     return encode_texts(vocab, texts, length).astype(run.plan.inputs[0].dtype, copy=False)
 
 
-def _preprocess(run: Run, x, name: str, images: bool = False):
+def preprocess(run: Run, x, name: str, images: bool = False, note=None):
     """Raw examples -> model inputs through the spec's own preprocessing (`specc.data.prepare`: flatten,
-    reshape, scale, dtype, axes of size 1). A lone example (no batch axis) is taken as a batch of one."""
+    reshape, scale, dtype, axes of size 1). A lone example (no batch axis) is taken as a batch of one.
+    `note(text)` receives remarks about the inputs (default: printed to standard error)."""
     from specc.data.prepare import Dataset, prepare
 
     if _count(x) == 0:
@@ -485,8 +486,12 @@ def _preprocess(run: Run, x, name: str, images: bool = False):
     d = plan.data
     if not images and not isinstance(x, dict) and d.scale is not None and d.scale < 1 and x.dtype.kind == "f" \
             and x.size and 0 <= float(x.min()) and 0 < float(x.max()) <= 1:
-        print(f"specc: note: {name} holds values within 0..1; inputs are taken raw, like the training data, and "
-              f"scaled by {_number(d.scale)} (`scale` in the spec)", file=sys.stderr)
+        text = (f"{name} holds values within 0..1; inputs are taken raw, like the training data, and scaled by "
+                f"{_number(d.scale)} (`scale` in the spec)")
+        if note is None:
+            print(f"specc: note: {text}", file=sys.stderr)
+        else:
+            note(text)
     try:
         return _check_shapes(run, prepared(x), name)
     except DataError as first:
@@ -536,6 +541,17 @@ def _check_shapes(run: Run, x, name: str):
 
 
 # --- tables of predictions ------------------------------------------------------------------------
+
+
+def refuse_generators(run: Run) -> None:
+    """A text model that is not a classifier predicts tokens: `specc generate` samples from it."""
+    d = run.plan.data
+    if d is None or not d.is_text:
+        return
+    task = d.task_kind
+    if task != "classify":
+        raise UsageError(Diagnostic(f"`predict` and `serve` take classifiers; this is a `{task}` model",
+                                    file=str(run.path), hint="sample from a next-token model with `specc generate`"))
 
 
 def output_kind(run: Run, y: np.ndarray) -> str:
