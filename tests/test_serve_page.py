@@ -16,11 +16,7 @@ import gzip
 import json
 import math
 import os
-import signal
 import socket
-import subprocess
-import sys
-import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -30,6 +26,8 @@ from typing import Any
 import numpy as np
 import pytest
 from browser import HEIGHT, WIDTH, chromium, console_errors, missing
+from service import service
+from test_predict import trained
 
 ROOT = Path(__file__).resolve().parent.parent
 SPECS = ROOT / "specs"
@@ -68,49 +66,11 @@ def http(url: str, body: Any = None, timeout: float = 60) -> tuple[int, Any]:
 
 
 @pytest.fixture(scope="module")
-def run_dir(tmp_path_factory, data_dir) -> Path:
-    out = tmp_path_factory.mktemp("serve") / "mnist"
-    proc = subprocess.run([sys.executable, "-m", "specc", "run", str(SPECS / "mnist.model"), "--epochs", "1",
-                           "--limit", str(LIMIT), "--quiet", "--out", str(out)],
-                          cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=900)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    return out
-
-
-def _wait_ready(proc: subprocess.Popen, url: str, log: Path) -> None:
-    deadline = time.monotonic() + READY_TIMEOUT
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            pytest.fail(f"specc serve exited with {proc.returncode} before it was ready:\n{log.read_text()[-3000:]}")
-        try:
-            with urllib.request.urlopen(url + "/health", timeout=5) as response:
-                if response.status == 200:
-                    return
-        except (urllib.error.URLError, ConnectionError, TimeoutError):
-            pass  # not listening yet, or 503 while the model loads
-        time.sleep(0.25)
-    pytest.fail(f"specc serve did not answer GET /health with 200 within {READY_TIMEOUT} s:\n{log.read_text()[-3000:]}")
-
-
-@pytest.fixture(scope="module")
-def server(run_dir, tmp_path_factory) -> Iterator[str]:
-    """The URL of `specc serve RUN_DIR` on a free port; stopped with SIGTERM (killed after 30 s) at the end."""
-    port = _free_port()
-    log = tmp_path_factory.mktemp("serve-log") / "serve.log"
-    with open(log, "w") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "specc", "serve", str(run_dir), "--host", "127.0.0.1",
-                                 "--port", str(port)], cwd=ROOT, env=_env(), stdout=out, stderr=subprocess.STDOUT)
-        try:
-            url = f"http://127.0.0.1:{port}"
-            _wait_ready(proc, url, log)
-            yield url
-        finally:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout=STOP_TIMEOUT)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+def server(tmp_path_factory, data_dir) -> Iterator[str]:
+    """The URL of `specc serve` on the session's brief run of specs/mnist.model (shared with tests/test_serve.py),
+    started on a free port of 127.0.0.1 and stopped with SIGTERM at the end (tests/service.py)."""
+    with service(trained("cnn", tmp_path_factory)) as s:
+        yield s.url
 
 
 @pytest.fixture(scope="module")
