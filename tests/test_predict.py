@@ -292,7 +292,7 @@ def test_predict_names_the_file_and_both_shapes_when_they_do_not_fit(mlp_run, tm
     np.save(tmp_path / "bad.npy", np.zeros((5, 20, 28), dtype=np.uint8))
     code, _, err = specc_main(capsys, "predict", mlp_run, tmp_path / "bad.npy")
     assert code == 3 and "Traceback" not in err
-    assert err.startswith(f"{tmp_path / 'bad.npy'}: error: found shape (5, 20, 28); the model expects `pixels`: (N, 784,)")
+    assert err.startswith(f"{tmp_path / 'bad.npy'}: error: found shape (5, 20, 28); the model expects `pixels`: (N, 784)")
     assert "flatten" in err and "scale by 1/255" in err
 
 

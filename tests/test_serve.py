@@ -29,17 +29,21 @@ httpx = pytest.importorskip("httpx", reason="the serving tests' HTTP client: pip
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory, data_dir):
-    return {k: trained(k, tmp_path_factory) for k in ("cnn", "text", "diabetes")}
+    import specc
+
+    recommender = tmp_path_factory.mktemp("recommender") / "run"  # two integer inputs, each read by embeddings
+    specc.load(ROOT / "specs" / "recommender.model").run(out=recommender, epochs=2)
+    return {**{k: trained(k, tmp_path_factory) for k in ("cnn", "text", "diabetes")}, "recommender": recommender}
 
 
 @pytest.fixture(scope="module")
 def server(runs):
-    with service(runs["cnn"], runs["text"], runs["diabetes"], "--max-body-mb", "1") as s:
+    with service(runs["cnn"], runs["text"], runs["diabetes"], runs["recommender"], "--max-body-mb", "1") as s:
         yield s
 
 
-# Three run directories all named `run`: the service numbers them in the order given.
-CNN, TEXT, DIABETES = "/runs/run", "/runs/run-2", "/runs/run-3"
+# Four run directories all named `run`: the service numbers them in the order given.
+CNN, TEXT, DIABETES, RECOMMENDER = "/runs/run", "/runs/run-2", "/runs/run-3", "/runs/run-4"
 FEATURES = ["age", "sex", "bmi", "bp", "s1", "s2", "s3", "s4", "s5", "s6"]
 
 
@@ -100,6 +104,13 @@ def test_answers_are_specc_predicts_for_lists_base64_files_text_and_tables(serve
         assert r.status_code == 200, r.text
         np.testing.assert_allclose(r.json()["outputs"]["dense_1"]["values"], want, rtol=1e-5)
         assert r.json()["outputs"]["dense_1"]["kind"] == "values"
+    # Several inputs by name, a scalar where the input is (1,).
+    pairs = [(5, 7), (149, 0), (0, 200)]
+    rec = open_run(runs["recommender"]).model()
+    want = rec.predict({"user": np.array([[u] for u, _ in pairs]), "item": np.array([[i] for _, i in pairs])}, verbose=0)
+    r = post(server, f"{RECOMMENDER}/predict", {"instances": [{"user": u, "item": [i]} for u, i in pairs]})
+    assert r.status_code == 200, r.text
+    np.testing.assert_allclose([p["rating"]["values"] for p in r.json()["predictions"]], want, rtol=1e-5)
 
 
 def test_a_text_longer_than_the_sequence_is_truncated_and_the_answer_says_so(server):
@@ -137,6 +148,11 @@ BAD = [  # (path, how to send it, status, field, words of the message)
     (TEXT, {"json": {"inputs": {"tokens": "   "}}}, 422, "inputs.tokens", "is empty"),
     (DIABETES, {"json": {"inputs": {f: 0.0 for f in FEATURES[:-1]}}}, 422, "inputs.s6", "missing feature `s6`"),
     (DIABETES, {"json": {"inputs": {**{f: 0.0 for f in FEATURES}, "bmi": "high"}}}, 422, "inputs.bmi", "must be a number"),
+    (RECOMMENDER, {"json": {"inputs": {"user": 5.5, "item": 7}}}, 422, "inputs.user", "whole numbers"),
+    (RECOMMENDER, {"json": {"inputs": {"user": 5, "item": 201}}}, 422, "inputs.item", "ids of this input are 0..200"),
+    (RECOMMENDER, {"json": {"inputs": {"user": -1, "item": 7}}}, 422, "inputs.user", "holds -1"),
+    (RECOMMENDER, {"json": {"inputs": {"user": [1, 2], "item": 7}}}, 422, "inputs.user", "found shape `user`: (2,)"),
+    (RECOMMENDER, {"json": {"inputs": {"user": 1}}}, 422, "inputs.item", "missing input `item`"),
 ]
 
 

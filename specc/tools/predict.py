@@ -510,7 +510,7 @@ def _shape_error(run: Run, x, name: str, err: DataError) -> DataError:
     steps = [s for s, on in (("flatten", d and d.flatten), (f"reshape to {d.reshape}" if d else "", d and d.reshape),
                              (f"scale by {_number(d.scale)}" if d and d.scale is not None else "", d and d.scale is not None)) if on]
     have = ", ".join(f"`{k}`: {tuple(v.shape)}" for k, v in x.items()) if isinstance(x, dict) else str(tuple(x.shape))
-    want = ", ".join(f"`{i.name}`: (N, {', '.join('?' if s is None else str(s) for s in i.shape)}{',' if len(i.shape) == 1 else ''})"
+    want = ", ".join(f"`{i.name}`: (N, {', '.join('?' if s is None else str(s) for s in i.shape)})"
                      for i in run.plan.inputs)
     return DataError(Diagnostic(
         f"found shape {have}; the model expects {want}" + (f" after the spec's preprocessing ({', '.join(steps)})" if steps else ""),

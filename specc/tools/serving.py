@@ -110,6 +110,7 @@ class InputInfo:
     image: tuple[str, int, int] | None = None  # (PIL mode, height, width)
     features: list[str] = field(default_factory=list)
     sequence_length: int | None = None
+    below: int | None = None  # integer ids must be in 0..below-1: the smallest `input_dim` of the embeddings reading them
 
     def describe(self) -> dict[str, Any]:
         out: dict[str, Any] = {"name": self.name, "shape": list(self.shape), "dtype": self.dtype, "kind": self.kind}
@@ -179,6 +180,8 @@ class Servable:
             from specc.data.tokenizers import read_vocabulary
 
             self._vocab = read_vocabulary(self.run.tokenizer_file)
+        for info in self.inputs:
+            info.below = _id_bound(model, info.name)
         self._weights = ([v.value for v in model.trainable_variables], [v.value for v in model.non_trainable_variables])
         names = [t.name for t in model.inputs]
 
@@ -236,14 +239,11 @@ class Servable:
                                  "instances", 413)
             where = [f"instances[{k}]" for k in range(len(examples))]
         warnings: list[str] = []
-        raw: dict[str, list[Any]] = {i.name: [] for i in self.inputs}
-        for example, at in zip(examples, where):
-            for name, value in self._fields(example, at).items():
-                raw[name].append(value)
-        x = {}
-        for info in self.inputs:
-            x[info.name] = self._prepare(info, raw[info.name], where, warnings)
-        return x, warnings
+        fields = [self._fields(example, at) for example, at in zip(examples, where)]
+        if len(self.inputs) > 1:  # several inputs go through the spec's preprocessing together, example by example
+            return self._together(fields, where, warnings), warnings
+        info = self.inputs[0]
+        return {info.name: self._prepare(info, [f[info.name] for f in fields], where, warnings)}, warnings
 
     def _fields(self, example: Any, at: str) -> dict[str, Any]:
         """One example's values by input name (a table model's row gathered from its feature names)."""
@@ -301,14 +301,26 @@ class Servable:
         out = []
         for a, f in zip(arrays, fields):
             try:
-                x = preprocess(self.run, a[None] if len(self.inputs) == 1 else {info.name: a[None]}, f, images=images,
-                               note=lambda text: warnings.append(text))
+                out.append(preprocess(self.run, a[None], f, images=images, note=warnings.append))
             except DataError as err:
-                # The batch axis of one example is ours, not the client's: "(1, 20, 28)" is said "(20, 28)".
-                message = re.sub(r"found shape \(1, ", "found shape (", _without_file(err.message, f))
-                raise InputError(f"{message}; expected {info.expected()}", f) from None
-            out.append(x[info.name] if isinstance(x, dict) else x)
+                raise InputError(f"{_one_example(err.message, f)}; expected {info.expected()}", f) from None
         return np.concatenate(out).astype(info.dtype, copy=False)
+
+    def _together(self, fields: list[dict[str, Any]], where: list[str], warnings: list[str]) -> dict[str, np.ndarray]:
+        """The examples of a model with several inputs: each example's arrays prepared together, then stacked."""
+        out: dict[str, list[np.ndarray]] = {i.name: [] for i in self.inputs}
+        for values, at in zip(fields, where):
+            raw = {i.name: _numbers(values[i.name], f"{at}.{i.name}", i)[None] for i in self.inputs}
+            try:
+                x = preprocess(self.run, raw, at, note=warnings.append)
+            except DataError as err:
+                named = next((i for i in self.inputs if f"`{i.name}`" in err.message), None)
+                at_field = f"{at}.{named.name}" if named else at
+                raise InputError(_one_example(err.message, at) + (f"; expected {named.expected()}" if named else ""),
+                                 at_field) from None
+            for i in self.inputs:
+                out[i.name].append(x[i.name])
+        return {i.name: np.concatenate(out[i.name]).astype(i.dtype, copy=False) for i in self.inputs}
 
     def _image(self, info: InputInfo, value: Any, at: str) -> np.ndarray:
         """An image given as {"base64": ...}, a data URL, or raw pixels -> (H, W[, 3]) uint8 as training read it."""
@@ -430,6 +442,21 @@ def _looks_like_images(run: Run) -> bool:
     return len(shape) == 3 and shape[-1] in (1, 3) and all(s is not None for s in shape)
 
 
+def _id_bound(model: Any, name: str) -> int | None:
+    """The smallest `input_dim` of the Embedding layers that read model input `name` directly (ids at or above it
+    would read outside the table: JAX gives NaN rather than an error), or None."""
+    bounds = []
+    for layer in model.layers:
+        if type(layer).__name__ == "Embedding":
+            try:
+                names = {t.name for t in layer._inbound_nodes[0].input_tensors}
+            except (AttributeError, IndexError):
+                continue
+            if name in names:
+                bounds.append(int(layer.input_dim))
+    return min(bounds) if bounds else None
+
+
 def _numbers(value: Any, at: str, info: InputInfo) -> np.ndarray:
     """A JSON number or nested list of numbers as an array; InputError naming the field otherwise."""
     if isinstance(value, (str, dict)) or value is None or isinstance(value, bool):
@@ -444,6 +471,14 @@ def _numbers(value: Any, at: str, info: InputInfo) -> np.ndarray:
         raise InputError("holds NaN or infinite values", at)
     if a.ndim == 0:
         a = a.reshape(1)
+    if info.dtype.startswith(("int", "uint")):
+        if a.dtype.kind == "f" and (a != np.round(a)).any():
+            raise InputError(f"must hold whole numbers (the input is {info.dtype}), found {float(a[a != np.round(a)][0])}", at)
+        top = info.below
+        if a.size and (a.min() < 0 or (top is not None and a.max() >= top)):
+            raise InputError(f"holds {int(a.min()) if a.min() < 0 else int(a.max())}; ids of this input are 0.."
+                             f"{(top - 1) if top is not None else 'up'} (the size of the embedding that reads them)", at)
+        return a.astype(info.dtype, copy=False)
     return a.astype(np.float32 if a.dtype.kind == "f" or info.dtype.startswith("float") else a.dtype, copy=False)
 
 
@@ -461,6 +496,13 @@ def _json_kind(value: Any) -> str:
 def _without_file(message: str, at: str) -> str:
     """A DataError's message, which names the file it read, said of the request's field."""
     return message.replace(f"{at}: ", "").replace(f"{at} ", "")
+
+
+def _one_example(message: str, at: str) -> str:
+    """A preprocessing error said of one example: the batch axis is ours, not the client's, so "found shape
+    (1, 20, 28)" is said "(20, 28)"."""
+    text = _without_file(message, at)
+    return re.sub(r"\(1, ", "(", re.sub(r"\(1, (\d+)\)", r"(\1,)", text)) if "found shape" in text else text
 
 
 # --- dynamic batching ---------------------------------------------------------------------------------
