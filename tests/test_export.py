@@ -95,6 +95,6 @@ def test_export_usage_errors_exit_2(mlp_run, tmp_path, capsys):
     code, _, err = specc_main(capsys, "export", mlp_run, "-o", mlp_run / "model.keras")
     assert code == 2 and "the run's own model" in err
     assert "Traceback" not in err
-    with pytest.raises(SystemExit) as info:  # argparse's own check: ONNX is not offered (see the README)
-        specc_main(capsys, "export", mlp_run, "--format", "onnx")
-    assert info.value.code == 2 and "invalid choice: 'onnx'" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as info:  # argparse's own check: LiteRT is not offered (see the README)
+        specc_main(capsys, "export", mlp_run, "--format", "litert")
+    assert info.value.code == 2 and "invalid choice: 'litert'" in capsys.readouterr().err

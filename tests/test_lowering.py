@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from specc.runtime.keras_env import import_keras
-from specc.train.lowering import lower_model, lowering_choice
+from specc.train.lowering import lower_max_pooling, lower_model, lowering_choice
 
 keras = import_keras()
 L = keras.layers
@@ -71,6 +71,27 @@ def test_max_pool_left_to_keras_where_windows_overlap_or_pad():
     assert lowered == [b.layers[1].name]  # only the second may be lowered, and its call falls back to Keras's
     x = np.random.default_rng(2).random((4, 27, 27, 3), dtype=np.float32)
     assert np.array_equal(a(x), b(x))
+
+
+@pytest.mark.parametrize("shape,pools", [
+    ((27, 27, 3), [L.MaxPooling2D(3, strides=2), L.MaxPooling2D(2, padding="same"), L.MaxPooling2D(2)]),
+    ((11, 3), [L.MaxPooling1D(3, strides=2, padding="same"), L.MaxPooling1D(2, strides=1)]),
+], ids=["2d", "1d"])
+def test_max_pool_for_export_equals_keras_with_any_window(shape, pools):
+    """`lower_max_pooling` (for ONNX export) takes every channels-last max pooling, overlapping windows and `same`
+    padding on sizes the window does not divide too, and leaves no `reduce_window` (which jax2onnx writes as a
+    MaxPool onnxruntime refuses). Negative inputs: `same` padding must never win a maximum."""
+    import jax
+
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input(shape), *pools, L.AveragePooling1D(1) if len(shape) == 2 else
+                              L.AveragePooling2D(1), L.Flatten()])
+    x = np.random.default_rng(5).standard_normal((4, *shape)).astype("float32") - 3
+    before = np.asarray(model(x))
+    assert "reduce_window_max" in str(jax.make_jaxpr(lambda v: model(v))(x))
+    assert lower_max_pooling(model) == [p.name for p in pools]  # average pooling is left alone
+    assert np.array_equal(np.asarray(model(x)), before)
+    assert "reduce_window_max" not in str(jax.make_jaxpr(lambda v: model(v))(x))
 
 
 CONVS = [

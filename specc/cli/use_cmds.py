@@ -107,16 +107,22 @@ def cmd_predict(args) -> int:
     return EXIT_OK
 
 
-@command("export", "export a trained run: .keras, weights, or int8-quantized",
+@command("export", "export a trained run: .keras, weights, int8-quantized, or ONNX",
          "Export the model of RUN_DIR. int8 uses Keras's own quantization and reports size and test metrics before "
-         "and after.",
+         "and after. onnx converts the model with jax2onnx and keeps it only once onnxruntime computes what Keras "
+         "computes on the run's test split (the first 2,000 examples); a layer the converter cannot take is named "
+         "with its spec line.",
          RUN_DIR,
-         arg("--format", choices=("keras", "weights", "int8"), default="keras"),
+         arg("--format", choices=("keras", "weights", "int8", "onnx"), default="keras"),
          arg("-o", "--out", metavar="PATH", help="where to write (default: inside RUN_DIR/export/)"))
 def cmd_export(args) -> int:
     from specc.tools.export import export_int8, export_weights, format_int8_report, format_size, out_path
     from specc.tools.predict import open_run
 
+    if args.format == "onnx":
+        from specc.tools.export_onnx import require_onnx
+
+        require_onnx()  # before anything is read or made: the packages are an optional extra
     run = open_run(args.run)
     out = out_path(run, args.out, args.format)
     if args.format == "keras":
@@ -130,6 +136,10 @@ def cmd_export(args) -> int:
         spec = run.path / "spec.model"
         print(printable(f"wrote {out} ({format_size(size)}); load it into the model the spec builds: "
                         f"model = specc.load({str(spec)!r}).build_model(); model.load_weights({str(out)!r})", lines=False))
+    elif args.format == "onnx":
+        from specc.tools.export_onnx import export_onnx, format_onnx_report
+
+        print(format_onnx_report(export_onnx(run, out)))
     else:
         print(format_int8_report(export_int8(run, out)))
     return EXIT_OK

@@ -1,4 +1,4 @@
-"""Export a trained run: `specc export RUN_DIR --format keras|weights|int8 [-o PATH]`.
+"""Export a trained run: `specc export RUN_DIR --format keras|weights|int8|onnx [-o PATH]`.
 
 - `keras`: a copy of `model.keras` (architecture, weights, compile settings and optimizer state).
 - `weights`: the weights alone (`model.save_weights`, a `.weights.h5` file); they load into the model the
@@ -8,10 +8,14 @@
   convolutions included, stay float32). The model is saved as a `.keras` file without optimizer state,
   loaded back, and evaluated on the run's test split beside the float model; size and test metrics before and
   after go to a report (`*.json` beside the file) and to standard output.
+- `onnx`: an ONNX graph converted by jax2onnx from the JAX computation of the model, checked in onnxruntime
+  on the run's test split beside the Keras model before it is kept (`specc.tools.export_onnx`, which says how,
+  and which layers it refuses, by name and spec line).
 
 Other formats of `keras.Model.export` do not work on the JAX backend without TensorFlow (see the README):
-SavedModel, OpenVINO and LiteRT need TensorFlow (LiteRT is refused on JAX outright), `torch` needs the
-PyTorch backend, and ONNX (through jax2onnx) writes convolutional models that onnxruntime rejects.
+SavedModel, OpenVINO and LiteRT need TensorFlow (LiteRT is refused on JAX outright), and `torch` needs the
+PyTorch backend. (Keras's own `format="onnx"` goes through jax2onnx too, but writes max pooling that
+onnxruntime rejects: `--format onnx` rewrites the pooling first, and checks the result.)
 
 Every file is written atomically (temporary file, then rename); by default into `RUN_DIR/export/`.
 """
@@ -31,8 +35,8 @@ from specc.core.files import size_text
 from specc.runtime.model_files import open_model
 from specc.tools.predict import Run, evaluate, load_test_split
 
-DEFAULT_NAMES = {"keras": "model.keras", "weights": "model.weights.h5", "int8": "model.int8.keras"}
-SUFFIXES = {"keras": ".keras", "weights": ".weights.h5", "int8": ".keras"}
+DEFAULT_NAMES = {"keras": "model.keras", "weights": "model.weights.h5", "int8": "model.int8.keras", "onnx": "model.onnx"}
+SUFFIXES = {"keras": ".keras", "weights": ".weights.h5", "int8": ".keras", "onnx": ".onnx"}
 
 
 def out_path(run: Run, given: str | None, fmt: str) -> Path:
@@ -54,11 +58,12 @@ def out_path(run: Run, given: str | None, fmt: str) -> Path:
 
 def export_weights(run: Run, out: Path) -> int:
     model = open_model(run.model_file, compile=False)
-    _write(out, model.save_weights, ".weights.h5")
+    write_file(out, model.save_weights, ".weights.h5")
     return out.stat().st_size
 
 
-def _write(out: Path, save, suffix: str) -> None:
+def write_file(out: Path, save, suffix: str) -> None:
+    """`save(tmp)` writes a temporary file that then replaces `out`; a file system error is a UsageError naming `out`."""
     try:
         write_atomic_with(out, save, suffix=suffix)
     except OSError as err:
@@ -126,7 +131,7 @@ def export_int8(run: Run, out: Path) -> dict[str, Any]:
             raise DataError(Diagnostic(f"Keras wrote the int8 model but cannot load it back ({err.message}); "
                                        "nothing was written", file=str(out))) from None
 
-    _write(out, save_checked, ".keras")
+    write_file(out, save_checked, ".keras")
     after = evaluate(run, data, loaded["model"])  # the model as a user gets it back from the file
     int8_bytes = out.stat().st_size
     report = {

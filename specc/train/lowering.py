@@ -17,6 +17,9 @@ The layers stay plain Keras layers: only the instance's `call` is replaced, so `
 saved `.keras` files, `specc emit` and every other tool see the model the spec describes.
 `SPECC_LOWERING=keras` in the environment turns the lowering off (docs/performance.md).
 
+`lower_max_pooling` serves ONNX export, not speed: it takes every max pooling layer off `reduce_window`, which
+jax2onnx writes in a form onnxruntime rejects (the tiling windows as above, any other as strided slices).
+
 How many steps one execution runs is chosen here too: `step_flops` lowers one forward and backward pass
 of the model on a batch (tracing only: nothing is compiled or run) and reads XLA's cost analysis.
 `choose_steps_per_execution` uses it to pick Keras's `steps_per_execution`: between executions Keras runs
@@ -168,6 +171,63 @@ def _block_max_pool_call(self, inputs):
     return ops.max(x, axis=tuple(2 + 2 * i for i in range(len(pool))))
 
 
+def lower_max_pooling(model) -> list[str]:
+    """Compute every channels-last max pooling layer of `model` without `reduce_window`, on any platform;
+    returns the names of the layers changed.
+
+    For ONNX export (`specc.tools.export_onnx`), not training: jax2onnx writes `reduce_window` max as an
+    ONNX MaxPool over the channels-last layout, with a window `[1, ph, pw, 1]` that onnxruntime rejects
+    (`Unsupported pooling size`; its MaxPool pools the axes after the first two). Windows that tile the
+    input are computed as `lower_model` computes them (reshape + max: ONNX Reshape and ReduceMax); any
+    other window (overlapping, or `same` padding on a size it does not divide) as the maximum of its
+    strided slices (ONNX Slice and Max). Both give Keras's values bit for bit: a maximum rounds nothing."""
+    lowered = []
+    for layer in _all_layers(model):
+        if _max_pool(layer):
+            layer.call = types.MethodType(_block_or_window_max_pool_call if _tiling_max_pool(layer) else _window_max_pool_call,
+                                          layer)
+            lowered.append(layer.name)
+    return lowered
+
+
+def _max_pool(layer: Any) -> bool:
+    from keras.src.layers.pooling.base_pooling import BasePooling
+
+    return (isinstance(layer, BasePooling) and layer.pool_mode == "max" and layer.data_format == "channels_last"
+            and layer.padding in ("valid", "same"))
+
+
+def _block_or_window_max_pool_call(self, inputs):
+    """`_block_max_pool_call` where it applies; the window slices where it would fall back to Keras's call."""
+    spatial = tuple(inputs.shape[1:-1])
+    if self.padding == "same" and any(d % p for d, p in zip(spatial, tuple(self.pool_size))):
+        return _window_max_pool_call(self, inputs)
+    return _block_max_pool_call(self, inputs)
+
+
+def _window_max_pool_call(self, inputs):
+    """`MaxPoolingND.call` as the maximum of strided slices, one per window offset (rank 2 shown):
+
+    (b, h, w, c) with pool (ph, pw) and strides (sh, sw); `same` pads with -inf as Keras does (more on the
+    right), so padding never wins a maximum; for each offset (i, j) the slice [i :: sh, j :: sw] cut to the
+    output size (b, oh, ow, c); their elementwise maximum is the pooled output."""
+    from keras import ops
+
+    pool, strides = tuple(self.pool_size), tuple(self.strides)
+    spatial = tuple(inputs.shape[1:-1])
+    if self.padding == "same":
+        pads = _same_padding(spatial, pool, strides, (1,) * len(pool))
+        inputs = ops.pad(inputs, [(0, 0), *pads, (0, 0)], constant_values=-math.inf)
+        spatial = tuple(inputs.shape[1:-1])
+    out = [(n - k) // s + 1 for n, k, s in zip(spatial, pool, strides)]
+    result = None
+    for offset in itertools.product(*(range(k) for k in pool)):
+        index = tuple(slice(o, o + (m - 1) * s + 1, s) for o, m, s in zip(offset, out, strides))
+        piece = inputs[(slice(None), *index, slice(None))]
+        result = piece if result is None else ops.maximum(result, piece)
+    return result
+
+
 # A convolution is lowered to patches and one matrix product when each output position reads at
 # least this many values (kernel positions x input channels): below it (a first layer on one
 # channel) XLA's own convolution is faster. Patches cost kernel-size times the input's memory, and
@@ -217,11 +277,7 @@ def _patches_convolution_op(self, inputs, kernel):
     if size > PATCH_BYTES:
         return type(self).convolution_op(self, inputs, kernel)
     if self.padding == "same":
-        pads = []
-        for n, k, s, d in zip(spatial, window, strides, dilation):
-            total = max((-(-n // s) - 1) * s + (k - 1) * d + 1 - n, 0)
-            pads.append((total // 2, total - total // 2))
-        inputs = ops.pad(inputs, [(0, 0), *pads, (0, 0)])
+        inputs = ops.pad(inputs, [(0, 0), *_same_padding(spatial, window, strides, dilation), (0, 0)])
         spatial = tuple(inputs.shape[1:-1])
     out = [(n - (k - 1) * d - 1) // s + 1 for n, k, s, d in zip(spatial, window, strides, dilation)]
     pieces = []
@@ -232,10 +288,21 @@ def _patches_convolution_op(self, inputs, kernel):
     return ops.matmul(patches, ops.reshape(kernel, (-1, kernel.shape[-1])))
 
 
+def _same_padding(spatial, window, strides, dilation) -> list[tuple[int, int]]:
+    """(before, after) per spatial axis for `same` padding, as Keras (and TensorFlow) pad: the output has
+    ceil(n / stride) positions, and an odd total puts the extra value after."""
+    pads = []
+    for n, k, s, d in zip(spatial, window, strides, dilation):
+        total = max((-(-n // s) - 1) * s + (k - 1) * d + 1 - n, 0)
+        pads.append((total // 2, total - total // 2))
+    return pads
+
+
 def describe_lowering(lowered: list[str]) -> str:
     """`["conv2d_1", "max_pooling2d"]` -> "2 layers computed in CPU form (conv2d_1, max_pooling2d)"."""
     n = len(lowered)
     return f"{n} layer{'s' if n != 1 else ''} computed in CPU form ({', '.join(lowered)})" if n else ""
 
 
-__all__ = ["JIT_SAFE_ON_JAX", "LOWERINGS", "describe_lowering", "enable_jit", "lower_model", "lowering_choice"]
+__all__ = ["JIT_SAFE_ON_JAX", "LOWERINGS", "describe_lowering", "enable_jit", "lower_max_pooling", "lower_model",
+           "lowering_choice"]
