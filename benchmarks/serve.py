@@ -13,13 +13,15 @@ URL, stopped with SIGTERM at the end), all alive at once:
     A  dynamic batching, the defaults: --max-batch 32, --max-wait-ms 5, buckets 1, 4, 16, 32
     B  one model call per request: --max-batch 1 (its only bucket is 1, and no request waits for another)
     C  A's batching in two processes sharing the port: --workers 2 (only at `--workers-at` clients, default 32, 128)
+    D  batching without waiting: --max-wait-ms 0 (a batch is whatever queued while the last one ran)
 
-For each number of clients (`--concurrency`), every server gets `--seconds` of load, in two halves ordered A B C,
-C B A, so that the machine's drift hits all sides alike. A client is a loop in an asyncio task (all in one event
+For each number of clients (`--concurrency`), every server gets `--seconds` of load in `--slices` slices (default
+4), the servers taking turns slice by slice in the order A B C D, then D C B A, and so on, so that the machine's
+drift hits all sides alike. A client is a loop in an asyncio task (all in one event
 loop) that sends one request, waits for its answer and sends the next, over a keep-alive connection of its own. A
 request is `POST /predict` with `{"inputs": {"image": 28x28 list of 0..255}}`, a real MNIST test image (256 of
 them, in turn), its JSON encoded once up front and sent as bytes (encoding is not measured, sending and reading the
-answer are). Each half begins with a warm-up (`--warm-s`: connections opened, loops under way) that is not counted.
+answer are). Each slice begins with a warm-up (`--warm-s`: connections opened, loops under way) that is not counted.
 
 Each loop has an `httpx.AsyncClient` of its own. One AsyncClient shared by all loops (`--one-client`) measures
 httpx more than the server: httpcore's pool looks at every connection it holds whenever a request starts or ends
@@ -29,13 +31,14 @@ httpx more than the server: httpcore's pool looks at every connection it holds w
 Measured per (clients, server): answered requests per second (answers that arrived inside the timed window,
 divided by it), the median and 99th percentile of their latency (ms, from sending to the whole answer read), errors
 (any answer that is not 200, or a request that failed: there must be none), the mean batch size (examples over
-batches, from the differences of the server's `GET /stats` around each half, warm-up included), the time the model
+batches, from the differences of the server's `GET /stats` around each slice, warm-up included), the time the model
 calls took per request (wall time: `busy_s` of /stats, a batch's call shared by its requests), and CPU per request of the
 servers (their processes' user + system time from /proc) and of this process (the clients). Per
 server: its processes' resident memory (VmRSS from /proc, every process of the server together) before any load
 and after all of it, and its XLA compilations (`compiles` of /stats) before and after: they must not grow, every
-batch size having been compiled while the server warmed up. The ratios A/B (and C/B) of requests per second per
-number of clients are the claim; absolute rates depend on the machine and what else runs on it.
+batch size having been compiled while the server warmed up. The ratios to B of requests per second per
+number of clients are the claim, with the range of the ratios of the slices taken in the same turn (how much
+the machine's load moved them); absolute rates depend on the machine and what else runs on it.
 
 After the load, with the servers stopped, the steps of a request other than HTTP are timed in this process (CPU
 milliseconds: reading the JSON, the spec's preprocessing, the model for one example and per example of a batch of
@@ -45,7 +48,7 @@ The clients run in this benchmark's own process, on the same machine as the serv
 they compete with the server for the CPU, and the rates are those of this pair, not of the server alone.
 
 It prints a table; `--json FILE` also writes every figure. `--quick` (for the test suite): 2 s per cell, 1 and 8
-clients, C at 8 clients, the run trained on 500 examples. It exits 1 when a request failed or a compilation
+clients, C at 8 clients, D left out, the run trained on 500 examples. It exits 1 when a request failed or a compilation
 happened under load.
 """
 
@@ -79,10 +82,11 @@ SERVERS = {  # name -> (extra arguments of `specc serve`, processes, what it is)
     "A": ((), 1, "dynamic batching (defaults: --max-batch 32, --max-wait-ms 5, buckets 1,4,16,32)"),
     "B": (("--max-batch", "1"), 1, "one model call per request (--max-batch 1)"),
     "C": (("--workers", "2"), 2, "dynamic batching in two processes (--workers 2)"),
+    "D": (("--max-wait-ms", "0"), 1, "batching without waiting (--max-wait-ms 0: a batch is what has queued meanwhile)"),
 }
 IMAGES = 256  # distinct request bodies, sent in turn
 REQUEST_TIMEOUT_S = 30.0
-CELL_SLACK_S = 60.0  # a half may run this much past its time (answers in flight) before it is cut off
+CELL_SLACK_S = 60.0  # a slice may run this much past its time (answers in flight) before it is cut off
 NOTE = ("The clients run in this benchmark's own process on the same machine: with few cores they compete with the "
         "servers for the CPU (their CPU per request is shown), so these are the rates of this client and server together.")
 
@@ -160,8 +164,8 @@ def totals(stats: dict[int, dict[str, Any]]) -> dict[str, float]:
 
 
 @dataclass
-class Half:
-    """What one half of a cell measured."""
+class Slice:
+    """What one slice of a cell measured."""
 
     window_s: float
     latencies_ms: list[float] = field(default_factory=list)  # of the requests answered inside the window
@@ -170,7 +174,7 @@ class Half:
 
 
 async def load(url: str, bodies: list[bytes], clients: int, warm_s: float, seconds: float, shared: bool = False
-               ) -> Half:
+               ) -> Slice:
     """`clients` loops, each sending a request as soon as its last is answered, for `warm_s` + `seconds`; the
     answers that arrive in the last `seconds` are counted. Each loop has an `httpx.AsyncClient` of its own (one
     connection), or with `shared` all use one with a connection each (see the module docstring)."""
@@ -182,7 +186,7 @@ async def load(url: str, bodies: list[bytes], clients: int, warm_s: float, secon
             await stack.enter_async_context(p)
         t0 = time.perf_counter()
         begin, end = t0 + warm_s, t0 + warm_s + seconds
-        half = Half(seconds)
+        got = Slice(seconds)
 
         async def client(k: int) -> None:
             n = k
@@ -191,60 +195,61 @@ async def load(url: str, bodies: list[bytes], clients: int, warm_s: float, secon
                 body = bodies[n % len(bodies)]
                 n += clients
                 sent = time.perf_counter()
-                half.sent += 1
+                got.sent += 1
                 try:
                     r = await c.post("/predict", content=body, headers=headers)
                     await r.aread()
                 except Exception as err:  # noqa: BLE001 - every failure is counted and reported
-                    half.errors.append(f"{type(err).__name__}: {err}"[:200])
+                    got.errors.append(f"{type(err).__name__}: {err}"[:200])
                     continue
                 done = time.perf_counter()
                 if r.status_code != 200:
-                    half.errors.append(f"HTTP {r.status_code}: {r.text[:160]}")
+                    got.errors.append(f"HTTP {r.status_code}: {r.text[:160]}")
                 elif begin <= done <= end:
-                    half.latencies_ms.append((done - sent) * 1000)
+                    got.latencies_ms.append((done - sent) * 1000)
 
         tasks = [asyncio.ensure_future(client(k)) for k in range(clients)]
         try:
             await asyncio.wait_for(asyncio.gather(*tasks), warm_s + seconds + CELL_SLACK_S)
         except asyncio.TimeoutError:
-            half.errors.append(f"the half did not finish within {CELL_SLACK_S:.0f} s of its end")
-    return half
+            got.errors.append(f"the slice did not finish within {CELL_SLACK_S:.0f} s of its end")
+    return got
 
 
 def measure(s: Service, processes: int, bodies: list[bytes], clients: int, warm_s: float, seconds: float,
-            shared: bool) -> tuple[Half, dict[str, float], float, float]:
-    """One half on one server: what the clients saw, the server's counters' differences, and the CPU seconds of the
+            shared: bool) -> tuple[Slice, dict[str, float], float, float]:
+    """One slice on one server: what the clients saw, the server's counters' differences, and the CPU seconds of the
     server's processes and of this process."""
     before = totals(stats_by_pid(s.url, processes))
     server_cpu, client_cpu = cpu_s(s.proc.pid), time.process_time()
-    half = asyncio.run(load(s.url, bodies, clients, warm_s, seconds, shared))
+    got = asyncio.run(load(s.url, bodies, clients, warm_s, seconds, shared))
     server_cpu, client_cpu = cpu_s(s.proc.pid) - server_cpu, time.process_time() - client_cpu
     after = totals(stats_by_pid(s.url, processes))
-    return half, {k: after[k] - before[k] for k in after}, server_cpu, client_cpu
+    return got, {k: after[k] - before[k] for k in after}, server_cpu, client_cpu
 
 
-def cell(halves: list[tuple[Half, dict[str, int], float, float]]) -> dict[str, Any]:
-    """The figures of one (clients, server) from its halves."""
-    latencies = [v for h, *_ in halves for v in h.latencies_ms]
-    window = sum(h.window_s for h, *_ in halves)
-    sent = sum(h.sent for h, *_ in halves)
-    errors = [e for h, *_ in halves for e in h.errors]
-    batches = sum(d["batches"] for _, d, *_ in halves)
-    examples = sum(d["examples"] for _, d, *_ in halves)
-    server_cpu = sum(c for *_, c, _ in halves)
-    client_cpu = sum(c for *_, c in halves)
-    answered = sum(d["requests"] for _, d, *_ in halves)
+def cell(slices: list[tuple[Slice, dict[str, float], float, float]]) -> dict[str, Any]:
+    """The figures of one (clients, server) from its slices."""
+    latencies = [v for h, *_ in slices for v in h.latencies_ms]
+    window = sum(h.window_s for h, *_ in slices)
+    sent = sum(h.sent for h, *_ in slices)
+    errors = [e for h, *_ in slices for e in h.errors]
+    batches = sum(d["batches"] for _, d, *_ in slices)
+    examples = sum(d["examples"] for _, d, *_ in slices)
+    server_cpu = sum(c for *_, c, _ in slices)
+    client_cpu = sum(c for *_, c in slices)
+    answered = sum(d["requests"] for _, d, *_ in slices)
     return {
         "seconds": window, "requests": len(latencies), "sent": sent,
         "requests_per_s": len(latencies) / window,
+        "slices_requests_per_s": [len(h.latencies_ms) / h.window_s for h, *_ in slices],
         "p50_ms": float(np.percentile(latencies, 50)) if latencies else None,
         "p99_ms": float(np.percentile(latencies, 99)) if latencies else None,
         "mean_ms": statistics.fmean(latencies) if latencies else None,
         "errors": len(errors), "error_samples": errors[:5],
         "batches": batches, "examples": examples, "mean_batch": examples / batches if batches else None,
-        "compiles_during": sum(d["compiles"] for _, d, *_ in halves),
-        "model_ms_per_request": 1000 * sum(d["busy_s"] for _, d, *_ in halves) / answered if answered else None,
+        "compiles_during": sum(d["compiles"] for _, d, *_ in slices),
+        "model_ms_per_request": 1000 * sum(d["busy_s"] for _, d, *_ in slices) / answered if answered else None,
         "server_cpu_ms_per_request": 1000 * server_cpu / sent if sent else None,
         "client_cpu_ms_per_request": 1000 * client_cpu / sent if sent else None,
     }
@@ -313,12 +318,13 @@ def in_process_costs(run_dir: Path, bodies: list[bytes], repeats: int) -> dict[s
 
 
 def report(result: dict[str, Any]) -> None:
-    print(f"\n{'clients':>7}  {'server':<6} {'req/s':>7} {'x B':>5} {'p50 ms':>7} {'p99 ms':>7} {'batch':>6} "
+    print(f"\n{'clients':>7}  {'server':<6} {'req/s':>7} {'x B':>5} {'(slices)':>11} {'p50 ms':>7} {'p99 ms':>7} {'batch':>6} "
           f"{'errors':>6} {'model wall ms/req':>17} {'server CPU ms/req':>17} {'client CPU ms/req':>17}")
     for c in result["concurrency"]:
         for name, f in result["cells"][str(c)].items():
-            ratio = result["ratios"][str(c)].get(name)
-            print(f"{c:7d}  {name:<6} {f['requests_per_s']:7.1f} {_num(ratio, 5, 2)} {_num(f['p50_ms'], 7)} "
+            ratio, spread = result["ratios"][str(c)].get(name), result["ratio_ranges"][str(c)].get(name)
+            between = f"{spread[0]:.2f}-{spread[1]:.2f}" if spread else "-"
+            print(f"{c:7d}  {name:<6} {f['requests_per_s']:7.1f} {_num(ratio, 5, 2)} {between:>11} {_num(f['p50_ms'], 7)} "
                   f"{_num(f['p99_ms'], 7)} {_num(f['mean_batch'], 6, 2)} {f['errors']:6d} "
                   f"{_num(f['model_ms_per_request'], 17, 2)} {_num(f['server_cpu_ms_per_request'], 17, 2)} "
                   f"{_num(f['client_cpu_ms_per_request'], 17, 2)}")
@@ -353,11 +359,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--run", metavar="DIR", help="a trained run of specs/mnist.model (default: train one)")
     ap.add_argument("--limit", type=int, default=3000, help="training examples of the run trained here (default 3000)")
     ap.add_argument("--seconds", type=float, default=10, help="timed load per server and number of clients (default 10)")
-    ap.add_argument("--warm-s", type=float, default=1.0, help="warm-up before each half, not counted (default 1)")
+    ap.add_argument("--slices", type=int, default=4, help="turns each server takes per number of clients "
+                    "(default 4)")
+    ap.add_argument("--warm-s", type=float, default=0.5, help="warm-up before each slice, not counted (default 0.5)")
     ap.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32, 128], help="numbers of clients "
                     "(default 1 8 32 128)")
     ap.add_argument("--workers-at", type=int, nargs="*", default=[32, 128], help="numbers of clients at which server "
                     "C (--workers 2) is measured too (default 32 128; none: leave C out)")
+    ap.add_argument("--servers", nargs="+", choices=list(SERVERS), default=list(SERVERS), help="the servers to "
+                    "measure (default A B C D; B, the baseline of the ratios, always)")
     ap.add_argument("--one-client", action="store_true", help="all clients share one httpx.AsyncClient (a "
                     "connection each) instead of one AsyncClient each: httpx's pool then costs the client more per "
                     "request the more connections it holds")
@@ -366,16 +376,18 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--json", metavar="FILE", help="also write the figures here")
     args = ap.parse_args(argv)
     if args.quick:
-        args.seconds, args.warm_s, args.concurrency, args.workers_at, args.limit = 2, 0.5, [1, 8], [8], 500
+        args.seconds, args.slices, args.concurrency, args.workers_at, args.limit = 2, 2, [1, 8], [8], 500
+        args.servers = [n for n in args.servers if n != "D"]
+    args.servers = sorted({*args.servers, "B"})
     if not os.environ.get("SPECC_DATA_DIR"):
         raise SystemExit("set SPECC_DATA_DIR to the folder holding mnist/ (the training data and the requests' images)")
     with_c = [c for c in args.concurrency if c in set(args.workers_at)]
-    names = ["A", "B"] + (["C"] if with_c else [])
+    names = [n for n in SERVERS if n in args.servers and (n != "C" or with_c)]
 
     print(f"specc {_version('specc')} ({ROOT}), Python {platform.python_version()}, uvicorn {_version('uvicorn')}, "
           f"httpx {_version('httpx')}, {platform.machine()} with {os.cpu_count()} CPUs; "
           f"{time.strftime('%Y-%m-%d %H:%M')}", flush=True)
-    result: dict[str, Any] = {"quick": args.quick, "seconds": args.seconds, "warm_s": args.warm_s,
+    result: dict[str, Any] = {"quick": args.quick, "seconds": args.seconds, "slices": args.slices, "warm_s": args.warm_s,
                               "client": "one AsyncClient shared" if args.one_client else "one AsyncClient per client",
                               "concurrency": args.concurrency, "workers_at": with_c, "images": IMAGES, "note": NOTE,
                               "machine": {"cpus": os.cpu_count(), "machine": platform.machine(),
@@ -404,19 +416,22 @@ def main(argv: list[str] | None = None) -> int:
                                        "processes": processes, "url": s.url, "pids": process_tree(s.proc.pid),
                                        "rss_mib": {"before": rss_mib(s.proc.pid)},
                                        "compiles": {"before": totals(stats_by_pid(s.url, processes))["compiles"]}}
-        result["cells"], result["ratios"] = {}, {}
+        result["cells"], result["ratios"], result["ratio_ranges"] = {}, {}, {}
         for c in args.concurrency:
             sides = [n for n in names if n != "C" or c in with_c]
-            halves: dict[str, list] = {n: [] for n in sides}
-            for order in (sides, sides[::-1]):
-                for name in order:
-                    print(f"  {c} clients, server {name}, {args.seconds / 2:g} s ...", flush=True)
-                    halves[name].append(measure(servers[name], SERVERS[name][1], bodies, c, args.warm_s,
-                                                args.seconds / 2, args.one_client))
-            cells = {n: cell(halves[n]) for n in sides}
+            slices: dict[str, list] = {n: [] for n in sides}
+            for k in range(args.slices):
+                for name in sides if k % 2 == 0 else sides[::-1]:
+                    print(f"  {c} clients, server {name}, slice {k + 1} of {args.slices} ...", flush=True)
+                    slices[name].append(measure(servers[name], SERVERS[name][1], bodies, c, args.warm_s,
+                                                args.seconds / args.slices, args.one_client))
+            cells = {n: cell(slices[n]) for n in sides}
             result["cells"][str(c)] = cells
             base = cells["B"]["requests_per_s"]
             result["ratios"][str(c)] = {n: cells[n]["requests_per_s"] / base if base else None for n in sides}
+            turns = {n: [x / b for x, b in zip(cells[n]["slices_requests_per_s"], cells["B"]["slices_requests_per_s"])
+                         if b] for n in sides}
+            result["ratio_ranges"][str(c)] = {n: [min(r), max(r)] if r else None for n, r in turns.items()}
         for name, s in servers.items():
             f = result["servers"][name]
             f["rss_mib"]["after"] = rss_mib(s.proc.pid)

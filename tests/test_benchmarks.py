@@ -93,7 +93,7 @@ def test_serve_benchmark_measures_every_cell_without_errors_or_compilations(data
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "req/s" in proc.stdout and "in this benchmark's own process" in proc.stdout
     r = json.loads(out.read_text())
-    assert r["quick"] and r["concurrency"] == [1, 8] and r["workers_at"] == [8] and r["seconds"] == 2
+    assert r["quick"] and r["concurrency"] == [1, 8] and r["workers_at"] == [8] and (r["seconds"], r["slices"]) == (2, 2)
     assert r["run"]["limit"] == 500 and 0.3 < r["run"]["test_accuracy"] <= 1
     servers = r["servers"]
     assert set(servers) == {"A", "B", "C"} and servers["B"]["args"] == ["--max-batch", "1"]
@@ -108,10 +108,13 @@ def test_serve_benchmark_measures_every_cell_without_errors_or_compilations(data
         for name, f in cells.items():
             assert f["errors"] == 0 and f["compiles_during"] == 0, (c, name, f["error_samples"])
             assert f["requests"] > 0 and f["requests_per_s"] == pytest.approx(f["requests"] / f["seconds"])
+            assert len(f["slices_requests_per_s"]) == 2 and min(f["slices_requests_per_s"]) > 0
             assert 0 < f["p50_ms"] <= f["p99_ms"] and f["model_ms_per_request"] > 0
             assert f["server_cpu_ms_per_request"] > 0 and f["client_cpu_ms_per_request"] > 0
         assert r["ratios"][c]["B"] == 1
         assert r["ratios"][c]["A"] == pytest.approx(cells["A"]["requests_per_s"] / cells["B"]["requests_per_s"])
+        low, high = r["ratio_ranges"][c]["A"]
+        assert 0 < low <= high and r["ratio_ranges"][c]["B"] == [1, 1]
         assert cells["B"]["mean_batch"] == 1  # one model call per request
     assert r["cells"]["1"]["A"]["mean_batch"] == 1  # one client: nothing to gather
     assert r["cells"]["8"]["A"]["mean_batch"] > 1  # eight: requests share batches
