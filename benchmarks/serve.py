@@ -25,15 +25,16 @@ answer are). Each slice begins with a warm-up (`--warm-s`: connections opened, l
 
 Each loop has an `httpx.AsyncClient` of its own. One AsyncClient shared by all loops (`--one-client`) measures
 httpx more than the server: httpcore's pool looks at every connection it holds whenever a request starts or ends
-(encode/httpx#3215), so the client's CPU per request grows with the number of connections; on this project's
-2-core machine, 128 loops on one shared client got 71 answers in 5 s where 128 clients of their own got 1,433.
+(encode/httpx#3215), so the client's CPU per request grows with the number of connections: on this project's
+2-core machine, server B answered 55 requests/s to 128 loops on one shared client (11.6 ms of client CPU per
+request) and 654/s to 128 loops with a client each (2.1 ms); 207/s against 756/s with 32 loops.
 
 Measured per (clients, server): answered requests per second (answers that arrived inside the timed window,
 divided by it), the median and 99th percentile of their latency (ms, from sending to the whole answer read), errors
 (any answer that is not 200, or a request that failed: there must be none), the mean batch size (examples over
 batches, from the differences of the server's `GET /stats` around each slice, warm-up included), the time the model
-calls took per request (wall time: `busy_s` of /stats, a batch's call shared by its requests), and CPU per request of the
-servers (their processes' user + system time from /proc) and of this process (the clients). Per
+calls took per request (wall time: `busy_s` of /stats, a batch's call shared by its requests), and CPU per
+request of the servers (their processes' user + system time from /proc) and of this process (the clients). Per
 server: its processes' resident memory (VmRSS from /proc, every process of the server together) before any load
 and after all of it, and its XLA compilations (`compiles` of /stats) before and after: they must not grow, every
 batch size having been compiled while the server warmed up. The ratios to B of requests per second per
@@ -82,13 +83,14 @@ SERVERS = {  # name -> (extra arguments of `specc serve`, processes, what it is)
     "A": ((), 1, "dynamic batching (defaults: --max-batch 32, --max-wait-ms 5, buckets 1,4,16,32)"),
     "B": (("--max-batch", "1"), 1, "one model call per request (--max-batch 1)"),
     "C": (("--workers", "2"), 2, "dynamic batching in two processes (--workers 2)"),
-    "D": (("--max-wait-ms", "0"), 1, "batching without waiting (--max-wait-ms 0: a batch is what has queued meanwhile)"),
+    "D": (("--max-wait-ms", "0"), 1, "batching without waiting (--max-wait-ms 0: a batch is what queued meanwhile)"),
 }
 IMAGES = 256  # distinct request bodies, sent in turn
 REQUEST_TIMEOUT_S = 30.0
 CELL_SLACK_S = 60.0  # a slice may run this much past its time (answers in flight) before it is cut off
 NOTE = ("The clients run in this benchmark's own process on the same machine: with few cores they compete with the "
-        "servers for the CPU (their CPU per request is shown), so these are the rates of this client and server together.")
+        "servers for the CPU (their CPU per request is shown), so these are the rates of this client and server "
+        "together.")
 
 
 # --- the servers' processes -------------------------------------------------------------------------------------
@@ -151,7 +153,8 @@ def stats_by_pid(url: str, processes: int, timeout: float = 30) -> dict[int, dic
         (run,) = body["runs"].values()
         seen[body["pid"]] = run
         if time.monotonic() > deadline:
-            raise SystemExit(f"only {len(seen)} of {processes} processes of {url} answered GET /stats in {timeout:.0f} s")
+            raise SystemExit(f"only {len(seen)} of {processes} processes of {url} answered GET /stats in "
+                             f"{timeout:.0f} s")
     return seen
 
 
@@ -318,14 +321,14 @@ def in_process_costs(run_dir: Path, bodies: list[bytes], repeats: int) -> dict[s
 
 
 def report(result: dict[str, Any]) -> None:
-    print(f"\n{'clients':>7}  {'server':<6} {'req/s':>7} {'x B':>5} {'(slices)':>11} {'p50 ms':>7} {'p99 ms':>7} {'batch':>6} "
-          f"{'errors':>6} {'model wall ms/req':>17} {'server CPU ms/req':>17} {'client CPU ms/req':>17}")
+    print(f"\n{'clients':>7}  {'server':<6} {'req/s':>7} {'x B':>5} {'(slices)':>11} {'p50 ms':>7} {'p99 ms':>7} "
+          f"{'batch':>6} {'errors':>6} {'model wall ms/req':>17} {'server CPU ms/req':>17} {'client CPU ms/req':>17}")
     for c in result["concurrency"]:
         for name, f in result["cells"][str(c)].items():
             ratio, spread = result["ratios"][str(c)].get(name), result["ratio_ranges"][str(c)].get(name)
             between = f"{spread[0]:.2f}-{spread[1]:.2f}" if spread else "-"
-            print(f"{c:7d}  {name:<6} {f['requests_per_s']:7.1f} {_num(ratio, 5, 2)} {between:>11} {_num(f['p50_ms'], 7)} "
-                  f"{_num(f['p99_ms'], 7)} {_num(f['mean_batch'], 6, 2)} {f['errors']:6d} "
+            print(f"{c:7d}  {name:<6} {f['requests_per_s']:7.1f} {_num(ratio, 5, 2)} {between:>11} "
+                  f"{_num(f['p50_ms'], 7)} {_num(f['p99_ms'], 7)} {_num(f['mean_batch'], 6, 2)} {f['errors']:6d} "
                   f"{_num(f['model_ms_per_request'], 17, 2)} {_num(f['server_cpu_ms_per_request'], 17, 2)} "
                   f"{_num(f['client_cpu_ms_per_request'], 17, 2)}")
     print()
@@ -358,7 +361,8 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--run", metavar="DIR", help="a trained run of specs/mnist.model (default: train one)")
     ap.add_argument("--limit", type=int, default=3000, help="training examples of the run trained here (default 3000)")
-    ap.add_argument("--seconds", type=float, default=10, help="timed load per server and number of clients (default 10)")
+    ap.add_argument("--seconds", type=float, default=10, help="timed load per server and number of clients "
+                    "(default 10)")
     ap.add_argument("--slices", type=int, default=4, help="turns each server takes per number of clients "
                     "(default 4)")
     ap.add_argument("--warm-s", type=float, default=0.5, help="warm-up before each slice, not counted (default 0.5)")
@@ -387,7 +391,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"specc {_version('specc')} ({ROOT}), Python {platform.python_version()}, uvicorn {_version('uvicorn')}, "
           f"httpx {_version('httpx')}, {platform.machine()} with {os.cpu_count()} CPUs; "
           f"{time.strftime('%Y-%m-%d %H:%M')}", flush=True)
-    result: dict[str, Any] = {"quick": args.quick, "seconds": args.seconds, "slices": args.slices, "warm_s": args.warm_s,
+    result: dict[str, Any] = {"quick": args.quick, "seconds": args.seconds, "slices": args.slices,
+                              "warm_s": args.warm_s,
                               "client": "one AsyncClient shared" if args.one_client else "one AsyncClient per client",
                               "concurrency": args.concurrency, "workers_at": with_c, "images": IMAGES, "note": NOTE,
                               "machine": {"cpus": os.cpu_count(), "machine": platform.machine(),
