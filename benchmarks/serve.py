@@ -67,7 +67,6 @@ import tempfile
 import time
 from contextlib import AsyncExitStack, ExitStack
 from dataclasses import dataclass, field
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -78,6 +77,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 import httpx  # noqa: E402
 import numpy as np  # noqa: E402
 from service import Service, service  # noqa: E402 - tests/service.py: how the tests start `specc serve`
+from startup import _version  # noqa: E402 - benchmarks/startup.py, beside this script
 
 SERVERS = {  # name -> (extra arguments of `specc serve`, processes, what it is)
     "A": ((), 1, "dynamic batching (defaults: --max-batch 32, --max-wait-ms 5, buckets 1,4,16,32)"),
@@ -348,13 +348,6 @@ def report(result: dict[str, Any]) -> None:
 
 def _num(v: float | None, width: int = 8, digits: int = 1) -> str:
     return f"{'-':>{width}}" if v is None else f"{v:{width}.{digits}f}"
-
-
-def _version(name: str) -> str:
-    try:
-        return metadata.version(name)
-    except metadata.PackageNotFoundError:
-        return "?"
 
 
 def main(argv: list[str] | None = None) -> int:

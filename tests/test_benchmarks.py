@@ -84,7 +84,7 @@ def test_tune_benchmark_measures_every_figure(data_dir, tmp_path):
         assert w["postgresql_2"]["every_trial_run_once"] and all(n > 0 for n in w["postgresql_2"]["per_process"])
 
 
-@pytest.mark.slow  # about 100 s on two shared cores: a short training, three servers, 10 cells of 1 s
+@pytest.mark.slow  # 65-120 s on two shared cores: a short training, three servers, 10 slices of 1 s
 def test_serve_benchmark_measures_every_cell_without_errors_or_compilations(data_dir, tmp_path):
     out = tmp_path / "serve.json"
     proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "serve.py"), "--quick", "--json", str(out)],
