@@ -368,8 +368,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--one-client", action="store_true", help="all clients share one httpx.AsyncClient (a "
                     "connection each) instead of one AsyncClient each: httpx's pool then costs the client more per "
                     "request the more connections it holds")
-    ap.add_argument("--quick", action="store_true", help="a tiny setting: 2 s per cell in 2 slices, 1 and 8 clients, C at 8, no D, "
-                    "training on 500 examples")
+    ap.add_argument("--quick", action="store_true", help="a tiny setting: 2 s per cell in 2 slices, 1 and 8 "
+                    "clients, C at 8, no D, training on 500 examples")
     ap.add_argument("--json", metavar="FILE", help="also write the figures here")
     args = ap.parse_args(argv)
     if args.quick:
