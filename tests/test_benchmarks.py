@@ -82,3 +82,43 @@ def test_tune_benchmark_measures_every_figure(data_dir, tmp_path):
     assert w["sqlite_2"]["run_dirs_unique"]
     if "seconds" in w["postgresql_2"]:
         assert w["postgresql_2"]["every_trial_run_once"] and all(n > 0 for n in w["postgresql_2"]["per_process"])
+
+
+@pytest.mark.slow  # 65-120 s on two shared cores: a short training, three servers, 10 slices of 1 s
+def test_serve_benchmark_measures_every_cell_without_errors_or_compilations(data_dir, tmp_path):
+    out = tmp_path / "serve.json"
+    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "serve.py"), "--quick", "--json", str(out)],
+                          capture_output=True, text=True, timeout=900, cwd=ROOT,
+                          env={**os.environ, "SPECC_CACHE_DIR": str(tmp_path / "cache")})
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "req/s" in proc.stdout and "in this benchmark's own process" in proc.stdout
+    r = json.loads(out.read_text())
+    assert r["quick"] and r["concurrency"] == [1, 8] and r["workers_at"] == [8]
+    assert (r["seconds"], r["slices"]) == (2, 2)
+    assert r["run"]["limit"] == 500 and 0.3 < r["run"]["test_accuracy"] <= 1
+    servers = r["servers"]
+    assert set(servers) == {"A", "B", "C"} and servers["B"]["args"] == ["--max-batch", "1"]
+    # every batch size was compiled while warming up (A: 1, 4, 16, 32; B: 1; C: A's in each of two processes)
+    assert {n: (s["compiles"]["before"], s["compiles"]["after"]) for n, s in servers.items()} == \
+        {"A": (4, 4), "B": (1, 1), "C": (8, 8)}
+    for name, s in servers.items():
+        assert s["rss_mib"]["before"] > 50 and s["rss_mib"]["after"] > 50, (name, s["rss_mib"])  # a loaded model
+    assert len(servers["C"]["pids"]) >= 3  # uvicorn's supervisor and its two workers
+    assert set(r["cells"]["1"]) == {"A", "B"} and set(r["cells"]["8"]) == {"A", "B", "C"}
+    for c, cells in r["cells"].items():
+        for name, f in cells.items():
+            assert f["errors"] == 0 and f["compiles_during"] == 0, (c, name, f["error_samples"])
+            assert f["requests"] > 0 and f["requests_per_s"] == pytest.approx(f["requests"] / f["seconds"])
+            assert len(f["slices_requests_per_s"]) == 2 and min(f["slices_requests_per_s"]) > 0
+            assert 0 < f["p50_ms"] <= f["p99_ms"] and f["model_ms_per_request"] > 0
+            assert f["server_cpu_ms_per_request"] > 0 and f["client_cpu_ms_per_request"] > 0
+        assert r["ratios"][c]["B"] == 1
+        assert r["ratios"][c]["A"] == pytest.approx(cells["A"]["requests_per_s"] / cells["B"]["requests_per_s"])
+        low, high = r["ratio_ranges"][c]["A"]
+        assert 0 < low <= high and r["ratio_ranges"][c]["B"] == [1, 1]
+        assert cells["B"]["mean_batch"] == 1  # one model call per request
+    assert r["cells"]["1"]["A"]["mean_batch"] == 1  # one client: nothing to gather
+    assert r["cells"]["8"]["A"]["mean_batch"] > 1  # eight: requests share batches
+    costs = r["in_process_ms"]
+    assert set(costs) == {"json_loads", "parse", "model_batch_1", "model_batch_32_per_example", "answers",
+                          "json_response"} and all(v > 0 for v in costs.values())
