@@ -10,10 +10,11 @@ The model is `specs/mnist.model`, trained briefly by `python -m specc run specs/
 is started on 127.0.0.1 as separate processes, the way a user starts it (tests/service.py: ready once it prints its
 URL, stopped with SIGTERM at the end), all alive at once:
 
-    A  dynamic batching, the defaults: --max-batch 32, --max-wait-ms 5, buckets 1, 4, 16, 32
+    A  dynamic batching, the defaults: --max-batch 32, --max-wait-ms 0, buckets 1, 4, 16, 32 (a batch is whatever
+       queued while the last one ran)
     B  one model call per request: --max-batch 1 (its only bucket is 1, and no request waits for another)
     C  A's batching in two processes sharing the port: --workers 2 (only at `--workers-at` clients, default 32, 128)
-    D  batching without waiting: --max-wait-ms 0 (a batch is whatever queued while the last one ran)
+    D  batching that also waits for company: --max-wait-ms 5 (the default before these figures)
 
 For each number of clients (`--concurrency`), every server gets `--seconds` of load in `--slices` slices (default
 4), the servers taking turns slice by slice in the order A B C D, then D C B A, and so on, so that the machine's
@@ -80,10 +81,10 @@ from service import Service, service  # noqa: E402 - tests/service.py: how the t
 from startup import _version  # noqa: E402 - benchmarks/startup.py, beside this script
 
 SERVERS = {  # name -> (extra arguments of `specc serve`, processes, what it is)
-    "A": ((), 1, "dynamic batching (defaults: --max-batch 32, --max-wait-ms 5, buckets 1,4,16,32)"),
+    "A": ((), 1, "dynamic batching (defaults: --max-batch 32, --max-wait-ms 0, buckets 1,4,16,32)"),
     "B": (("--max-batch", "1"), 1, "one model call per request (--max-batch 1)"),
     "C": (("--workers", "2"), 2, "dynamic batching in two processes (--workers 2)"),
-    "D": (("--max-wait-ms", "0"), 1, "batching without waiting (--max-wait-ms 0: a batch is what queued meanwhile)"),
+    "D": (("--max-wait-ms", "5"), 1, "batching that waits up to 5 ms for more requests (--max-wait-ms 5)"),
 }
 IMAGES = 256  # distinct request bodies, sent in turn
 REQUEST_TIMEOUT_S = 30.0

@@ -173,8 +173,9 @@ def wait_ms(text: str) -> float:
          arg("--port", type=port, default=8000, help="port (default 8000; 0 picks a free one)"),
          group("batching",
                arg("--max-batch", type=positive, default=32, metavar="N", help="most examples in one batch (default 32)"),
-               arg("--max-wait-ms", type=wait_ms, default=5.0, metavar="MS",
-                   help="longest a request waits for others to share its batch (default 5)"),
+               arg("--max-wait-ms", type=wait_ms, default=0.0, metavar="MS",
+                   help="how long a batch waits for more requests before it runs (default 0: a batch is what queued "
+                   "while the previous one ran; a few ms pays where the model dominates a request, as on a GPU)"),
                arg("--buckets", metavar="N,N,...", help="batch sizes compiled at start-up; a batch is padded to the next "
                    "(default 1, 4, 16, ... up to --max-batch)")),
          group("service",

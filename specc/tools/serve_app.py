@@ -353,7 +353,7 @@ class ServeConfig:
     host: str = "127.0.0.1"
     port: int = 8000
     max_batch: int = 32
-    max_wait_ms: float = 5.0
+    max_wait_ms: float = 0.0
     buckets: tuple[int, ...] = ()
     max_body: int = 16 * 1024 * 1024
     workers: int = 1
