@@ -144,10 +144,18 @@ BAD = [  # (path, how to send it, status, field, words of the message)
     (CNN, {"content": b"x" * 1_200_000, "headers": {"content-type": "application/json"}}, 413, "body", "at most"),
     (CNN, {"content": b"hello", "headers": {"content-type": "text/plain"}}, 415, "content-type", "application/json"),
     (CNN, {"files": {"image": ("x.png", b"not an image", "image/png")}}, 422, "inputs.image", "not an image"),
+    (CNN, {"json": {"inputs": {"image": [[-5000] * 28] * 28}}}, 422, "inputs.image", "raw pixels are 0..255"),
+    (CNN, {"json": {"inputs": {"image": {"base64": 5}}}}, 422, "inputs.image.base64", "must be a string"),
+    (CNN, {"content": b'{"inputs": {"image": ' + b"9" * 5000 + b"}}", "headers": {"content-type": "application/json"}},
+     400, "body", "Python refuses"),
+    (CNN, {"files": {"img": ("x.png", b"x", "image/png")}}, 422, "inputs.img", "is `img` meant to be `image`?"),
     (TEXT, {"json": {"inputs": {"tokens": 5}}}, 422, "inputs.tokens", "must be a string"),
     (TEXT, {"json": {"inputs": {"tokens": "   "}}}, 422, "inputs.tokens", "is empty"),
     (DIABETES, {"json": {"inputs": {f: 0.0 for f in FEATURES[:-1]}}}, 422, "inputs.s6", "missing feature `s6`"),
     (DIABETES, {"json": {"inputs": {**{f: 0.0 for f in FEATURES}, "bmi": "high"}}}, 422, "inputs.bmi", "must be a number"),
+    (DIABETES, {"content": b'{"inputs": {"age": 1' + b"0" * 400 + b', "sex": 1, "bmi": 1, "bp": 1, "s1": 1, "s2": 1, '
+                b'"s3": 1, "s4": 1, "s5": 1, "s6": 1}}', "headers": {"content-type": "application/json"}},
+     422, "inputs.age", "not a finite 32-bit number"),
     (RECOMMENDER, {"json": {"inputs": {"user": 5.5, "item": 7}}}, 422, "inputs.user", "whole numbers"),
     (RECOMMENDER, {"json": {"inputs": {"user": 5, "item": 201}}}, 422, "inputs.item", "ids of this input are 0..200"),
     (RECOMMENDER, {"json": {"inputs": {"user": -1, "item": 7}}}, 422, "inputs.user", "holds -1"),
@@ -194,6 +202,38 @@ def test_concurrent_requests_share_batches_and_nothing_compiles_under_load(serve
     assert served == len(sizes) - len(bad)
     assert after["batches"] - stats["batches"] < served  # gathered: fewer batches than requests
     assert max(int(b) for b in after["batch_sizes"]) <= 32
+
+
+def test_concurrent_text_requests_are_tokenized_apart(server):
+    """The tokenizer is one object switched between settings: threads preparing requests at once once saw each
+    other's truncation and padding (wrong shapes reached the batcher, which then hung)."""
+    texts = [" ".join(REVIEWS[k % len(REVIEWS)] for _ in range(1 + k % 5)) for k in range(96)]
+
+    async def main():
+        async with httpx.AsyncClient(base_url=server.url, timeout=120, limits=httpx.Limits(max_connections=96)) as c:
+            return await asyncio.gather(*[c.post(f"{TEXT}/predict", json={"inputs": {"tokens": t}}) for t in texts])
+
+    answers = asyncio.run(main())
+    assert [r.status_code for r in answers] == [200] * len(texts)
+    alone = {t: post(server, f"{TEXT}/predict", {"inputs": {"tokens": t}}).json() for t in set(texts)}
+    for t, r in zip(texts, answers):
+        np.testing.assert_allclose(r.json()["outputs"]["dense"]["probabilities"],
+                                   alone[t]["outputs"]["dense"]["probabilities"], atol=1e-6)
+        assert r.json()["warnings"] == alone[t]["warnings"]
+
+
+def test_images_past_the_pixel_budget_are_refused_before_decoding_and_wrapped_base64_is_read(server):
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.new("L", (6000, 6000)).save(buf, format="PNG")  # 36 million pixels in a small file
+    big = base64.b64encode(buf.getvalue()).decode()
+    r = post(server, f"{CNN}/predict", {"instances": [{"image": {"base64": big}}] * 2})
+    assert r.status_code == 413 and "72,000,000 pixels" in r.json()["error"], r.text
+    x, _ = mnist_test(1)
+    wrapped = base64.encodebytes(png(x[0])).decode()  # lines of 76 characters, as the `base64` tool writes
+    assert "\n" in wrapped
+    assert post(server, f"{CNN}/predict", {"inputs": {"image": {"base64": wrapped}}}).status_code == 200
 
 
 def test_metadata_openapi_health_and_graph(server, runs):
@@ -267,6 +307,33 @@ def test_command_line_mistakes_are_usage_errors(runs, tmp_path):
     assert done.returncode == 2 and "cannot listen on 127.0.0.1" in done.stderr and "--port" in done.stderr
     done = serve(runs["diabetes"], "--buckets", "1,64", "--max-batch", "32")
     assert done.returncode == 2 and "more than --max-batch 32" in done.stderr
+
+
+def test_runs_the_service_cannot_serve_faithfully_are_refused(runs, tmp_path):
+    import shutil
+
+    def serve(*args):
+        return subprocess.run([sys.executable, "-m", "specc", "serve", *map(str, args), "--port", "0"],
+                              capture_output=True, text=True, cwd=ROOT, timeout=120)
+
+    edited = tmp_path / "edited"
+    shutil.copytree(runs["diabetes"], edited)
+    spec = edited / "spec.model"
+    spec.write_text(spec.read_text().replace("age, sex", "sex, age"))
+    done = serve(edited)
+    assert done.returncode == 2 and "spec.model was changed after this run trained" in done.stderr, done.stderr
+    untokenized = tmp_path / "untokenized"
+    shutil.copytree(runs["text"], untokenized)
+    (untokenized / "tokenizer.json").unlink()
+    done = serve(untokenized)
+    assert done.returncode == 2 and "no tokenizer.json" in done.stderr, done.stderr
+
+
+def test_run_names_never_collide():
+    from specc.tools.serving import unique_names
+
+    assert unique_names(["/x/a", "/y/a", "/z/a-2"]) == ["a", "a-2", "a-2-2"]
+    assert unique_names(["/x/ünï", "/y/my run"]) == ["ünï", "my-run"]
 
 
 def test_buckets():

@@ -153,6 +153,13 @@ def port(text: str) -> int:
     return value
 
 
+def size_mb(text: str) -> float:
+    value = temperature(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"expected a size above 0, got {text!r}")
+    return value
+
+
 def wait_ms(text: str) -> float:
     value = temperature(text)
     if value > 10_000:
@@ -181,7 +188,9 @@ def wait_ms(text: str) -> float:
          group("service",
                arg("--workers", type=positive, default=1, metavar="N", help="processes sharing the port, each with its "
                    "own copy of the models (default 1)"),
-               arg("--max-body-mb", type=temperature, default=16.0, metavar="MB", help="largest request body (default 16)"),
+               arg("--max-body-mb", type=size_mb, default=16.0, metavar="MB", help="largest request body (default 16)"),
+               arg("--max-connections", type=positive, default=1024, metavar="N",
+                   help="connections and requests at once; beyond them the service answers 503 (default 1024)"),
                arg("--drain-s", type=temperature, default=30.0, metavar="S",
                    help="on SIGTERM, how long requests in flight may take to finish (default 30)"),
                arg("--log-level", choices=("critical", "error", "warning", "info", "debug"), default="warning",
@@ -193,15 +202,22 @@ def cmd_serve(args) -> int:
     from specc.tools.serving import parse_buckets
 
     buckets = parse_buckets(args.buckets, args.max_batch) if args.buckets else ()
-    chosen = args.port
-    try:  # the port checked (or picked) before any model is loaded
-        with socket.socket(socket.AF_INET6 if ":" in args.host else socket.AF_INET) as s:
-            s.bind((args.host, args.port))
-            chosen = s.getsockname()[1]
+    sock: socket.socket | None = socket.socket(socket.AF_INET6 if ":" in args.host else socket.AF_INET)
+    assert sock is not None
+    try:  # the port taken before any model is loaded; one process keeps it, so --port 0's choice stays ours
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((args.host, args.port))
+        chosen = sock.getsockname()[1]
+        if args.workers > 1:  # uvicorn's process manager binds the port itself, for every worker
+            sock.close()
+            sock = None
     except OSError as err:
+        if sock is not None:
+            sock.close()
         raise UsageError(Diagnostic(f"cannot listen on {args.host}:{args.port}: {err.strerror or err}", file="specc serve",
                                     hint="choose another --port (0 picks a free one), or stop what uses it")) from None
     config = ServeConfig(runs=tuple(args.runs), host=args.host, port=chosen, max_batch=args.max_batch,
                          max_wait_ms=args.max_wait_ms, buckets=buckets, max_body=int(args.max_body_mb * 1024 * 1024),
-                         workers=args.workers, drain_s=args.drain_s, log_level=args.log_level)
-    return {0: EXIT_OK, 130: EXIT_INTERRUPTED}.get(serve(config), EXIT_DATA)
+                         workers=args.workers, drain_s=args.drain_s, log_level=args.log_level,
+                         max_connections=args.max_connections)
+    return {0: EXIT_OK, 130: EXIT_INTERRUPTED}.get(serve(config, sock), EXIT_DATA)

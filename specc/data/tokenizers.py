@@ -9,6 +9,7 @@ a fine-tuning spec that starts from the run) read it back.
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -58,6 +59,9 @@ class HFVocabulary:
 
     def __init__(self, tokenizer, kind: str):
         self.tok, self.kind = tokenizer, kind
+        # `batch` switches truncation and padding on and off on the one tokenizer: threads encoding at once
+        # (`specc serve` prepares requests in a thread pool) would see each other's settings.
+        self._lock = threading.Lock()
 
     @classmethod
     def train(cls, texts: Iterable[str], kind: str, vocab_size: int) -> HFVocabulary:
@@ -86,16 +90,18 @@ class HFVocabulary:
         return self.tok.get_vocab_size()
 
     def ids(self, text: str) -> np.ndarray:
-        return np.array(self.tok.encode(text).ids, dtype=np.int32)
+        with self._lock:
+            return np.array(self.tok.encode(text).ids, dtype=np.int32)
 
     def batch(self, texts: list[str], length: int) -> np.ndarray:
-        self.tok.enable_truncation(max_length=length)
-        self.tok.enable_padding(length=length, pad_id=PAD, pad_token="[PAD]")
-        try:
-            return np.array([e.ids for e in self.tok.encode_batch(texts)], dtype=np.int32)
-        finally:
-            self.tok.no_truncation()
-            self.tok.no_padding()
+        with self._lock:
+            self.tok.enable_truncation(max_length=length)
+            self.tok.enable_padding(length=length, pad_id=PAD, pad_token="[PAD]")
+            try:
+                return np.array([e.ids for e in self.tok.encode_batch(texts)], dtype=np.int32)
+            finally:
+                self.tok.no_truncation()
+                self.tok.no_padding()
 
     def decode(self, ids: Iterable[int]) -> str:
         return self.tok.decode([int(i) for i in ids])

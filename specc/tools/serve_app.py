@@ -24,6 +24,7 @@ from __future__ import annotations
 import contextlib
 import html
 import json
+import math
 import logging
 import os
 import signal
@@ -41,6 +42,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Resp
 from fastapi.staticfiles import StaticFiles
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 
 from specc.core.errors import UserError, printable
 from specc.core.version import __version__
@@ -87,7 +89,7 @@ def make_app(servables: list[Servable], max_body: int = 16 * 1024 * 1024, announ
                   description="Trained specc runs as a service: " + ", ".join(s.name for s in servables))
     app.state.specc = state
     _errors(app, state)
-    app.add_api_route("/health", lambda: _health(state), methods=["GET"], summary="ready once every model is warmed")
+    app.add_api_route("/health", lambda: _health(state), methods=["GET", "HEAD"], summary="ready once every model is warmed")
     app.add_api_route("/stats", lambda: _stats(state), methods=["GET"], summary="requests, batches and compilations")
     for s in servables:
         _routes(app, state, s, f"/runs/{s.name}")
@@ -172,6 +174,8 @@ def _routes(app: FastAPI, state: ServiceState, s: Servable, base: str) -> None:
                       summary="spec, inputs, outputs, classes, test metrics, versions")
 
     def graph_svg() -> Response:
+        if not state.ready:
+            return _not_ready(state)
         svg = state.svgs.get(s.name)
         if svg is None:
             return JSONResponse({"error": "the graph is drawn by Graphviz, which is not installed here (no `dot`)"},
@@ -183,7 +187,7 @@ def _routes(app: FastAPI, state: ServiceState, s: Servable, base: str) -> None:
     def page() -> HTMLResponse:
         return HTMLResponse(_page(s, base))
 
-    app.add_api_route(f"{base}/", page, methods=["GET"], include_in_schema=False)
+    app.add_api_route(f"{base}/", page, methods=["GET", "HEAD"], include_in_schema=False)
     if base:  # the page's links are relative to its folder: /runs/NAME -> /runs/NAME/
         app.add_api_route(base, lambda: RedirectResponse(f"{base}/", status_code=308), methods=["GET"],
                           include_in_schema=False)
@@ -205,6 +209,8 @@ async def _predict(state: ServiceState, s: Servable, request: Request) -> JSONRe
     try:
         body = await _read_request(request, state.max_body, s)
         x, warnings = await run_in_threadpool(s.parse, body)
+    except ClientDisconnect:  # the client went away while sending: nobody to answer
+        return JSONResponse({"error": "the client closed the connection before the body was read"}, status_code=400)
     except InputError as err:
         batcher.stats.rejected += 1
         return JSONResponse(err.body(), status_code=err.status)
@@ -233,7 +239,7 @@ async def _read_request(request: Request, limit: int, s: Servable) -> Any:
     request._body = raw  # the form parser reads the body from here, not from the consumed stream
     kind = request.headers.get("content-type", "application/json").split(";")[0].strip().lower()
     if kind in ("application/json", "text/json", "") or kind.endswith("+json"):
-        return _json(raw)
+        return await run_in_threadpool(_json, raw)  # a large body is parsed off the event loop
     if kind in ("multipart/form-data", "application/x-www-form-urlencoded"):
         return await _form(request, s)
     raise InputError(f"cannot read a `{kind}` body: send application/json, or multipart/form-data with one field per "
@@ -251,22 +257,35 @@ def _json(raw: bytes) -> Any:
         raise InputError(f"the body is not valid JSON: {err.msg} at line {err.lineno} column {err.colno}", "body", 400) from None
     except RecursionError:
         raise InputError("the body's JSON is nested too deeply", "body", 400) from None
+    except ValueError as err:  # Python's own bounds, such as the digits of one integer
+        raise InputError(f"the body's JSON holds a value Python refuses: {str(err)[:160]}", "body", 400) from None
 
 
 async def _form(request: Request, s: Servable) -> dict[str, Any]:
     """Form fields by input name (or feature name): a file part gives its bytes (an image) or its text, a
     text part is a string, or JSON numbers where the input takes numbers."""
-    from starlette.datastructures import UploadFile
-
     try:
         form = await request.form(max_files=16, max_fields=1024)
     except Exception as err:  # noqa: BLE001 - python-multipart's errors are all the body's fault
         raise InputError(f"cannot read the form: {str(err)[:200]}", "body", 400) from None
+    try:
+        return await _fields_of(form, s)
+    finally:
+        await form.close()  # its uploaded files' temporary files
+
+
+async def _fields_of(form: Any, s: Servable) -> dict[str, Any]:
+    from starlette.datastructures import UploadFile
+
     text_input = len(s.inputs) == 1 and s.inputs[0].kind == "text"
+    names = {i.name for i in s.inputs} | {f for i in s.inputs for f in i.features}
     inputs: dict[str, Any] = {}
     for key, value in form.multi_items():
+        if key not in names:
+            inputs[key] = value if isinstance(value, str) else ""  # named as unknown by `parse`
+            continue
         if key in inputs:
-            raise InputError(f"the form gives `{key}` more than once; give one example per request", key, 422)
+            raise InputError(f"the form gives `{key}` more than once; give one example per request", f"inputs.{key}", 422)
         if isinstance(value, UploadFile):
             data = await value.read()
             kind = next((i.kind for i in s.inputs if i.name == key), None)
@@ -276,7 +295,7 @@ async def _form(request: Request, s: Servable) -> dict[str, Any]:
             try:
                 value = data.decode("utf-8")
             except UnicodeDecodeError:
-                raise InputError("the file is not UTF-8 text (and this input is not an image)", key) from None
+                raise InputError("the file is not UTF-8 text (and this input is not an image)", f"inputs.{key}") from None
         if text_input:
             inputs[key] = value
             continue
@@ -359,6 +378,7 @@ class ServeConfig:
     workers: int = 1
     drain_s: float = 30.0
     log_level: str = "warning"
+    max_connections: int = 1024
 
     def to_json(self) -> str:
         return json.dumps(self.__dict__)
@@ -382,10 +402,16 @@ def servables(config: ServeConfig) -> list[Servable]:
 
 
 def app_from_environment() -> FastAPI:
-    """The application of one `--workers` process (uvicorn imports it by name in each process)."""
+    """The application of one `--workers` process (uvicorn imports it by name in each process). A model that fails
+    to load here stops the whole service (its process manager), rather than being started again and again."""
     config = ServeConfig.from_json(os.environ[ENV])
     items = servables(config)
-    return make_app(items, config.max_body, announce=urls(config, [s.name for s in items], f"worker {os.getpid()} "))
+
+    def stop_all() -> None:
+        os.kill(os.getppid(), signal.SIGTERM)
+
+    return make_app(items, config.max_body, announce=urls(config, [s.name for s in items], f"worker {os.getpid()} "),
+                    on_failure=stop_all)
 
 
 def urls(config: ServeConfig, names: list[str], who: str = "") -> str:
@@ -399,18 +425,30 @@ def urls(config: ServeConfig, names: list[str], who: str = "") -> str:
     return printable("\n".join(lines), lines=True)
 
 
-def serve(config: ServeConfig) -> int:
+def serve(config: ServeConfig, sock: Any = None) -> int:
     """Run the service until SIGINT/SIGTERM, then drain: requests in flight are answered before it exits.
-    Returns 0 (stopped by SIGTERM), 130 (Ctrl-C) or 3 (a model failed to load)."""
+    Returns 0 (stopped by SIGTERM), 130 (Ctrl-C) or 3 (a model failed to load). `sock`: the listening socket the
+    command line bound already (so that `--port 0`'s port stays this service's)."""
     import uvicorn
 
+    items = servables(config)  # the runs checked here, in this process, before any worker starts
+    for s in items:
+        s.check_spec_unchanged()
+    limits: dict[str, Any] = {"log_level": config.log_level, "access_log": False, "limit_concurrency": config.max_connections,
+              "timeout_graceful_shutdown": math.ceil(config.drain_s)}
     if config.workers > 1:
+        for s in items:  # a model that does not load stops the service here, not in N workers started again and again
+            try:
+                s.run.model()
+            except Exception as err:  # noqa: BLE001 - reported as the single process reports it
+                print(f"specc serve: error: loading failed:\n{err.render() if isinstance(err, UserError) else err}",
+                      file=sys.stderr)
+                return 3
+            s.run._model = None  # each worker loads its own
         os.environ[ENV] = config.to_json()
         uvicorn.run("specc.tools.serve_app:app_from_environment", factory=True, host=config.host, port=config.port,
-                    workers=config.workers, log_level=config.log_level, access_log=False,
-                    timeout_graceful_shutdown=int(config.drain_s))
+                    workers=config.workers, **limits)
         return 0
-    items = servables(config)
     server: Any = None
 
     def stop() -> None:
@@ -437,7 +475,6 @@ def serve(config: ServeConfig) -> int:
                 stopped_by.extend(self._captured_signals)
                 self._captured_signals.clear()
 
-    server = Draining(uvicorn.Config(app, host=config.host, port=config.port, log_level=config.log_level,
-                                     access_log=False, timeout_graceful_shutdown=int(config.drain_s)))
-    server.run()
+    server = Draining(uvicorn.Config(app, host=config.host, port=config.port, **limits))
+    server.run(sockets=[sock] if sock is not None else None)
     return 3 if state.failed else 130 if signal.SIGINT in stopped_by else 0

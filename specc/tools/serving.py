@@ -30,6 +30,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import io
 import math
 import platform
 import re
@@ -45,7 +46,11 @@ from specc.core.errors import DataError, Diagnostic, UsageError
 from specc.core.version import __version__
 from specc.tools.predict import Run, image_format, output_kind, preprocess, probabilities, refuse_generators
 
+FLOAT32_MAX = float(np.finfo(np.float32).max)
 MAX_INSTANCES = 1024  # examples in one request
+CHARS_PER_TOKEN = 64  # of a text, only the first CHARS_PER_TOKEN x sequence_length characters are tokenized
+MAX_REQUEST_PIXELS = 2**26  # decoded pixels of all the images of one request (one 8,192 x 8,192 image)
+_DECODING = threading.BoundedSemaphore(2)  # images decoded at once: each may take hundreds of MB while it decodes
 TOP_CLASSES = 5  # classes listed by probability in an answer
 
 
@@ -156,6 +161,29 @@ class Servable:
         self._vocab: Any = None
         self.inputs = self._describe_inputs()
         self.output_names = list(run.plan.outputs)
+        if any(i.kind == "text" for i in self.inputs) and run.tokenizer_file is None:
+            raise UsageError(Diagnostic("the run has no tokenizer.json, so text cannot be turned into its model's input",
+                                        file=str(run.path), hint="serve the whole run directory `specc run` wrote"))
+        free = [i.name for i in self.inputs if any(d is None for d in i.shape)]
+        if free:
+            raise UsageError(Diagnostic(
+                f"input{'s' if len(free) > 1 else ''} {', '.join(f'`{n}`' for n in free)} "
+                f"{'have' if len(free) > 1 else 'has'} a dimension of any size (`none`): each new size would compile "
+                "the model again while serving, so `specc serve` takes fixed shapes only", file=str(run.path / "spec.model"),
+                hint="give the input a fixed size in the spec (pad or crop the data to it) and train again"))
+
+    def check_spec_unchanged(self) -> None:
+        """Refuse a run whose spec.model was edited after it trained: the service prepares inputs by the spec, so
+        an edited `scale`, `features` or shape would feed the model what it never saw, with no error."""
+        import hashlib
+
+        recorded = self.run.metrics.get("spec_sha256")
+        here = hashlib.sha256((self.run.path / "spec.model").read_bytes()).hexdigest()
+        if isinstance(recorded, str) and recorded != here:
+            raise UsageError(Diagnostic(
+                f"spec.model was changed after this run trained (sha256 {here[:12]}; the run recorded {recorded[:12]} in "
+                "metrics.json): inputs would be prepared by a spec the model was not trained with",
+                file=str(self.run.path / "spec.model"), hint="restore the run's spec.model, or train the edited spec"))
 
     # --- loading ---------------------------------------------------------------------------------
 
@@ -270,7 +298,13 @@ class Servable:
                 v = example[f]
                 if isinstance(v, bool) or not isinstance(v, (int, float)):
                     raise InputError(f"feature `{f}` must be a number, not {_json_kind(v)}", f"{at}.{f}")
-                row.append(float(v))
+                try:
+                    number = float(v)
+                except OverflowError:
+                    number = math.inf
+                if not math.isfinite(number) or abs(number) > FLOAT32_MAX:
+                    raise InputError(f"feature `{f}` is {str(v)[:40]}: not a finite 32-bit number", f"{at}.{f}")
+                row.append(number)
             return {info.name: row}
         names = [i.name for i in self.inputs]
         missing = [n for n in names if n not in example]
@@ -293,6 +327,7 @@ class Servable:
         if info.kind == "text":
             return self._texts(info, values, field_of, warnings)
         if info.kind == "image":
+            _pixel_budget(values, field_of)
             arrays = [self._image(info, v, f) for v, f in zip(values, field_of)]
             return self._through_spec(info, arrays, field_of, images=True, warnings=warnings)
         arrays = [_numbers(v, f, info) for v, f in zip(values, field_of)]
@@ -331,7 +366,10 @@ class Servable:
         assert info.image is not None
         mode, h, w = info.image
         data = None
-        if isinstance(value, dict) and set(value) == {"base64"} and isinstance(value["base64"], str):
+        if isinstance(value, dict) and set(value) == {"base64"}:
+            if not isinstance(value["base64"], str):
+                raise InputError(f"`base64` must be a string (the file's bytes in base64), not {_json_kind(value['base64'])}",
+                                 f"{at}.base64")
             data = value["base64"]
         elif isinstance(value, str):
             if not value.startswith("data:") or "," not in value:
@@ -345,19 +383,27 @@ class Servable:
         if data is None:
             if isinstance(value, dict):
                 raise InputError(f"an image object takes one key, `base64`; found {', '.join(map(repr, list(value)[:5]))}", at)
-            return _numbers(value, at, info)
-        try:
-            raw = base64.b64decode(data, validate=True)
+            pixels = _numbers(value, at, info)
+            if pixels.size and (pixels.min() < 0 or pixels.max() > 255):
+                raise InputError(f"raw pixels are 0..255, like the training images; found {float(pixels.min()):g}.."
+                                 f"{float(pixels.max()):g}", at)
+            return pixels
+        data = "".join(data.split())  # MIME base64 is wrapped in lines (what the `base64` tool writes)
+        try:  # standard or URL-safe alphabet
+            raw = base64.b64decode(data, altchars=b"-_" if ("-" in data or "_" in data) else None, validate=True)
         except (binascii.Error, ValueError):
             raise InputError("is not valid base64", at) from None
         return self._decode(raw, at, mode, (h, w))
 
     @staticmethod
     def _decode(raw: bytes, at: str, mode: str, size: tuple[int, int]) -> np.ndarray:
+        """The image decoded as training decoded it, two at a time in the process (each may take hundreds of MB
+        while it decodes, however small the answer)."""
         from specc.core.files import decode_image
 
         try:
-            return decode_image(raw, at, None, mode, size)
+            with _DECODING:
+                return decode_image(raw, at, None, mode, size)
         except DataError as err:
             raise InputError(_without_file(err.message, at), at) from None
 
@@ -370,12 +416,17 @@ class Servable:
             if not v.strip():
                 raise InputError("is empty: give the text to classify", f)
         length = info.sequence_length or 1
-        for v, f in zip(values, fields):
-            n = len(self._vocab.ids(v))
-            if n > length:
-                warnings.append(f"{f}: the text has {n} tokens; the model reads the first {length} (the rest is "
+        # A token takes at least one character, so the first CHARS_PER_TOKEN x length characters hold every token
+        # the model reads; the rest is never tokenized (a 15 MB text held the GIL for a minute).
+        keep = max(1_000, CHARS_PER_TOKEN * length)
+        cut = [v[:keep] for v in values]
+        for v, c, f in zip(values, cut, fields):
+            n = len(self._vocab.ids(c))
+            if n > length or len(c) < len(v):
+                more = "more than " if len(c) < len(v) else ""
+                warnings.append(f"{f}: the text has {more}{n} tokens; the model reads the first {length} (the rest is "
                                 f"cut off, as in training)")
-        return encode_texts(self._vocab, values, length).astype(info.dtype, copy=False)
+        return encode_texts(self._vocab, cut, length).astype(info.dtype, copy=False)
 
     # --- an answer ---------------------------------------------------------------------------------
 
@@ -395,6 +446,10 @@ class Servable:
                 p = np.concatenate([1 - p, p], axis=-1)
             named = names if names is not None and len(names) == p.shape[-1] else None
             for k in range(rows):
+                if not np.isfinite(p[k]).all():  # JSON has no NaN; the model's fault, said as such
+                    out[k][name] = {"kind": kind, "error": "the model's output is not a number (NaN or infinite) for "
+                                    "this input", "probabilities": _finite(p[k])}
+                    continue
                 order = np.argsort(-p[k], kind="stable")
                 top = [{"class": int(c), "name": named[c] if named else str(int(c)), "probability": float(p[k][c])}
                        for c in order[:TOP_CLASSES]]
@@ -461,18 +516,46 @@ def _id_bound(model: Any, name: str) -> int | None:
     return min(bounds) if bounds else None
 
 
+def _pixel_budget(values: list[Any], fields: list[str]) -> None:
+    """Refuse a request whose images declare more than MAX_REQUEST_PIXELS together, from their headers alone."""
+    from PIL import Image
+
+    total = 0
+    for value, at in zip(values, fields):
+        data = value.get("base64") if isinstance(value, dict) else value.split(",", 1)[-1] if isinstance(value, str) \
+            else value if isinstance(value, bytes) else None
+        if data is None:
+            continue
+        try:
+            raw = data if isinstance(data, bytes) else base64.b64decode("".join(str(data).split())[:1 << 16] + "==",
+                                                                         altchars=b"-_" if "-" in str(data)[:4096] else None)
+            with Image.open(io.BytesIO(raw)) as im:  # the header only: nothing is decoded here
+                total += im.size[0] * im.size[1]
+        except Exception:  # noqa: BLE001 - a damaged image is refused, naming it, when it is decoded
+            continue
+        if total > MAX_REQUEST_PIXELS:
+            raise InputError(f"the images of this request declare {total:,} pixels together; at most "
+                             f"{MAX_REQUEST_PIXELS:,} per request (resize them, or send fewer per request)", at, 413)
+
+
 def _numbers(value: Any, at: str, info: InputInfo) -> np.ndarray:
     """A JSON number or nested list of numbers as an array; InputError naming the field otherwise."""
     if isinstance(value, (str, dict)) or value is None or isinstance(value, bool):
         raise InputError(f"must be numbers, not {_json_kind(value)}; expected {info.expected()}", at)
     try:
         a = np.asarray(value)
-    except ValueError:
-        raise InputError(f"rows of different lengths; expected {info.expected()}", at) from None
+    except (ValueError, RecursionError):
+        raise InputError(f"rows of different lengths, or nested too deeply; expected {info.expected()}", at) from None
+    except OverflowError:
+        raise InputError("holds a number too large for the model", at) from None
+    if a.dtype.kind == "O" and a.size and all(isinstance(v, int) and not isinstance(v, bool) for v in a.ravel()[:64]):
+        raise InputError("holds a whole number too large for the model", at)
     if a.dtype.kind not in "iuf":
         raise InputError(f"must hold only numbers; expected {info.expected()}", at)
     if a.dtype.kind == "f" and not np.isfinite(a).all():
         raise InputError("holds NaN or infinite values", at)
+    if a.size and np.abs(a).max() > FLOAT32_MAX:
+        raise InputError(f"holds {float(np.abs(a).max()):g}, beyond the largest 32-bit float", at)
     if a.ndim == 0:
         a = a.reshape(1)
     if info.dtype.startswith(("int", "uint")):
@@ -607,11 +690,11 @@ class Batcher:
             jobs = [j for j in jobs if not j.future.cancelled()]  # clients that went away
             if not jobs:
                 continue
-            x = {k: np.concatenate([j.x[k] for j in jobs]) for k in jobs[0].x} if len(jobs) > 1 else jobs[0].x
             started = time.perf_counter()
             try:
+                x = {k: np.concatenate([j.x[k] for j in jobs]) for k in jobs[0].x} if len(jobs) > 1 else jobs[0].x
                 y = await loop.run_in_executor(self._pool, self.servable.predict_rows, x)
-            except Exception as err:  # noqa: BLE001 - a failed batch fails its requests, never the loop
+            except Exception as err:  # noqa: BLE001 - a failed batch fails its requests (a 500: a bug), never the loop
                 for j in jobs:
                     if not j.future.done():
                         j.future.set_exception(err)
@@ -631,12 +714,14 @@ def unique_names(paths: list[str]) -> list[str]:
     """A URL-safe name per run directory: its folder name, numbered when two are alike."""
     from pathlib import Path
 
-    seen: dict[str, int] = {}
-    out = []
+    out: list[str] = []
     for p in paths:
-        base = re.sub(r"[^A-Za-z0-9._-]+", "-", Path(p).resolve().name).strip("-.") or "run"
-        seen[base] = seen.get(base, 0) + 1
-        out.append(base if seen[base] == 1 else f"{base}-{seen[base]}")
+        base = re.sub(r"[^\w.-]+", "-", Path(p).resolve().name).strip("-.") or "run"
+        name, k = base, 1
+        while name in out:  # `a`, `a`, `a-2` -> a, a-2, a-2-2: never two runs under one path
+            k += 1
+            name = f"{base}-{k}"
+        out.append(name)
     return out
 
 
