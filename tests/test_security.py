@@ -46,6 +46,8 @@ ALLOWED = {
                                "a fixed argument list (no shell); the storage URL goes through the environment",
     ("tune.py", "Popen"): "the same worker processes (`subprocess.Popen`, a list of arguments, no shell)",
     ("tune.py", "importlib"): "`importlib.util.find_spec` asks which PostgreSQL driver is installed; it imports nothing",
+    ("export_onnx.py", "importlib"): "`importlib.util.find_spec` asks whether jax2onnx, onnx and onnxruntime are "
+                                     "installed (it imports nothing) and `importlib.metadata` reads their versions",
 }
 
 
