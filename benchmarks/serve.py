@@ -15,9 +15,11 @@ URL, stopped with SIGTERM at the end), all alive at once:
     B  one model call per request: --max-batch 1 (its only bucket is 1, and no request waits for another)
     C  A's batching in two processes sharing the port: --workers 2 (only at `--workers-at` clients, default 32, 128)
     D  batching that also waits for company: --max-wait-ms 5 (the default before these figures)
+    E  A's batching with the model in onnxruntime: --runtime onnx, on a copy of the run exported first with
+       `specc export RUN --format onnx` (left out, and said, without jax2onnx and onnxruntime)
 
 For each number of clients (`--concurrency`), every server gets `--seconds` of load in `--slices` slices (default
-4), the servers taking turns slice by slice in the order A B C D, then D C B A, and so on, so that the machine's
+4), the servers taking turns slice by slice in the order A B C D E, then E D C B A, and so on, so that the machine's
 drift hits all sides alike. A client is a loop in an asyncio task (all in one event
 loop) that sends one request, waits for its answer and sends the next, over a keep-alive connection of its own. A
 request is `POST /predict` with `{"inputs": {"image": 28x28 list of 0..255}}`, a real MNIST test image (256 of
@@ -58,9 +60,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib.util
 import json
 import os
 import platform
+import shutil
 import statistics
 import subprocess
 import sys
@@ -85,6 +89,7 @@ SERVERS = {  # name -> (extra arguments of `specc serve`, processes, what it is)
     "B": (("--max-batch", "1"), 1, "one model call per request (--max-batch 1)"),
     "C": (("--workers", "2"), 2, "dynamic batching in two processes (--workers 2)"),
     "D": (("--max-wait-ms", "5"), 1, "batching that waits up to 5 ms for more requests (--max-wait-ms 5)"),
+    "E": (("--runtime", "onnx"), 1, "A's batching on onnxruntime, the run's checked ONNX export (--runtime onnx)"),
 }
 IMAGES = 256  # distinct request bodies, sent in turn
 REQUEST_TIMEOUT_S = 30.0
@@ -365,7 +370,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--workers-at", type=int, nargs="*", default=[32, 128], help="numbers of clients at which server "
                     "C (--workers 2) is measured too (default 32 128; none: leave C out)")
     ap.add_argument("--servers", nargs="+", choices=list(SERVERS), default=list(SERVERS), help="the servers to "
-                    "measure (default A B C D; B, the baseline of the ratios, always)")
+                    "measure (default A B C D E; B, the baseline of the ratios, always)")
     ap.add_argument("--one-client", action="store_true", help="all clients share one httpx.AsyncClient (a "
                     "connection each) instead of one AsyncClient each: httpx's pool then costs the client more per "
                     "request the more connections it holds")
@@ -375,7 +380,10 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     if args.quick:
         args.seconds, args.slices, args.concurrency, args.workers_at, args.limit = 2, 2, [1, 8], [8], 500
-        args.servers = [n for n in args.servers if n != "D"]
+        args.servers = [n for n in args.servers if n not in ("D", "E")]
+    if "E" in args.servers and not all(importlib.util.find_spec(m) for m in ("jax2onnx", "onnxruntime")):
+        print("server E left out: it needs jax2onnx and onnxruntime (pip install -e '.[onnx]')", flush=True)
+        args.servers = [n for n in args.servers if n != "E"]
     args.servers = sorted({*args.servers, "B"})
     if not os.environ.get("SPECC_DATA_DIR"):
         raise SystemExit("set SPECC_DATA_DIR to the folder holding mnist/ (the training data and the requests' images)")
@@ -403,11 +411,17 @@ def main(argv: list[str] | None = None) -> int:
         result["run"]["test_accuracy"] = (metrics.get("test") or {}).get("accuracy")
         bodies = request_bodies(IMAGES)
         servers: dict[str, Service] = {}
+        onnx_run = Path(tmp) / "onnx-run"  # E's copy: the export is written into it, never into --run's folder
+        if "E" in names:
+            shutil.copytree(run_dir, onnx_run)
+            print("exporting the run to ONNX for server E ...", flush=True)
+            subprocess.run([sys.executable, "-m", "specc", "export", str(onnx_run), "--format", "onnx"], check=True,
+                           cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)}, stdout=subprocess.DEVNULL)
         for name in names:
             extra, processes, _ = SERVERS[name]
             ready = r"ready on (http://\S+)" + r"[\s\S]*ready on http://" * (processes - 1)
             print(f"starting server {name} ...", flush=True)
-            servers[name] = stack.enter_context(service(run_dir, *extra, ready=ready))
+            servers[name] = stack.enter_context(service(onnx_run if name == "E" else run_dir, *extra, ready=ready))
         result["servers"] = {}
         for name, s in servers.items():
             processes = SERVERS[name][1]

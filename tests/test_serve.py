@@ -342,3 +342,27 @@ def test_buckets():
     assert default_buckets(32) == (1, 4, 16, 32) and default_buckets(1) == (1,) and default_buckets(64) == (1, 4, 16, 64)
     options = BatchOptions(max_batch=32)
     assert [options.bucket(n) for n in (1, 2, 4, 5, 17, 32)] == [1, 4, 4, 16, 32, 32]
+
+
+def test_the_runtime_onnx_serves_the_checked_export_with_the_same_answers(server, runs, tmp_path):
+    pytest.importorskip("onnxruntime", reason="--runtime onnx needs onnxruntime (pip install -e '.[onnx]')")
+    pytest.importorskip("jax2onnx", reason="the export needs jax2onnx (pip install -e '.[onnx]')")
+    import shutil
+
+    run = tmp_path / "cnn"
+    shutil.copytree(runs["cnn"], run)
+    refused = subprocess.run([sys.executable, "-m", "specc", "serve", str(run), "--runtime", "onnx", "--port", "0"],
+                             capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert refused.returncode == 2 and f"specc export {run} --format onnx" in refused.stderr, refused.stderr
+    exported = subprocess.run([sys.executable, "-m", "specc", "export", str(run), "--format", "onnx"],
+                              capture_output=True, text=True, cwd=ROOT, timeout=600)
+    assert exported.returncode == 0, exported.stderr
+    x, _ = mnist_test(8)
+    body = {"instances": [{"image": a.tolist()} for a in x]}
+    want = [p["dense"]["probabilities"] for p in post(server, f"{CNN}/predict", body).json()["predictions"]]
+    with service(run, "--runtime", "onnx") as onnx:
+        r = httpx.post(onnx.url + "/predict", json=body, timeout=60)
+        assert r.status_code == 200, r.text
+        np.testing.assert_allclose([p["dense"]["probabilities"] for p in r.json()["predictions"]], want, atol=1e-5)
+        assert httpx.get(onnx.url + "/metadata").json()["runtime"] == "onnx"
+        assert httpx.get(onnx.url + "/stats").json()["runs"]["cnn"]["compiles"] == 0  # no XLA: onnxruntime runs it

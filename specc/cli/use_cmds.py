@@ -184,7 +184,10 @@ def wait_ms(text: str) -> float:
                    help="how long a batch waits for more requests before it runs (default 0: a batch is what queued "
                    "while the previous one ran; a few ms pays where the model dominates a request, as on a GPU)"),
                arg("--buckets", metavar="N,N,...", help="batch sizes compiled at start-up; a batch is padded to the next "
-                   "(default 1, 4, 16, ... up to --max-batch)")),
+                   "(default 1, 4, 16, ... up to --max-batch)"),
+               arg("--runtime", choices=("jax", "onnx"), default="jax", help="jax: the Keras model, compiled by XLA "
+                   "(default); onnx: the run's export/model.onnx in onnxruntime (`specc export RUN --format onnx` "
+                   "first)")),
          group("service",
                arg("--workers", type=positive, default=1, metavar="N", help="processes sharing the port, each with its "
                    "own copy of the models (default 1)"),
@@ -219,5 +222,5 @@ def cmd_serve(args) -> int:
     config = ServeConfig(runs=tuple(args.runs), host=args.host, port=chosen, max_batch=args.max_batch,
                          max_wait_ms=args.max_wait_ms, buckets=buckets, max_body=int(args.max_body_mb * 1024 * 1024),
                          workers=args.workers, drain_s=args.drain_s, log_level=args.log_level,
-                         max_connections=args.max_connections)
+                         max_connections=args.max_connections, runtime=args.runtime)
     return {0: EXIT_OK, 130: EXIT_INTERRUPTED}.get(serve(config, sock), EXIT_DATA)

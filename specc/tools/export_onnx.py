@@ -310,6 +310,8 @@ def export_onnx(run: Run, out: Path) -> dict[str, Any]:
         "inputs": [{"name": i.name, "shape": list(i.shape), "dtype": i.type} for i in session.get_inputs()],
         "outputs": [{"name": o.name, "shape": list(o.shape), "dtype": o.type} for o in session.get_outputs()],
         "rewritten_layers": rewritten,
+        # `specc serve --runtime onnx` serves this file only beside the very model.keras it was checked against.
+        "model_sha256": file_sha256(run.model_file),
         "test_on": "train" if data.test_is_train else "test",
         "examples": len(x[0]),
         "examples_in_split": count_examples(data.x_test),
@@ -319,6 +321,16 @@ def export_onnx(run: Run, out: Path) -> dict[str, Any]:
     write_file(report_file, lambda tmp: Path(tmp).write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8"), ".json")
     report["report"] = str(report_file)
     return report
+
+
+def file_sha256(path: Path) -> str:
+    import hashlib
+
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def _opset(onnx_bytes: bytes) -> int | None:

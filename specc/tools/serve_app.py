@@ -379,6 +379,7 @@ class ServeConfig:
     drain_s: float = 30.0
     log_level: str = "warning"
     max_connections: int = 1024
+    runtime: str = "jax"
 
     def to_json(self) -> str:
         return json.dumps(self.__dict__)
@@ -398,7 +399,8 @@ def servables(config: ServeConfig) -> list[Servable]:
     from specc.tools.serving import BatchOptions, unique_names
 
     options = BatchOptions(config.max_batch, config.max_wait_ms, config.buckets)
-    return [Servable(open_run(path), name, options) for path, name in zip(config.runs, unique_names(list(config.runs)))]
+    return [Servable(open_run(path), name, options, config.runtime)
+            for path, name in zip(config.runs, unique_names(list(config.runs)))]
 
 
 def app_from_environment() -> FastAPI:

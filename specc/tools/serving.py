@@ -38,6 +38,7 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -150,9 +151,12 @@ class InputInfo:
 class Servable:
     """One run directory, loaded, compiled for every bucket and ready to answer (see the module docstring)."""
 
-    def __init__(self, run: Run, name: str, options: BatchOptions) -> None:
+    def __init__(self, run: Run, name: str, options: BatchOptions, runtime: str = "jax") -> None:
         refuse_generators(run)
         self.run = run
+        self.runtime = runtime  # jax: the Keras model jitted; onnx: the run's checked ONNX export in onnxruntime
+        self._onnx: Any = None
+        self._onnx_file = self._checked_onnx_file() if runtime == "onnx" else None
         self.name = name
         self.options = options
         self.compiles = 0
@@ -214,6 +218,15 @@ class Servable:
             self._vocab = read_vocabulary(self.run.tokenizer_file)
         for info in self.inputs:
             info.below = _id_bound(model, info.name)
+        if self.runtime == "onnx":
+            from specc.tools.export_onnx import onnx_session
+
+            assert self._onnx_file is not None
+            self._onnx = onnx_session(self._onnx_file)
+            for b in self.options.buckets:  # onnxruntime sizes its buffers on the first runs
+                self._run_batch({i.name: np.zeros((b, *[s or 1 for s in i.shape]), dtype=i.dtype) for i in self.inputs}, b)
+            self.ready = True
+            return
         self._weights = ([v.value for v in model.trainable_variables], [v.value for v in model.non_trainable_variables])
         names = [t.name for t in model.inputs]
 
@@ -238,7 +251,35 @@ class Servable:
             x = {k: np.concatenate([v, np.zeros((bucket - rows, *v.shape[1:]), dtype=v.dtype)]) for k, v in x.items()}
         return {k: v[:rows] for k, v in self._run_batch(x, bucket).items()}
 
+    def _checked_onnx_file(self) -> Path:
+        """`export/model.onnx`, which `specc export --format onnx` wrote after checking it against this very
+        model.keras (its report's `model_sha256`); a UsageError before anything is loaded otherwise."""
+        import json
+
+        from specc.tools.export_onnx import file_sha256, require_onnx
+
+        require_onnx()
+        path = self.run.path / "export" / "model.onnx"
+        report = path.with_name("model.onnx.json")
+        hint = f"export it first: specc export {self.run.path} --format onnx"
+        if not path.is_file() or not report.is_file():
+            raise UsageError(Diagnostic("--runtime onnx serves the run's checked ONNX export, export/model.onnx with "
+                                        "its report, and the run has none", file=str(self.run.path), hint=hint))
+        try:
+            recorded = json.loads(report.read_text(encoding="utf-8")).get("model_sha256")
+        except (ValueError, UnicodeDecodeError, AttributeError):
+            recorded = None
+        if recorded != file_sha256(self.run.model_file):
+            raise UsageError(Diagnostic("export/model.onnx was not checked against this run's model.keras (its report "
+                                        "names another model, or none)", file=str(path), hint=hint))
+        return path
+
     def _run_batch(self, x: dict[str, np.ndarray], rows: int) -> dict[str, np.ndarray]:
+        if self._onnx is not None:
+            session, feed, names = self._onnx
+            with self._lock:
+                outs = session.run(names, {n: x[n] for n in feed})
+            return dict(zip(self.output_names, outs))
         with self._lock:  # one batch at a time through the compiled function
             y = self._forward(*self._weights, x)
         if isinstance(y, dict):
@@ -487,6 +528,7 @@ class Servable:
             "metrics": metrics,
             "versions": {"specc": __version__, "keras": keras.__version__, "jax": jax.__version__,
                          "python": platform.python_version()},
+            "runtime": self.runtime,
             "batching": {"max_batch": self.options.max_batch, "max_wait_ms": self.options.max_wait_ms,
                          "buckets": list(self.options.buckets)},
             **({"graph": graph} if graph is not None else {}),
@@ -712,8 +754,6 @@ class Batcher:
 
 def unique_names(paths: list[str]) -> list[str]:
     """A URL-safe name per run directory: its folder name, numbered when two are alike."""
-    from pathlib import Path
-
     out: list[str] = []
     for p in paths:
         base = re.sub(r"[^\w.-]+", "-", Path(p).resolve().name).strip("-.") or "run"
