@@ -17,9 +17,9 @@ A `Servable` is one run directory made ready to answer requests:
   computes); the requests that arrive while a batch runs form the next one (up to `max_batch` examples), and
   each request gets its own rows back. So a lone request never waits, and under load batches grow by
   themselves. `max_wait_ms` (0 by default) makes a batch also wait that long for more requests: on these CPUs
-  it only cost throughput (benchmarks/serve.py: 4x fewer requests/s for one client at 5 ms, and at most 8% more
-  at 128 clients, where waiting for nothing gave 26%), since the model is a fifth of a request's server time;
-  it pays where the model dominates, as on a GPU. A request larger than `max_batch` runs in chunks.
+  it only cost throughput (benchmarks/serve.py: against one call per request, 0.30x the requests/s for one
+  client at 5 ms and 0.72x for eight, where not waiting gave 1.06x and 1.04x, and 1.13-1.14x at 32-128 clients),
+  since the model is a fifth of a request's server time; it may pay where the model dominates, as on a GPU. A request larger than `max_batch` runs in chunks.
 
 Why not `model.predict`: it builds a new data adapter and Python loop per call (milliseconds) and compiles a
 new program for every new batch size it meets, which is exactly the wait under load this module avoids.
