@@ -368,8 +368,12 @@ class Servable:
         if info.kind == "text":
             return self._texts(info, values, field_of, warnings)
         if info.kind == "image":
-            _pixel_budget(values, field_of)
-            arrays = [self._image(info, v, f) for v, f in zip(values, field_of)]
+            assert info.image is not None
+            mode, h, w = info.image
+            files = [_image_bytes(info, v, f) for v, f in zip(values, field_of)]  # None: raw pixels
+            _pixel_budget(files, field_of)
+            arrays = [self._decode(raw, f, mode, (h, w)) if raw is not None else _pixels(info, v, f)
+                      for raw, v, f in zip(files, values, field_of)]
             return self._through_spec(info, arrays, field_of, images=True, warnings=warnings)
         arrays = [_numbers(v, f, info) for v, f in zip(values, field_of)]
         return self._through_spec(info, arrays, field_of, images=False, warnings=warnings)
@@ -401,40 +405,6 @@ class Servable:
             for i in self.inputs:
                 out[i.name].append(x[i.name])
         return {i.name: np.concatenate(out[i.name]).astype(i.dtype, copy=False) for i in self.inputs}
-
-    def _image(self, info: InputInfo, value: Any, at: str) -> np.ndarray:
-        """An image given as {"base64": ...}, a data URL, or raw pixels -> (H, W[, 3]) uint8 as training read it."""
-        assert info.image is not None
-        mode, h, w = info.image
-        data = None
-        if isinstance(value, dict) and set(value) == {"base64"}:
-            if not isinstance(value["base64"], str):
-                raise InputError(f"`base64` must be a string (the file's bytes in base64), not {_json_kind(value['base64'])}",
-                                 f"{at}.base64")
-            data = value["base64"]
-        elif isinstance(value, str):
-            if not value.startswith("data:") or "," not in value:
-                raise InputError(f"a string here must be a data: URL of an image (data:image/png;base64,...); "
-                                 f"expected {info.expected()}", at)
-            header, data = value.split(",", 1)
-            if not header.endswith(";base64"):
-                raise InputError("the data: URL must be base64-encoded (data:image/png;base64,...)", at)
-        elif isinstance(value, bytes):
-            return self._decode(value, at, mode, (h, w))
-        if data is None:
-            if isinstance(value, dict):
-                raise InputError(f"an image object takes one key, `base64`; found {', '.join(map(repr, list(value)[:5]))}", at)
-            pixels = _numbers(value, at, info)
-            if pixels.size and (pixels.min() < 0 or pixels.max() > 255):
-                raise InputError(f"raw pixels are 0..255, like the training images; found {float(pixels.min()):g}.."
-                                 f"{float(pixels.max()):g}", at)
-            return pixels
-        data = "".join(data.split())  # MIME base64 is wrapped in lines (what the `base64` tool writes)
-        try:  # standard or URL-safe alphabet
-            raw = base64.b64decode(data, altchars=b"-_" if ("-" in data or "_" in data) else None, validate=True)
-        except (binascii.Error, ValueError):
-            raise InputError("is not valid base64", at) from None
-        return self._decode(raw, at, mode, (h, w))
 
     @staticmethod
     def _decode(raw: bytes, at: str, mode: str, size: tuple[int, int]) -> np.ndarray:
@@ -558,19 +528,53 @@ def _id_bound(model: Any, name: str) -> int | None:
     return min(bounds) if bounds else None
 
 
-def _pixel_budget(values: list[Any], fields: list[str]) -> None:
+def _image_bytes(info: InputInfo, value: Any, at: str) -> bytes | None:
+    """The file bytes of an image given as {"base64": ...}, a data URL or a form's file; None for raw pixels (a
+    nested list). InputError for anything else."""
+    data = None
+    if isinstance(value, dict) and set(value) == {"base64"}:
+        if not isinstance(value["base64"], str):
+            raise InputError(f"`base64` must be a string (the file's bytes in base64), not {_json_kind(value['base64'])}",
+                             f"{at}.base64")
+        data = value["base64"]
+    elif isinstance(value, str):
+        if not value.startswith("data:") or "," not in value:
+            raise InputError(f"a string here must be a data: URL of an image (data:image/png;base64,...); "
+                             f"expected {info.expected()}", at)
+        header, data = value.split(",", 1)
+        if not header.endswith(";base64"):
+            raise InputError("the data: URL must be base64-encoded (data:image/png;base64,...)", at)
+    elif isinstance(value, bytes):
+        return value
+    elif isinstance(value, dict):
+        raise InputError(f"an image object takes one key, `base64`; found {', '.join(map(repr, list(value)[:5]))}", at)
+    if data is None:
+        return None
+    data = "".join(data.split())  # MIME base64 is wrapped in lines (what the `base64` tool writes)
+    try:  # standard or URL-safe alphabet
+        return base64.b64decode(data, altchars=b"-_" if ("-" in data or "_" in data) else None, validate=True)
+    except (binascii.Error, ValueError):
+        raise InputError("is not valid base64", at) from None
+
+
+def _pixels(info: InputInfo, value: Any, at: str) -> np.ndarray:
+    """Raw pixels given as numbers: 0..255, like the training images."""
+    pixels = _numbers(value, at, info)
+    if pixels.size and (pixels.min() < 0 or pixels.max() > 255):
+        raise InputError(f"raw pixels are 0..255, like the training images; found {float(pixels.min()):g}.."
+                         f"{float(pixels.max()):g}", at)
+    return pixels
+
+
+def _pixel_budget(files: list[bytes | None], fields: list[str]) -> None:
     """Refuse a request whose images declare more than MAX_REQUEST_PIXELS together, from their headers alone."""
     from PIL import Image
 
     total = 0
-    for value, at in zip(values, fields):
-        data = value.get("base64") if isinstance(value, dict) else value.split(",", 1)[-1] if isinstance(value, str) \
-            else value if isinstance(value, bytes) else None
-        if data is None:
+    for raw, at in zip(files, fields):
+        if raw is None:
             continue
         try:
-            raw = data if isinstance(data, bytes) else base64.b64decode("".join(str(data).split())[:1 << 16] + "==",
-                                                                         altchars=b"-_" if "-" in str(data)[:4096] else None)
             with Image.open(io.BytesIO(raw)) as im:  # the header only: nothing is decoded here
                 total += im.size[0] * im.size[1]
         except Exception:  # noqa: BLE001 - a damaged image is refused, naming it, when it is decoded
